@@ -1,0 +1,466 @@
+"""Layers: thin stateful classes over the forward/backward pairs of ``functional``.
+
+Every layer has ``forward(x)``, ``backward(dout) -> dx``, the dicts ``params``
+and ``grads`` (same keys, same shapes: ``weight``, ``bias`` as in PyTorch),
+``train()`` / ``eval()`` and ``zero_grad()``. ``backward`` *adds* into
+``grads`` (as Torch7 and PyTorch do); ``zero_grad`` clears them. The
+``cache`` attribute holds what backward needs, from ``forward`` until
+``backward`` has used it (then it is freed).
+
+Containers (:class:`Sequential`, the residual block, the ResNet) find their
+sub-layers by looking at their attributes, so names such as
+``blocks.3.branch.0.weight`` come for free, in a stable order.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from .backend import device_of, get_xp, to_device
+from .trace import traced
+
+
+class Module:
+    """Base class: parameters, gradients, buffers, train/eval and naming."""
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.buffers: dict = {}  # state that is not trained (BN running statistics)
+        self.training = True
+        self.cache = None
+        self.name = ""
+
+    # -- the tree of layers --------------------------------------------------
+
+    def named_children(self):
+        """Direct sub-layers, in the order they were assigned: (name, module)."""
+        for attr, value in vars(self).items():
+            if isinstance(value, Module):
+                yield attr, value
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
+                for i, v in enumerate(value):
+                    yield f"{attr}.{i}", v
+
+    def named_modules(self, prefix=""):
+        """This module and every module below it, depth first: (dotted name, module)."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def assign_names(self, prefix=""):
+        """Give every module its dotted name (used by errors and the trace)."""
+        for name, m in self.named_modules(prefix):
+            m.name = name
+        return self
+
+    # -- parameters and state ------------------------------------------------
+
+    def parameters(self):
+        """Yield ``(name, param, grad)`` for every parameter, in a stable order."""
+        for mname, m in self.named_modules():
+            for key, p in m.params.items():
+                yield (f"{mname}.{key}" if mname else key), p, m.grads[key]
+
+    def zero_grad(self):
+        for m in self.modules():
+            for g in m.grads.values():
+                g.fill(0)
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def clear_cache(self):
+        """Free every cache below this module (nothing is kept for a backward)."""
+        for m in self.modules():
+            m.cache = None
+
+    def state_dict(self) -> dict:
+        """Ordered ``{dotted name: array}`` of parameters and buffers (copies)."""
+        state = {}
+        for mname, m in self.named_modules():
+            for key, a in list(m.params.items()) + list(m.buffers.items()):
+                state[f"{mname}.{key}" if mname else key] = a.copy()
+        return state
+
+    def load_state_dict(self, state: dict):
+        """Copy arrays from ``state`` (as made by :meth:`state_dict`) into this module.
+
+        Every key must be present with the right shape; nothing is changed unless all are.
+        """
+        targets = {}
+        for mname, m in self.named_modules():
+            for store in (m.params, m.buffers):
+                for key, a in store.items():
+                    targets[f"{mname}.{key}" if mname else key] = (store, key, a)
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
+        if missing or unexpected:
+            raise KeyError(f"state_dict does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for k, (_, _, a) in targets.items():
+            if tuple(np.shape(state[k])) != tuple(a.shape):
+                raise ValueError(f"state_dict[{k!r}] has shape {tuple(np.shape(state[k]))}, expected {a.shape}")
+        for k, (store, key, a) in targets.items():
+            xp = get_xp(a)
+            store[key][...] = xp.asarray(state[k], dtype=a.dtype)
+        return self
+
+    def to(self, device: str):
+        """Move parameters, gradients and buffers to ``"cpu"`` or ``"gpu"``."""
+        for m in self.modules():
+            for store in (m.params, m.grads, m.buffers):
+                for key in store:
+                    store[key] = to_device(store[key], device)
+            m.cache = None
+        return self
+
+    # -- checks shared by the layers -----------------------------------------
+
+    def _check_backward(self):
+        if self.cache is None:
+            raise RuntimeError(f"{self._label()}.backward() called before forward() "
+                               "(or twice for one forward: the cache is freed after use)")
+
+    def _label(self):
+        return self.name or type(self).__name__
+
+    def _check_input(self, x, ndim, channels=None, like=None):
+        """One clear error for the wrong rank, channel count, dtype or device."""
+        label = self._label()
+        if not hasattr(x, "ndim") or not hasattr(x, "dtype"):
+            raise TypeError(f"{label}: expected a NumPy or CuPy array, got {type(x).__name__}")
+        if x.ndim != ndim:
+            what = "(N, C, H, W)" if ndim == 4 else "(N, features)"
+            raise ValueError(f"{label}: expected a {ndim}-D input {what}, got shape {tuple(x.shape)}")
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(f"{label}: expected {channels} input channels/features, got {x.shape[1]} "
+                             f"(input shape {tuple(x.shape)})")
+        if like is not None:
+            if x.dtype != like.dtype:
+                raise TypeError(f"{label}: input dtype {x.dtype} does not match the layer's {like.dtype}; "
+                                f"cast with x.astype(...) or build the layer with dtype={x.dtype}")
+            if device_of(x) != device_of(like):
+                raise ValueError(f"{label}: input is on the {device_of(x)} but the layer's parameters are "
+                                 f"on the {device_of(like)}; use minisd.to_device(x, ...) or layer.to(...)")
+
+    def _add_grad(self, key, g):
+        self.grads[key] += g
+
+    # -- for the trace ---------------------------------------------------------
+
+    in_shape = None
+    backward_flops_factor = 1
+
+    def flops(self) -> int:
+        """FLOPs of the last forward call (elementwise layers count one per element)."""
+        return int(np.prod(self.in_shape)) if self.in_shape is not None else 0
+
+
+def _new_param(xp, shape, dtype):
+    return xp.zeros(shape, dtype=dtype)
+
+
+class Conv2d(Module):
+    """2-D convolution by im2col + matrix product.
+
+    weight: (out_channels, in_channels, k, k), bias: (out_channels,)
+    forward: (N, in_channels, H, W) -> (N, out_channels, Ho, Wo)
+    Initialised as in the paper's code: He normal with std sqrt(2 / (k*k*out_channels)),
+    bias zero.
+    """
+
+    backward_flops_factor = 2  # dx and dweight each cost one forward
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 dtype=np.float32, rng=None):
+        super().__init__()
+        for what, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("kernel_size", kernel_size), ("stride", stride)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"Conv2d: {what} must be a positive integer, got {v!r}")
+        if padding < 0:
+            raise ValueError(f"Conv2d: padding must be >= 0, got {padding!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        rng = rng if rng is not None else np.random.default_rng()
+        std = math.sqrt(2.0 / (kernel_size * kernel_size * out_channels))
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        self.params["weight"] = (rng.standard_normal(shape) * std).astype(dtype)
+        self.grads["weight"] = np.zeros(shape, dtype=dtype)
+        if bias:
+            self.params["bias"] = np.zeros(out_channels, dtype=dtype)
+            self.grads["bias"] = np.zeros(out_channels, dtype=dtype)
+        self.naive = False  # True: use the textbook loop (slow; for teaching and tests)
+
+    @traced
+    def forward(self, x):
+        w = self.params["weight"]
+        self._check_input(x, 4, self.in_channels, like=w)
+        H, W = x.shape[2:]
+        if H + 2 * self.padding < self.kernel_size or W + 2 * self.padding < self.kernel_size:
+            raise ValueError(f"{self._label()}: input {H}x{W} is smaller than the {self.kernel_size}x"
+                             f"{self.kernel_size} kernel (padding {self.padding})")
+        self.in_shape = x.shape
+        fwd = F.conv2d_naive_forward if self.naive else F.conv2d_forward
+        out, self.cache = fwd(x, w, self.params.get("bias"), self.stride, self.padding)
+        return out
+
+    @traced
+    def backward(self, dout):
+        self._check_backward()
+        bwd = F.conv2d_naive_backward if self.naive else F.conv2d_backward
+        dx, dw, db = bwd(dout, self.cache)
+        self.cache = None
+        self._add_grad("weight", dw)
+        if db is not None:
+            self._add_grad("bias", db)
+        return dx
+
+    def flops(self):
+        if self.in_shape is None:
+            return 0
+        return F.conv2d_flops(self.in_shape, self.params["weight"].shape, self.stride, self.padding)
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation over N, H, W for each of ``num_features`` channels.
+
+    weight (gamma) 1 and bias (beta) 0 at first; buffers ``running_mean`` and
+    ``running_var`` are updated in training as PyTorch does:
+    running = (1 - momentum) * running + momentum * batch, with the *unbiased*
+    batch variance. Eval mode normalises with the running statistics.
+    """
+
+    backward_flops_factor = 2
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        for key, value in (("weight", 1.0), ("bias", 0.0)):
+            self.params[key] = np.full(num_features, value, dtype=dtype)
+            self.grads[key] = np.zeros(num_features, dtype=dtype)
+        self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
+        self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
+
+    @property
+    def running_mean(self):
+        return self.buffers["running_mean"]
+
+    @property
+    def running_var(self):
+        return self.buffers["running_var"]
+
+    @traced
+    def forward(self, x):
+        w, b = self.params["weight"], self.params["bias"]
+        self._check_input(x, 4, self.num_features, like=w)
+        self.in_shape = x.shape
+        if self.training:
+            N, C, H, W = x.shape
+            m = N * H * W
+            if m < 2:
+                raise ValueError(f"{self._label()}: batch statistics need more than one value per "
+                                 f"channel in training, got input shape {tuple(x.shape)}")
+            out, mean, var, cache = F.batchnorm_train_forward(x, w, b, self.eps)
+            self.cache = ("train", cache)
+            mom = self.momentum
+            self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
+            self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
+        else:
+            out, cache = F.batchnorm_eval_forward(x, w, b, self.running_mean, self.running_var, self.eps)
+            self.cache = ("eval", cache)
+        return out
+
+    @traced
+    def backward(self, dout):
+        self._check_backward()
+        mode, cache = self.cache
+        bwd = F.batchnorm_train_backward if mode == "train" else F.batchnorm_eval_backward
+        dx, dw, db = bwd(dout, cache)
+        self.cache = None
+        self._add_grad("weight", dw)
+        self._add_grad("bias", db)
+        return dx
+
+    def flops(self):
+        return 4 * super().flops()
+
+
+class ReLU(Module):
+    """out = max(x, 0), any shape."""
+
+    @traced
+    def forward(self, x):
+        self.in_shape = x.shape
+        out, self.cache = F.relu_forward(x)
+        return out
+
+    @traced
+    def backward(self, dout):
+        self._check_backward()
+        dx = F.relu_backward(dout, self.cache)
+        self.cache = None
+        return dx
+
+
+class GlobalAvgPool(Module):
+    """(N, C, H, W) -> (N, C): average of each channel map."""
+
+    @traced
+    def forward(self, x):
+        self._check_input(x, 4)
+        self.in_shape = x.shape
+        out, self.cache = F.global_avg_pool_forward(x)
+        return out
+
+    @traced
+    def backward(self, dout):
+        self._check_backward()
+        dx = F.global_avg_pool_backward(dout, self.cache)
+        self.cache = None
+        return dx
+
+
+class Linear(Module):
+    """Fully connected: (N, in_features) -> (N, out_features); weight (out, in).
+
+    Initialised as Torch7 and PyTorch do: weight and bias uniform in
+    +-1/sqrt(in_features).
+    """
+
+    backward_flops_factor = 2
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        rng = rng if rng is not None else np.random.default_rng()
+        bound = 1.0 / math.sqrt(in_features)
+        self.params["weight"] = rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype)
+        self.grads["weight"] = np.zeros((out_features, in_features), dtype=dtype)
+        if bias:
+            self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(dtype)
+            self.grads["bias"] = np.zeros(out_features, dtype=dtype)
+
+    @traced
+    def forward(self, x):
+        w = self.params["weight"]
+        self._check_input(x, 2, self.in_features, like=w)
+        self.in_shape = x.shape
+        out, self.cache = F.linear_forward(x, w, self.params.get("bias"))
+        return out
+
+    @traced
+    def backward(self, dout):
+        self._check_backward()
+        dx, dw, db = F.linear_backward(dout, self.cache)
+        self.cache = None
+        self._add_grad("weight", dw)
+        if db is not None:
+            self._add_grad("bias", db)
+        return dx
+
+    def flops(self):
+        return 2 * self.in_shape[0] * self.in_features * self.out_features if self.in_shape else 0
+
+
+class Shortcut(Module):
+    """The paper's option-A shortcut: subsample by ``stride``, zero-pad new channels.
+
+    (N, in_channels, H, W) -> (N, out_channels, ceil(H/stride), ceil(W/stride));
+    the identity when the shapes match. No parameters.
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"Shortcut: option A can only add channels ({in_channels} -> {out_channels})")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+    @traced
+    def forward(self, x):
+        self._check_input(x, 4, self.in_channels)
+        self.in_shape = x.shape
+        out, self.cache = F.shortcut_forward(x, self.out_channels, self.stride)
+        return out
+
+    @traced
+    def backward(self, dout):
+        self._check_backward()
+        dx = F.shortcut_backward(dout, self.cache)
+        self.cache = None
+        return dx
+
+    def flops(self):
+        return 0
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def named_children(self):
+        for i, layer in enumerate(self.layers):  # "branch.0", as PyTorch names them
+            yield str(i), layer
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+
+class SoftmaxCrossEntropy(Module):
+    """Mean softmax cross-entropy: ``forward(logits, labels) -> loss``, ``backward() -> dlogits``.
+
+    logits: (N, K) float, labels: (N,) integers in [0, K). The loss is a 0-d array.
+    """
+
+    @traced
+    def forward(self, logits, labels):
+        self._check_input(logits, 2)
+        xp = get_xp(logits, labels)
+        labels = xp.asarray(labels)
+        if labels.shape != (logits.shape[0],) or labels.dtype.kind not in "iu":
+            raise ValueError(f"{self._label()}: labels must be {logits.shape[0]} integers, "
+                             f"got shape {tuple(labels.shape)} dtype {labels.dtype}")
+        K = logits.shape[1]
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= K):
+            raise ValueError(f"{self._label()}: labels must lie in [0, {K}), got "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        self.in_shape = logits.shape
+        loss, self.cache = F.softmax_cross_entropy_forward(logits, labels)
+        return loss
+
+    @traced
+    def backward(self, dout=None):
+        """Gradient of the mean loss w.r.t. the logits (times ``dout``, default 1)."""
+        self._check_backward()
+        dlogits = F.softmax_cross_entropy_backward(self.cache)
+        self.cache = None
+        return dlogits if dout is None else dlogits * dout
+
+    def flops(self):
+        return 5 * super().flops()

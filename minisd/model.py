@@ -1,0 +1,142 @@
+"""The paper's CIFAR ResNet with stochastic depth, and its survival rules.
+
+    conv3x3(16) -> BN -> ReLU -> [N blocks, 16 ch] -> [N blocks, 32 ch, first with stride 2]
+    -> [N blocks, 64 ch, first with stride 2] -> global average pool -> linear
+
+Depth = 6N + 2 (two convs per block, plus the first conv and the linear
+layer): 20, 32, 44, 56, 110 (the paper), ..., 1202.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .blocks import ResidualBlock
+from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, Linear, Module, ReLU
+
+RULES = ("linear", "uniform")
+
+
+def survival_probabilities(num_blocks: int, p_last: float, rule: str = "linear") -> list[float]:
+    """p_l for blocks l = 1..L.
+
+    ``linear`` (the paper's default): p_l = 1 - (l / L) (1 - p_L), from nearly 1
+    for the first block down to p_L for the last; the input is always kept.
+    ``uniform``: p_l = p_L for every block.
+    """
+    if num_blocks < 1:
+        raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+    if not 0.0 < p_last <= 1.0:
+        raise ValueError(f"p_last must be in (0, 1], got {p_last!r}")
+    if rule == "linear":
+        return [1.0 - (l / num_blocks) * (1.0 - p_last) for l in range(1, num_blocks + 1)]
+    if rule == "uniform":
+        return [float(p_last)] * num_blocks
+    raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+
+
+def expected_blocks(num_blocks: int, p_last: float, rule: str = "linear") -> float:
+    """E[number of blocks that run] = sum of p_l. Linear, p_L = 0.5: (3L - 1) / 4."""
+    return float(sum(survival_probabilities(num_blocks, p_last, rule)))
+
+
+def valid_depths(limit: int = 1202) -> list[int]:
+    return [6 * n + 2 for n in range(1, (limit - 2) // 6 + 1)]
+
+
+class ResNet(Module):
+    """CIFAR ResNet of ``depth`` = 6N+2 layers with stochastic depth.
+
+    forward: (N, 3, H, W) float -> logits (N, num_classes); backward: dlogits -> dx.
+    ``blocks`` is the list of the 3N residual blocks in order; block l (1-based)
+    has survival probability p_l from :func:`survival_probabilities`.
+    ``p_last=1`` gives the plain ResNet. ``seed`` makes the initial weights reproducible.
+    """
+
+    def __init__(self, depth=110, num_classes=10, p_last=0.5, rule="linear", dtype=np.float32,
+                 scale="test", mode="batch", in_channels=3, widths=(16, 32, 64), seed=None):
+        super().__init__()
+        if not isinstance(depth, (int, np.integer)) or depth < 8 or (depth - 2) % 6:
+            shown = ", ".join(map(str, valid_depths(110))) + ", ..., 1202"
+            raise ValueError(f"ResNet depth must be 6N+2 (N >= 1): {shown}; got {depth!r}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        n = (depth - 2) // 6
+        self.depth, self.num_classes, self.p_last, self.rule = depth, num_classes, p_last, rule
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        probs = survival_probabilities(3 * n, p_last, rule)
+
+        self.conv1 = Conv2d(in_channels, widths[0], 3, padding=1, bias=False, dtype=dtype, rng=rng)
+        self.bn1 = BatchNorm2d(widths[0], dtype=dtype)
+        self.relu = ReLU()
+        blocks, channels = [], widths[0]
+        for stage, width in enumerate(widths):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(ResidualBlock(channels, width, stride, probs[len(blocks)], dtype=dtype,
+                                            scale=scale, mode=mode, rng=rng))
+                channels = width
+        self.blocks = blocks
+        self.pool = GlobalAvgPool()
+        self.fc = Linear(channels, num_classes, dtype=dtype, rng=rng)
+        self.assign_names()
+
+    @property
+    def survival_probs(self) -> list[float]:
+        return [b.survival_prob for b in self.blocks]
+
+    def expected_blocks(self) -> float:
+        return float(sum(self.survival_probs))
+
+    def sample_gates(self, rng, batch_size=None):
+        """Draw each block's gate: open with probability p_l (one draw per mini-batch).
+
+        ``rng`` is a NumPy Generator (gates are decided on the CPU). In sample mode
+        each block draws ``batch_size`` per-image values instead.
+        Returns the gates as a list of bools (batch mode) or masks (sample mode).
+        """
+        drawn = []
+        for block in self.blocks:
+            if block.mode == "sample":
+                if batch_size is None:
+                    raise ValueError("sample mode draws one gate per image: pass batch_size")
+                block.mask = rng.random(batch_size) < block.survival_prob
+                drawn.append(block.mask)
+            else:
+                block.gate = bool(rng.random() < block.survival_prob)
+                drawn.append(block.gate)
+        return drawn
+
+    def set_gates(self, gates):
+        """Set every block's gate from a sequence of bools (for tests and lessons)."""
+        gates = list(gates)
+        if len(gates) != len(self.blocks):
+            raise ValueError(f"expected {len(self.blocks)} gates, got {len(gates)}")
+        for block, g in zip(self.blocks, gates):
+            block.gate = bool(g)
+
+    def open_all_gates(self):
+        self.set_gates([True] * len(self.blocks))
+
+    def gates(self) -> list[bool]:
+        return [b.gate for b in self.blocks]
+
+    def forward(self, x):
+        self._check_input(x, 4, self.conv1.in_channels, like=self.conv1.params["weight"])
+        out = self.relu.forward(self.bn1.forward(self.conv1.forward(x)))
+        for block in self.blocks:
+            out = block.forward(out)
+        return self.fc.forward(self.pool.forward(out))
+
+    def backward(self, dlogits):
+        dout = self.pool.backward(self.fc.backward(dlogits))
+        for block in reversed(self.blocks):
+            dout = block.backward(dout)
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(dout)))
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for _, p, _ in self.parameters()))
+
+    def __repr__(self):
+        return (f"ResNet(depth={self.depth}, blocks={len(self.blocks)}, num_classes={self.num_classes}, "
+                f"p_last={self.p_last}, rule={self.rule!r}, params={self.num_parameters():,})")
