@@ -134,6 +134,19 @@ class ResNet(Module):
             dout = block.backward(dout)
         return self.conv1.backward(self.bn1.backward(self.relu.backward(dout)))
 
+    def inactive_parameter_names(self) -> list[str]:
+        """Names of the parameters that got no gradient in the last backward.
+
+        These are the branch parameters of blocks whose gate was closed. The
+        optimizer uses the list to decide what happens to a dropped block's
+        weights (see :class:`minisd.optim.SGD`).
+        """
+        names = []
+        for i, block in enumerate(self.blocks):
+            if block.branch_ran is False:
+                names += [f"blocks.{i}.{n}" for n, _, _ in block.parameters()]
+        return names
+
     def num_parameters(self) -> int:
         return int(sum(p.size for _, p, _ in self.parameters()))
 
