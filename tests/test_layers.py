@@ -1,0 +1,294 @@
+"""Every layer: float64 numerical gradient checks, naive-vs-fast agreement, shapes and errors."""
+import numpy as np
+import pytest
+
+import minisd
+from minisd import functional as F
+from gradcheck_utils import check_layer_gradients, randn
+
+F64 = np.float64
+
+
+# -- convolution ----------------------------------------------------------------
+
+CONV_CASES = [  # (C, F, k, stride, padding, N, H, W)
+    (3, 4, 3, 1, 1, 2, 5, 6),
+    (3, 4, 3, 2, 1, 2, 7, 5),
+    (2, 3, 3, 1, 0, 1, 5, 5),   # batch 1, no padding
+    (2, 3, 3, 2, 0, 2, 6, 7),
+    (4, 2, 1, 1, 0, 2, 4, 3),   # 1x1 kernel
+    (4, 2, 1, 2, 0, 3, 5, 4),
+    (2, 2, 1, 1, 1, 1, 3, 4),   # 1x1 kernel with padding
+]
+
+
+@pytest.mark.parametrize("C,Fo,k,s,p,N,H,W", CONV_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_gradients(C, Fo, k, s, p, N, H, W, bias, rng, device):
+    layer = minisd.Conv2d(C, Fo, k, stride=s, padding=p, bias=bias, dtype=F64, rng=rng).to(device)
+    xp = minisd.backend.xp_for(device)
+    check_layer_gradients(layer, randn(rng, (N, C, H, W), xp), rng)
+
+
+@pytest.mark.parametrize("C,Fo,k,s,p,N,H,W", CONV_CASES)
+def test_conv2d_fast_equals_naive(C, Fo, k, s, p, N, H, W, rng):
+    x = randn(rng, (N, C, H, W))
+    w, b = randn(rng, (Fo, C, k, k)), randn(rng, (Fo,))
+    fast, fcache = F.conv2d_forward(x, w, b, s, p, chunk=1)  # chunk 1: every chunk boundary
+    naive, ncache = F.conv2d_naive_forward(x, w, b, s, p)
+    assert fast.shape == naive.shape == (N, Fo, F.conv_output_size(H, k, s, p), F.conv_output_size(W, k, s, p))
+    assert minisd.relative_error(fast, naive) < 1e-12
+    dout = randn(rng, fast.shape)
+    for a, b_ in zip(F.conv2d_backward(dout, fcache, chunk=2), F.conv2d_naive_backward(dout, ncache)):
+        assert minisd.relative_error(a, b_) < 1e-12
+
+
+def test_conv2d_matches_direct_sum(rng):
+    """An independent definition: out[n,f,i,j] = sum_{c,a,b} xpad[n,c,i*s+a,j*s+b] w[f,c,a,b] + b[f]."""
+    N, C, H, W, Fo, k, s, p = 2, 2, 5, 4, 3, 3, 2, 1
+    x, w, b = randn(rng, (N, C, H, W)), randn(rng, (Fo, C, k, k)), randn(rng, (Fo,))
+    out, _ = F.conv2d_forward(x, w, b, s, p)
+    xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    ref = np.zeros(out.shape)
+    for n in range(N):
+        for f in range(Fo):
+            for i in range(out.shape[2]):
+                for j in range(out.shape[3]):
+                    ref[n, f, i, j] = (xpad[n, :, i * s:i * s + k, j * s:j * s + k] * w[f]).sum() + b[f]
+    assert minisd.relative_error(out, ref) < 1e-12
+
+
+def test_im2col_col2im_are_adjoint(rng):
+    """<im2col(x), c> == <x, col2im(c)>: col2im is exactly the transpose of im2col."""
+    x = randn(rng, (2, 3, 6, 5))
+    cols = F.im2col(x, 3, 2, 1)
+    c = randn(rng, cols.shape)
+    lhs = (cols * c).sum()
+    rhs = (x * F.col2im(c, x.shape, 3, 2, 1)).sum()
+    assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+
+
+def test_conv2d_init_is_he_normal():
+    layer = minisd.Conv2d(16, 64, 3, rng=np.random.default_rng(0))
+    w = layer.params["weight"]
+    assert w.dtype == np.float32 and w.shape == (64, 16, 3, 3)
+    assert abs(w.std() - np.sqrt(2 / (9 * 64))) < 0.05 * np.sqrt(2 / (9 * 64))
+    assert not layer.params["bias"].any()
+
+
+# -- batch norm -----------------------------------------------------------------
+
+def test_batchnorm_train_gradients(rng, device):
+    xp = minisd.backend.xp_for(device)
+    layer = minisd.BatchNorm2d(3, dtype=F64).to(device)
+    layer.params["weight"][...] = xp.asarray(rng.standard_normal(3))
+    layer.params["bias"][...] = xp.asarray(rng.standard_normal(3))
+    check_layer_gradients(layer, randn(rng, (4, 3, 3, 5), xp) * 2 + 1, rng)
+
+
+def test_batchnorm_batch1_train_gradients(rng):
+    layer = minisd.BatchNorm2d(2, dtype=F64)
+    check_layer_gradients(layer, randn(rng, (1, 2, 3, 3)), rng)
+
+
+def test_batchnorm_eval_gradients(rng, device):
+    xp = minisd.backend.xp_for(device)
+    layer = minisd.BatchNorm2d(3, dtype=F64).to(device)
+    layer.running_mean[...] = xp.asarray(rng.standard_normal(3))
+    layer.running_var[...] = xp.asarray(rng.random(3) + 0.5)
+    layer.params["weight"][...] = xp.asarray(rng.standard_normal(3))
+    layer.eval()
+    check_layer_gradients(layer, randn(rng, (2, 3, 4, 3), xp), rng)
+
+
+def test_batchnorm_statistics_like_pytorch(rng):
+    """Training normalises with batch statistics; running stats use the unbiased variance."""
+    layer = minisd.BatchNorm2d(3, momentum=0.1, dtype=F64)
+    x = randn(rng, (4, 3, 5, 5)) * 3 + 2
+    out = layer.forward(x)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1 / (1 + 1e-5 / x.var(axis=(0, 2, 3))), rtol=1e-10)
+    np.testing.assert_allclose(layer.running_mean, 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(layer.running_var, 0.9 + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
+    layer.eval()
+    before = layer.running_mean.copy()
+    out = layer.forward(x)
+    np.testing.assert_array_equal(layer.running_mean, before)  # eval never updates
+    ref = (x - layer.running_mean[:, None, None]) / np.sqrt(layer.running_var[:, None, None] + 1e-5)
+    assert minisd.relative_error(out, ref) < 1e-12
+
+
+# -- the small layers ---------------------------------------------------------
+
+def test_relu_gradients(rng, device):
+    xp = minisd.backend.xp_for(device)
+    check_layer_gradients(minisd.ReLU(), randn(rng, (2, 3, 4, 5), xp), rng)
+
+
+def test_global_avg_pool_gradients(rng, device):
+    xp = minisd.backend.xp_for(device)
+    layer = minisd.GlobalAvgPool()
+    x = randn(rng, (2, 3, 4, 5), xp)
+    assert layer.forward(x).shape == (2, 3)
+    check_layer_gradients(layer, x, rng)
+
+
+@pytest.mark.parametrize("N", [1, 3])
+def test_linear_gradients(N, rng, device):
+    xp = minisd.backend.xp_for(device)
+    layer = minisd.Linear(5, 4, dtype=F64, rng=rng).to(device)
+    check_layer_gradients(layer, randn(rng, (N, 5), xp), rng)
+
+
+@pytest.mark.parametrize("Cin,Cout,s,H,W", [(3, 3, 1, 4, 5), (2, 4, 2, 5, 6), (2, 5, 2, 4, 4), (3, 3, 2, 5, 5)])
+def test_shortcut_gradients_and_values(Cin, Cout, s, H, W, rng, device):
+    xp = minisd.backend.xp_for(device)
+    layer = minisd.Shortcut(Cin, Cout, s)
+    x = randn(rng, (2, Cin, H, W), xp)
+    out = minisd.to_numpy(layer.forward(x))
+    xn = minisd.to_numpy(x)
+    assert out.shape == (2, Cout, -(-H // s), -(-W // s))
+    np.testing.assert_array_equal(out[:, :Cin], xn[:, :, ::s, ::s])  # subsampled old channels
+    assert not out[:, Cin:].any()                                     # new channels are zeros
+    check_layer_gradients(layer, x, rng)
+
+
+def test_softmax_cross_entropy(rng, device):
+    xp = minisd.backend.xp_for(device)
+    loss_fn = minisd.SoftmaxCrossEntropy()
+    logits = randn(rng, (5, 4), xp)
+    labels = xp.asarray(rng.integers(0, 4, 5))
+    loss = float(loss_fn.forward(logits, labels))
+    ln = minisd.to_numpy(logits)
+    lab = minisd.to_numpy(labels)
+    ref = np.mean(np.log(np.exp(ln).sum(1)) - ln[np.arange(5), lab])
+    assert abs(loss - ref) < 1e-12
+    dlogits = loss_fn.backward()
+    num = minisd.numerical_gradient(lambda: loss_fn.forward(logits, labels), logits)
+    assert minisd.relative_error(num, dlogits) < 1e-6
+
+
+def test_softmax_cross_entropy_is_stable():
+    loss_fn = minisd.SoftmaxCrossEntropy()
+    logits = np.array([[1000.0, 0.0], [-1000.0, 0.0]])
+    loss = loss_fn.forward(logits, np.array([0, 0]))
+    assert np.isfinite(loss) and abs(loss - 500.0) < 1e-9
+    assert np.isfinite(loss_fn.backward()).all()
+
+
+# -- state, accumulation, train/eval -------------------------------------------
+
+def test_backward_accumulates_and_zero_grad_clears(rng):
+    layer = minisd.Linear(3, 2, dtype=F64, rng=rng)
+    x = randn(rng, (4, 3))
+    dout = randn(rng, (4, 2))
+    layer.forward(x)
+    layer.backward(dout)
+    once = layer.grads["weight"].copy()
+    layer.forward(x)
+    layer.backward(dout)
+    np.testing.assert_allclose(layer.grads["weight"], 2 * once)
+    layer.zero_grad()
+    assert not layer.grads["weight"].any() and not layer.grads["bias"].any()
+
+
+def test_params_and_grads_have_same_keys_and_shapes():
+    for layer in [minisd.Conv2d(2, 3, 3), minisd.BatchNorm2d(4), minisd.Linear(3, 2), minisd.Conv2d(2, 3, 1, bias=False)]:
+        assert layer.params.keys() == layer.grads.keys()
+        for k in layer.params:
+            assert layer.params[k].shape == layer.grads[k].shape
+            assert layer.params[k].dtype == layer.grads[k].dtype == np.float32
+
+
+def test_sequential_chain_gradients(rng):
+    net = minisd.Sequential(minisd.Conv2d(2, 3, 3, padding=1, dtype=F64, rng=rng), minisd.BatchNorm2d(3, dtype=F64),
+                            minisd.ReLU(), minisd.GlobalAvgPool(), minisd.Linear(3, 2, dtype=F64, rng=rng))
+    x = randn(rng, (3, 2, 4, 4))
+    dout = randn(rng, (3, 2))
+    net.forward(x)
+    net.zero_grad()
+    dx = net.backward(dout)
+    assert minisd.relative_error(minisd.numerical_gradient(lambda: net.forward(x), x, dout), dx) < 1e-6
+    for name, p, g in net.parameters():
+        assert minisd.relative_error(minisd.numerical_gradient(lambda: net.forward(x), p, dout), g) < 1e-6, name
+
+
+def test_train_eval_switch_recurses():
+    net = minisd.Sequential(minisd.BatchNorm2d(2), minisd.Sequential(minisd.BatchNorm2d(2)))
+    net.eval()
+    assert not any(m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+
+
+# -- bad input gets one clear error ----------------------------------------------
+
+def test_wrong_rank_and_channels():
+    conv = minisd.Conv2d(3, 4, 3)
+    with pytest.raises(ValueError, match="4-D input"):
+        conv.forward(np.zeros((3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="expected 3 input channels"):
+        conv.forward(np.zeros((1, 2, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="expected 5 input"):
+        minisd.Linear(5, 2).forward(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="smaller than"):
+        conv.forward(np.zeros((1, 3, 2, 2), np.float32))
+
+
+def test_mixed_dtypes_raise():
+    with pytest.raises(TypeError, match="dtype float64 does not match"):
+        minisd.Conv2d(3, 4, 3).forward(np.zeros((1, 3, 8, 8)))
+    with pytest.raises(TypeError, match="dtype"):
+        minisd.BatchNorm2d(3, dtype=np.float64).forward(np.zeros((2, 3, 4, 4), np.float32))
+
+
+def test_backward_before_forward_raises():
+    for layer in [minisd.Conv2d(3, 4, 3), minisd.BatchNorm2d(3), minisd.ReLU(), minisd.Linear(2, 2),
+                  minisd.GlobalAvgPool(), minisd.Shortcut(2, 4, 2), minisd.SoftmaxCrossEntropy()]:
+        with pytest.raises(RuntimeError, match="before forward"):
+            layer.backward(np.zeros((1, 4, 2, 2), np.float32))
+
+
+def test_bad_labels_raise():
+    loss_fn = minisd.SoftmaxCrossEntropy()
+    with pytest.raises(ValueError, match="labels must lie"):
+        loss_fn.forward(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="labels must be 2 integers"):
+        loss_fn.forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError):
+        minisd.Conv2d(3, 0, 3)
+    with pytest.raises(ValueError):
+        minisd.Shortcut(4, 2, 1)
+
+
+def test_float32_default_and_float64_everywhere(rng):
+    for dtype in (np.float32, np.float64):
+        net = minisd.Sequential(minisd.Conv2d(3, 4, 3, padding=1, dtype=dtype), minisd.BatchNorm2d(4, dtype=dtype),
+                                minisd.ReLU(), minisd.GlobalAvgPool(), minisd.Linear(4, 2, dtype=dtype))
+        out = net.forward(rng.standard_normal((2, 3, 5, 5)).astype(dtype))
+        assert out.dtype == dtype
+        assert net.backward(np.ones_like(out)).dtype == dtype
+
+
+def test_layers_run_on_gpu_like_cpu(rng):
+    """NumPy and CuPy give the same outputs and gradients (float32 tolerance)."""
+    if not minisd.gpu_available():
+        pytest.skip("CuPy or a CUDA device is not available")
+    net = minisd.Sequential(minisd.Conv2d(3, 8, 3, stride=2, padding=1, rng=rng), minisd.BatchNorm2d(8),
+                            minisd.ReLU(), minisd.Conv2d(8, 8, 3, padding=1, rng=rng), minisd.BatchNorm2d(8),
+                            minisd.GlobalAvgPool(), minisd.Linear(8, 5, rng=rng))
+    x = rng.standard_normal((4, 3, 9, 7)).astype(np.float32)
+    dout = rng.standard_normal((4, 5)).astype(np.float32)
+    out_cpu, dx_cpu = net.forward(x), net.backward(dout)
+    grads_cpu = {n: g.copy() for n, _, g in net.parameters()}
+    net.zero_grad()
+    net.to("gpu")
+    out_gpu = net.forward(minisd.to_device(x, "gpu"))
+    dx_gpu = net.backward(minisd.to_device(dout, "gpu"))
+    assert minisd.relative_error(out_cpu, minisd.to_numpy(out_gpu)) < 1e-4
+    assert minisd.relative_error(dx_cpu, minisd.to_numpy(dx_gpu)) < 1e-4
+    for n, _, g in net.parameters():
+        assert minisd.relative_error(grads_cpu[n], minisd.to_numpy(g)) < 1e-4, n
