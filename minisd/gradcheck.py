@@ -42,12 +42,14 @@ def numerical_gradient(f, x, dout=None, h=1e-5):
     return grad
 
 
-def relative_error(a, b, floor=1e-3):
+def relative_error(a, b, floor=1e-3, tiny=1e-8):
     """Worst element-wise relative error  max_i |a_i - b_i| / max(|a_i| + |b_i|, s).
 
-    ``s = floor * max_i(|a_i| + |b_i|)``: without a floor an entry whose true
-    value is 0 (a numerical gradient of 1e-11 against an analytic 0) would
-    count as 100% wrong, though it is pure rounding. 0 means equal.
+    ``s = max(floor * max_i(|a_i| + |b_i|), tiny)``: without a floor an entry
+    whose true value is 0 (a numerical gradient of 1e-11 against an analytic 0)
+    would count as 100% wrong, though it is pure rounding; ``tiny`` does the
+    same for an array that is zero as a whole (a conv bias before a batch norm
+    has exactly zero gradient). 0 means equal.
     """
     xp = get_xp(a, b)
     a, b = xp.asarray(a, dtype=xp.float64), xp.asarray(b, dtype=xp.float64)
@@ -56,7 +58,5 @@ def relative_error(a, b, floor=1e-3):
     if a.size == 0:
         return 0.0
     size = xp.abs(a) + xp.abs(b)
-    scale = float(size.max())
-    if scale == 0.0:
-        return 0.0
-    return float((xp.abs(a - b) / xp.maximum(size, floor * scale)).max())
+    s = max(floor * float(size.max()), tiny)
+    return float((xp.abs(a - b) / xp.maximum(size, s)).max())
