@@ -19,7 +19,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import device_of, get_xp, to_device
-from .trace import traced
+from .tracing import traced
 
 
 class Module:
