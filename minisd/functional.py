@@ -14,7 +14,10 @@ im2col + matrix product version that the network uses. Tests check they agree.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import get_xp
+from .parallel import for_each_chunk, scratch
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -104,19 +107,25 @@ def conv2d_naive_backward(dout, cache):
 # ---------------------------------------------------------------------------
 
 
-def im2col(x, kernel_size: int, stride: int = 1, padding: int = 0):
+def im2col(x, kernel_size: int, stride: int = 1, padding: int = 0, out=None, pad_buffer=None):
     """Unfold every k x k receptive field of ``x`` into a column.
 
     x: (N, C, H, W) -> cols: (N, C*k*k, Ho*Wo), where column (h, w) of image n
     holds the patch that output pixel (h, w) sees. Built with k*k strided slice
     copies (one per kernel offset), never a loop over pixels.
+    ``out`` (N, C, k, k, Ho, Wo) and ``pad_buffer`` (N, C, H+2p, W+2p, with a zero
+    border) are optional reusable buffers (see :func:`minisd.parallel.scratch`).
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
     k, s = kernel_size, stride
     Ho, Wo = conv_output_size(H, k, s, padding), conv_output_size(W, k, s, padding)
-    xpad = pad_hw(x, padding)
-    cols = xp.empty((N, C, k, k, Ho, Wo), dtype=x.dtype)
+    if padding and pad_buffer is not None:
+        pad_buffer[:, :, padding:padding + H, padding:padding + W] = x  # the border stays zero
+        xpad = pad_buffer
+    else:
+        xpad = pad_hw(x, padding)
+    cols = xp.empty((N, C, k, k, Ho, Wo), dtype=x.dtype) if out is None else out
     for di in range(k):
         for dj in range(k):
             cols[:, :, di, dj] = xpad[:, :, di:di + s * Ho:s, dj:dj + s * Wo:s]
@@ -142,19 +151,37 @@ def col2im(cols, x_shape, kernel_size: int, stride: int = 1, padding: int = 0):
     return dxpad[:, :, padding:padding + H, padding:padding + W]
 
 
-# Images per im2col chunk: a chunk's columns stay in the CPU cache while the
-# matrix product reads them, which is far faster than one huge product.
+def _unfold(x, k, stride, padding, tag):
+    """im2col into this thread's reusable buffers (NumPy), or a fresh array (CuPy)."""
+    if get_xp(x) is not np:
+        return im2col(x, k, stride, padding)
+    N, C, H, W = x.shape
+    Ho, Wo = conv_output_size(H, k, stride, padding), conv_output_size(W, k, stride, padding)
+    out = scratch(tag + "-cols", (N, C, k, k, Ho, Wo), x.dtype)
+    pad = scratch(tag + "-pad", (N, C, H + 2 * padding, W + 2 * padding), x.dtype, zero=True) if padding else None
+    return im2col(x, k, stride, padding, out=out, pad_buffer=pad)
+
+
+def _chunk_size(xp, N, chunk):
+    """Images per chunk: small on the CPU (columns stay in cache), the whole batch on the GPU."""
+    return N if xp is not np else (chunk or CONV_CHUNK)
+
+
+# Images per im2col chunk on the CPU: a chunk's columns stay in the CPU cache
+# while the matrix product reads them, which is far faster than one huge product.
 CONV_CHUNK = 8
 
 
-def conv2d_forward(x, weight, bias, stride=1, padding=0, chunk=CONV_CHUNK):
+def conv2d_forward(x, weight, bias, stride=1, padding=0, chunk=None):
     """Fast convolution: ``out[n] = W2 @ im2col(x)[n]`` with W2 = weight as (F, C*k*k).
 
     x: (N, C, H, W), weight: (F, C, k, k), bias: (F,) or None
     returns out: (N, F, Ho, Wo), cache = (x, weight, ...)
 
-    Only ``x`` is cached, not its columns (which are k*k times larger): the
-    backward pass unfolds each chunk again, which costs copies, not products.
+    The batch is cut into chunks of a few images (run on threads on the CPU,
+    see :mod:`minisd.parallel`). Only ``x`` is cached, not its columns (k*k
+    times larger): the backward pass unfolds each chunk again, which costs
+    copies, not products.
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
@@ -162,20 +189,26 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, chunk=CONV_CHUNK):
     Ho, Wo = conv_output_size(H, k, stride, padding), conv_output_size(W, k, stride, padding)
     w2 = weight.reshape(F, -1)
     out = xp.empty((N, F, Ho * Wo), dtype=x.dtype)
-    for n0 in range(0, N, chunk):
-        cols = im2col(x[n0:n0 + chunk], k, stride, padding)  # (n, C*k*k, Ho*Wo)
-        xp.matmul(w2, cols, out=out[n0:n0 + chunk])  # (F, Ckk) @ (n, Ckk, HoWo)
+
+    def work(lo, hi):
+        cols = _unfold(x[lo:hi], k, stride, padding, "x")  # (n, C*k*k, Ho*Wo)
+        xp.matmul(w2, cols, out=out[lo:hi])                 # (F, Ckk) @ (n, Ckk, HoWo)
+
+    for_each_chunk(work, N, _chunk_size(xp, N, chunk), xp)
     out = out.reshape(N, F, Ho, Wo)
     if bias is not None:
         out += bias[None, :, None, None]
     return out, (x, weight, bias is not None, stride, padding)
 
 
-def conv2d_backward(dout, cache, chunk=CONV_CHUNK):
+def conv2d_backward(dout, cache, chunk=None):
     """Backward of :func:`conv2d_forward`.
 
     With cols = im2col(x) and out = W2 @ cols:
       dW2 = sum_n dout[n] @ cols[n].T     dcols = W2.T @ dout     dx = col2im(dcols)
+    For a stride-1 "same" convolution, dx is itself a convolution of dout with the
+    flipped, transposed kernel (the "transposed convolution"), which is faster
+    than folding columns back; the two are equal (tests check).
     dout: (N, F, Ho, Wo); returns dx (N, C, H, W), dweight (F, C, k, k), dbias (F,) or None
     """
     x, weight, has_bias, stride, padding = cache
@@ -183,18 +216,27 @@ def conv2d_backward(dout, cache, chunk=CONV_CHUNK):
     N, C, H, W = x.shape
     F, _, k, _ = weight.shape
     w2 = weight.reshape(F, -1)
+    same = stride == 1 and 2 * padding == k - 1
+    if same:  # (C, F*k*k): kernel flipped in space, in and out channels swapped
+        w_flip = xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, -1)
     d3 = dout.reshape(N, F, -1)
-    dx = xp.empty_like(x)
-    dw2 = xp.zeros_like(w2)
-    for n0 in range(0, N, chunk):
-        xs = x[n0:n0 + chunk]
-        cols = im2col(xs, k, stride, padding)  # (n, Ckk, HoWo)
-        g = d3[n0:n0 + chunk]  # (n, F, HoWo)
-        dw2 += xp.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
-        dcols = xp.matmul(w2.T, g)  # (n, Ckk, HoWo)
-        dx[n0:n0 + chunk] = col2im(dcols, xs.shape, k, stride, padding)
+    dx = xp.empty(x.shape, dtype=x.dtype)  # C-contiguous, so dx[lo:hi].reshape(...) is a view
+
+    def work(lo, hi):
+        cols = _unfold(x[lo:hi], k, stride, padding, "x")  # (n, Ckk, HoWo)
+        g = d3[lo:hi]                                       # (n, F, HoWo)
+        dw2 = xp.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+        if same:
+            g_cols = _unfold(dout[lo:hi], k, 1, padding, "dout")  # (n, F*k*k, H*W)
+            xp.matmul(w_flip, g_cols, out=dx[lo:hi].reshape(hi - lo, C, H * W))
+        else:
+            dx[lo:hi] = col2im(xp.matmul(w2.T, g), (hi - lo, C, H, W), k, stride, padding)
+        return dw2
+
+    partial = for_each_chunk(work, N, _chunk_size(xp, N, chunk), xp)
+    dweight = sum(partial[1:], partial[0]).reshape(weight.shape)
     dbias = channel_sum(dout) if has_bias else None
-    return dx, dw2.reshape(weight.shape), dbias
+    return dx, dweight, dbias
 
 
 def conv2d_flops(x_shape, weight_shape, stride, padding) -> int:
@@ -249,6 +291,73 @@ def batchnorm_train_backward(dout, cache):
     return dx, dweight, dbias
 
 
+# The two functions above are the readable reference. On the CPU the layer
+# uses the two below: the same formulas, evaluated a chunk of images at a time
+# (on threads), with temporaries that stay in cache instead of batch-sized
+# arrays written to and read back from memory. Tests check they agree.
+BN_CHUNK = 32
+
+
+def batchnorm_train_forward_fast(x, weight, bias, eps):
+    """Same result as :func:`batchnorm_train_forward`, faster on the CPU (NumPy only)."""
+    N, C, H, W = x.shape
+    m = N * H * W
+    chunks = lambda work: for_each_chunk(work, N, BN_CHUNK)
+
+    mean = sum(chunks(lambda lo, hi: channel_sum(x[lo:hi]))) / m
+    mean4 = mean[None, :, None, None]
+
+    def centred_square_sum(lo, hi):
+        c = scratch("bn", (hi - lo, C, H, W), x.dtype)
+        np.subtract(x[lo:hi], mean4, out=c)
+        np.multiply(c, c, out=c)
+        return channel_sum(c)
+
+    var = sum(chunks(centred_square_sum)) / m
+    inv_std = 1.0 / (var + eps) ** 0.5
+    xhat, out = np.empty_like(x), np.empty_like(x)
+
+    def normalise(lo, hi):
+        np.subtract(x[lo:hi], mean4, out=xhat[lo:hi])
+        xhat[lo:hi] *= inv_std[None, :, None, None]
+        np.multiply(xhat[lo:hi], weight[None, :, None, None], out=out[lo:hi])
+        out[lo:hi] += bias[None, :, None, None]
+
+    chunks(normalise)
+    return out, mean, var, (xhat, inv_std, weight)
+
+
+def batchnorm_train_backward_fast(dout, cache):
+    """Same result as :func:`batchnorm_train_backward`, faster on the CPU (NumPy only)."""
+    xhat, inv_std, weight = cache
+    N, C, H, W = dout.shape
+    m = N * H * W
+    chunks = lambda work: for_each_chunk(work, N, BN_CHUNK)
+
+    def sums(lo, hi):
+        prod = scratch("bn", (hi - lo, C, H, W), dout.dtype)
+        np.multiply(dout[lo:hi], xhat[lo:hi], out=prod)
+        return channel_sum(dout[lo:hi]), channel_sum(prod)
+
+    partial = chunks(sums)
+    dbias = sum(p[0] for p in partial)
+    dweight = sum(p[1] for p in partial)
+    k = (weight * inv_std / m)[None, :, None, None]
+    dx = np.empty_like(dout)
+
+    def grad_input(lo, hi):  # dx = k * (m * dout - dbias - xhat * dweight)
+        d = dx[lo:hi]
+        np.multiply(xhat[lo:hi], dweight[None, :, None, None], out=d)
+        d += dbias[None, :, None, None]
+        scaled = scratch("bn", d.shape, d.dtype)
+        np.multiply(dout[lo:hi], m, out=scaled)
+        np.subtract(scaled, d, out=d)
+        d *= k
+
+    chunks(grad_input)
+    return dx, dweight, dbias
+
+
 def batchnorm_eval_forward(x, weight, bias, running_mean, running_var, eps):
     """Normalise with the running statistics: a fixed per-channel affine map.
 
@@ -285,6 +394,26 @@ def relu_backward(dout, cache):
     """The gradient passes where the input was positive, and stops elsewhere."""
     out = cache
     return dout * (out > 0)
+
+
+def relu_forward_fast(x):
+    """:func:`relu_forward` a chunk at a time on threads (NumPy only)."""
+    out = np.empty_like(x)
+    for_each_chunk(lambda lo, hi: np.maximum(x[lo:hi], 0, out=out[lo:hi]), x.shape[0], BN_CHUNK)
+    return out, out
+
+
+def relu_backward_fast(dout, cache):
+    """:func:`relu_backward` a chunk at a time on threads (NumPy only)."""
+    out, dx = cache, np.empty_like(dout)
+
+    def work(lo, hi):
+        mask = scratch("relu", out[lo:hi].shape, bool)
+        np.greater(out[lo:hi], 0, out=mask)
+        np.multiply(dout[lo:hi], mask, out=dx[lo:hi])
+
+    for_each_chunk(work, dout.shape[0], BN_CHUNK)
+    return dx
 
 
 def global_avg_pool_forward(x):

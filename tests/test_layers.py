@@ -292,3 +292,35 @@ def test_layers_run_on_gpu_like_cpu(rng):
     assert minisd.relative_error(dx_cpu, minisd.to_numpy(dx_gpu)) < 1e-4
     for n, _, g in net.parameters():
         assert minisd.relative_error(grads_cpu[n], minisd.to_numpy(g)) < 1e-4, n
+
+
+# -- fast CPU paths equal the readable reference ---------------------------------
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_paths_equal_reference(threads, rng):
+    from minisd import parallel
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(threads)
+    try:
+        x = randn(rng, (37, 3, 5, 4)) * 2 + 1  # 37: chunks of unequal size
+        w, b = randn(rng, (3,)), randn(rng, (3,))
+        ref = F.batchnorm_train_forward(x.copy(), w, b, 1e-5)
+        fast = F.batchnorm_train_forward_fast(x, w, b, 1e-5)
+        for a, c in zip(ref[:3], fast[:3]):
+            assert minisd.relative_error(a, c) < 1e-12
+        dout = randn(rng, x.shape)
+        for a, c in zip(F.batchnorm_train_backward(dout, ref[3]), F.batchnorm_train_backward_fast(dout, fast[3])):
+            assert minisd.relative_error(a, c) < 1e-12
+        out, cache = F.relu_forward_fast(x)
+        np.testing.assert_array_equal(out, F.relu_forward(x)[0])
+        np.testing.assert_array_equal(F.relu_backward_fast(dout, cache), F.relu_backward(dout, cache))
+        wc = randn(rng, (4, 3, 3, 3))
+        for s, p in [(1, 1), (2, 1), (1, 0)]:
+            fo, fc = F.conv2d_forward(x, wc, None, s, p, chunk=4)
+            no, nc = F.conv2d_naive_forward(x, wc, None, s, p)
+            assert minisd.relative_error(fo, no) < 1e-12
+            g = randn(rng, fo.shape)
+            for a, c in zip(F.conv2d_backward(g, fc, chunk=4)[:2], F.conv2d_naive_backward(g, nc)[:2]):
+                assert minisd.relative_error(a, c) < 1e-12
+    finally:
+        parallel.set_num_threads(before)
