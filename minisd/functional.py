@@ -158,7 +158,7 @@ def _unfold(x, k, stride, padding, tag):
     N, C, H, W = x.shape
     Ho, Wo = conv_output_size(H, k, stride, padding), conv_output_size(W, k, stride, padding)
     out = scratch(tag + "-cols", (N, C, k, k, Ho, Wo), x.dtype)
-    pad = scratch(tag + "-pad", (N, C, H + 2 * padding, W + 2 * padding), x.dtype, zero=True) if padding else None
+    pad = scratch(f"{tag}-pad{padding}", (N, C, H + 2 * padding, W + 2 * padding), x.dtype, zero=True) if padding else None
     return im2col(x, k, stride, padding, out=out, pad_buffer=pad)
 
 
