@@ -1,0 +1,569 @@
+"""Tests for minisd.data: CIFAR/SVHN loading, safe unpickling, download, split, normalisation.
+
+Real data: the small official-format CIFAR subsets in ``minisd.data.default_data_dir()``
+(``$MINISD_DATA`` or ``<repo>/../shared/data``); those tests skip when absent.
+Everything else runs on generated files in the exact official format.
+No test touches the network: ``urllib.request.urlopen`` is replaced for the
+whole module by one that accepts only ``file:`` URLs.
+"""
+import io
+import os
+import pickle
+import pickletools
+import shlex
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisd import backend, data
+from minisd.data import DataError, DataNotFoundError, Resource
+
+_REAL_URLOPEN = urllib.request.urlopen
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Only file: URLs may be opened while these tests run."""
+    def guarded(url, *args, **kwargs):
+        target = getattr(url, "full_url", url)
+        if not str(target).startswith("file:"):
+            raise AssertionError(f"a test tried to reach the network: {target}")
+        return _REAL_URLOPEN(url, *args, **kwargs)
+    monkeypatch.setattr(urllib.request, "urlopen", guarded)
+
+
+def _real_root(folder):
+    root = data.default_data_dir()
+    if root is None or not (root / folder).is_dir():
+        pytest.skip(f"real data ({folder}) not found: set MINISD_DATA or provide <repo>/../shared/data")
+    return root
+
+
+@pytest.fixture
+def fake10(tmp_path):
+    """A generated CIFAR-10: 5 x 20 training images, 30 test images, under tmp_path/cifar-10-batches-py."""
+    data.write_fake_cifar10(tmp_path, n_per_batch=20, seed=0, n_test=30)
+    return tmp_path
+
+
+@pytest.fixture
+def fake100(tmp_path):
+    data.write_fake_cifar100(tmp_path, n_per_batch=150, seed=1, n_test=120)
+    return tmp_path
+
+
+def _make_tarball(src_folder: Path, tar_path: Path):
+    """A .tar.gz laid out like the official one: members <folder name>/<file>."""
+    with tarfile.open(tar_path, "w:gz") as tar:
+        for f in sorted(src_folder.iterdir()):
+            tar.add(f, arcname=f"{src_folder.name}/{f.name}")
+    return tar_path
+
+
+def _assert_images(x, y, n, num_classes, all_classes=True):
+    assert x.shape == (n, 3, 32, 32) and x.dtype == np.uint8 and x.flags.c_contiguous
+    assert y.shape == (n,) and y.dtype == np.int64
+    assert y.min() >= 0 and y.max() < num_classes
+    if all_classes:
+        assert len(np.unique(y)) == num_classes
+
+
+# ---------------------------------------------------------------------------
+# real subsets
+# ---------------------------------------------------------------------------
+
+
+def test_real_cifar10_shapes_labels_and_names():
+    root = _real_root("cifar-10-batches-py")
+    x, y, xt, yt = data.load_cifar10(root)
+    _assert_images(x, y, 5170, 10)
+    _assert_images(xt, yt, 1017, 10)
+    # the official test_batch starts: cat, ship, ship, airplane, frog, frog, automobile, frog, cat, automobile
+    assert yt[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    assert data.cifar_class_names(root) == list(data.CIFAR10_CLASSES)
+    assert 100 < x.mean() < 140 and x.std() > 40  # natural images, not noise or zeros
+    # the folder itself works as root too
+    x2, *_ = data.load_cifar10(root / "cifar-10-batches-py")
+    assert np.array_equal(x, x2)
+
+
+def test_real_cifar100_fine_and_coarse():
+    root = _real_root("cifar-100-python")
+    x, y, xt, yt = data.load_cifar100(root)
+    _assert_images(x, y, 486, 100, all_classes=False)
+    _assert_images(xt, yt, 916, 100, all_classes=False)
+    assert len(np.unique(np.concatenate([y, yt]))) > 90
+    _, yc, _, ytc = data.load_cifar100(root, label_mode="coarse")
+    assert yc.max() < 20 and ytc.max() < 20 and len(np.unique(yc)) == 20
+    fine, coarse = data.cifar_class_names(root, "cifar100"), data.cifar_class_names(root, "cifar100", "coarse")
+    assert len(fine) == 100 and len(coarse) == 20 and fine[0] == "apple"
+
+
+def test_real_files_match_md5sums():
+    root = _real_root("cifar-10-batches-py")
+    sums = (root / "MD5SUMS").read_text().split("\n")
+    for line in filter(None, sums):
+        md5, name = line.split()
+        assert data.file_md5(root / name) == md5, name
+
+
+def test_real_and_generated_files_import_the_same_globals(tmp_path):
+    root = _real_root("cifar-10-batches-py")
+    fake = data.write_fake_cifar10(tmp_path, n_per_batch=3)
+
+    def globals_of(path):
+        return [arg for op, arg, _ in pickletools.genops(path.read_bytes()) if "GLOBAL" in op.name]
+    assert globals_of(fake / "data_batch_1") == globals_of(root / "cifar-10-batches-py" / "data_batch_1")
+
+
+# ---------------------------------------------------------------------------
+# generated data, every form of root
+# ---------------------------------------------------------------------------
+
+
+def test_fake_cifar10_shapes_and_names(fake10):
+    x, y, xt, yt = data.load_cifar10(fake10)
+    _assert_images(x, y, 100, 10)
+    _assert_images(xt, yt, 30, 10)
+    assert data.cifar_class_names(fake10) == list(data.CIFAR10_CLASSES)
+
+
+def test_fake_cifar100_fine_and_coarse(fake100):
+    x, y, xt, yt = data.load_cifar100(fake100)
+    _assert_images(x, y, 150, 100)
+    _assert_images(xt, yt, 120, 100, all_classes=False)
+    _, yc, _, _ = data.load_cifar100(fake100, label_mode="coarse")
+    assert np.array_equal(yc, y // 5)  # the generator's coarse rule
+    assert len(data.cifar_class_names(fake100, "cifar100", "coarse")) == 20
+    with pytest.raises(ValueError, match="label_mode"):
+        data.load_cifar100(fake100, label_mode="medium")
+
+
+def test_generated_images_are_class_dependent(fake10):
+    x, y, xt, yt = data.load_cifar10(fake10)
+    means = np.stack([x[y == k].reshape(-1, 3072).mean(0) for k in range(10)])
+    nearest = np.argmin(((xt.reshape(-1, 3072)[:, None] - means[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == yt).mean() > 0.9  # learnable: a nearest-class-mean rule already works
+
+
+@pytest.mark.parametrize("form", ["parent", "folder", "tarball", "folder_with_tarball"])
+def test_every_root_form_gives_the_same_arrays(tmp_path, form):
+    src = data.write_fake_cifar10(tmp_path / "src", n_per_batch=8, n_test=9, seed=3)
+    expected = data.load_cifar10(tmp_path / "src")
+    if form == "parent":
+        root = tmp_path / "src"
+    elif form == "folder":
+        root = src
+    else:
+        (tmp_path / "dl").mkdir()
+        tar = _make_tarball(src, tmp_path / "dl" / "cifar-10-python.tar.gz")
+        root = tar if form == "tarball" else tmp_path / "dl"
+    got = data.load_cifar10(root)
+    for a, b in zip(expected, got):
+        assert np.array_equal(a, b)
+    assert data.cifar_class_names(root)[0] == "airplane"
+
+
+def test_cifar100_tarball(tmp_path):
+    src = data.write_fake_cifar100(tmp_path / "src", n_per_batch=110, n_test=100)
+    tar = _make_tarball(src, tmp_path / "cifar-100-python.tar.gz")
+    for a, b in zip(data.load_cifar100(tmp_path / "src"), data.load_cifar100(tar)):
+        assert np.array_equal(a, b)
+    assert len(data.cifar_class_names(tar, "cifar100")) == 100
+
+
+def test_pixel_layout_round_trip(tmp_path):
+    """A known image written as the official row (1024 R, 1024 G, 1024 B, rows of 32) comes back as CHW."""
+    folder = data.write_fake_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    r = np.arange(32)[:, None] * 8 + np.zeros(32, int)    # red grows down the rows
+    g = np.arange(32)[None, :] * 8 + np.zeros((32, 1), int)  # green grows along the columns
+    b = np.full((32, 32), 7)
+    b[0, 31] = 250                                         # one marked pixel: top right
+    row = np.concatenate([r.ravel(), g.ravel(), b.ravel()]).astype(np.uint8)  # built by hand, not by data.py
+    other = np.zeros(3072, np.uint8)
+    data.write_cifar_pickle(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1",
+                                                    b"labels": [4, 2], b"data": np.stack([other, row])})
+    _, _, xt, yt = data.load_cifar10(tmp_path)
+    img = xt[1]
+    assert yt.tolist() == [4, 2]
+    assert np.array_equal(img[0], r) and np.array_equal(img[1], g)
+    assert img[2, 0, 31] == 250 and img[2, 31, 0] == 7 and img[2, 0, 0] == 7
+
+
+# ---------------------------------------------------------------------------
+# safe unpickling
+# ---------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this calls os.system(cmd)."""
+
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+def _evil_pickle(marker: Path):
+    blob = pickle.dumps({"data": _Payload(f"touch {shlex.quote(str(marker))}"), "labels": []}, protocol=2)
+    names = [arg for op, arg, _ in pickletools.genops(blob) if "GLOBAL" in op.name]
+    assert any("system" in str(n) for n in names)  # the payload really names os.system
+    return blob
+
+
+def test_malicious_pickle_is_refused_and_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(pickle.UnpicklingError, match="refused to load global '(os|posix).system'"):
+        data.safe_loads(_evil_pickle(marker))
+    assert not marker.exists()
+
+
+def test_malicious_batch_file_gives_data_error(fake10):
+    marker = fake10 / "pwned"
+    (fake10 / "cifar-10-batches-py" / "data_batch_2").write_bytes(_evil_pickle(marker))
+    with pytest.raises(DataError, match="data_batch_2.*refused"):
+        data.load_cifar10(fake10)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("obj", [eval, print, io.BytesIO, np.load])
+def test_other_globals_are_refused(obj):
+    class R:
+        def __reduce__(self):
+            return (obj, ("1",))
+    with pytest.raises(data.UnsafePickleError):
+        data.safe_loads(pickle.dumps(R(), protocol=2))
+
+
+def test_python3_pickles_of_arrays():
+    """Python 3 pickles (numpy._core spelling, str keys) load at protocols 3 and 4; at protocol 2
+    Python 3 writes bytes as a call to _codecs.encode, which is refused like any other call."""
+    arr = np.arange(12, dtype=np.uint8).reshape(2, 6)
+    for proto in (3, 4):  # protocol 5 rebuilds arrays with numpy._core.numeric._frombuffer: refused
+        back = data.safe_loads(pickle.dumps({"data": arr, "labels": [1, 2]}, protocol=proto))
+        assert np.array_equal(back["data"], arr) and back["labels"] == [1, 2]
+    with pytest.raises(data.UnsafePickleError, match="_codecs.encode"):
+        data.safe_loads(pickle.dumps({"data": arr}, protocol=2))
+
+
+def test_truncated_and_wrong_files(fake10):
+    folder = fake10 / "cifar-10-batches-py"
+    good = (folder / "data_batch_1").read_bytes()
+    (folder / "data_batch_1").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="cannot read CIFAR-10 file data_batch_1"):
+        data.load_cifar10(fake10)
+    data.write_cifar_pickle(folder / "data_batch_1", {b"labels": [1], b"data": np.zeros((1, 100), np.uint8)})
+    with pytest.raises(DataError, match="N x 3072"):
+        data.load_cifar10(fake10)
+    data.write_cifar_pickle(folder / "data_batch_1", {b"labels": [12], b"data": np.zeros((1, 3072), np.uint8)})
+    with pytest.raises(DataError, match="labels must lie in 0..9"):
+        data.load_cifar10(fake10)
+
+
+def test_missing_and_corrupt_sources(tmp_path, fake10):
+    with pytest.raises(DataNotFoundError, match="cifar-10-batches-py.*cifar-10-python.tar.gz"):
+        data.load_cifar10(tmp_path / "nowhere")
+    (fake10 / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DataNotFoundError, match="data_batch_3 missing"):
+        data.load_cifar10(fake10)
+    bad = tmp_path / "cifar-10-python.tar.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip" * 10)
+    with pytest.raises(DataError, match="cannot read .*cifar-10-python.tar.gz"):
+        data.load_cifar10(bad)
+    partial = tmp_path / "partial" / "cifar-10-python.tar.gz"
+    partial.parent.mkdir()
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(fake10 / "cifar-10-batches-py" / "data_batch_1", arcname="cifar-10-batches-py/data_batch_1")
+        tar.add(fake10 / "cifar-10-batches-py" / "test_batch", arcname="cifar-10-batches-py/test_batch")
+    with pytest.raises(DataError, match="lacks cifar-10-batches-py/data_batch_2"):
+        data.load_cifar10(partial)
+
+
+# ---------------------------------------------------------------------------
+# SVHN
+# ---------------------------------------------------------------------------
+
+
+def test_svhn_layout_and_label_mapping(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    x = np.zeros((3, 3, 32, 32), np.uint8)
+    x[1, 0, 5, 9] = 200   # image 1, red, row 5, column 9
+    x[2, 2, 31, 0] = 77   # image 2, blue, bottom left
+    y = np.array([[10], [1], [9]], np.uint8)  # 10 is the digit 0
+    for name in ("train_32x32.mat", "test_32x32.mat"):
+        scipy_io.savemat(str(tmp_path / name), {"X": x.transpose(2, 3, 1, 0), "y": y})
+    xtr, ytr, xte, yte = data.load_svhn(tmp_path)
+    assert xtr.shape == (3, 3, 32, 32) and xtr.dtype == np.uint8 and ytr.dtype == np.int64
+    assert np.array_equal(xtr, x) and ytr.tolist() == [0, 1, 9]
+    out = data.load_dataset("svhn", tmp_path)
+    assert out[4] == 10 and np.array_equal(out[0], x)
+
+
+def test_fake_svhn_writer(tmp_path):
+    pytest.importorskip("scipy.io")
+    data.write_fake_svhn(tmp_path, n_train=40, n_test=20)
+    x, y, xt, yt = data.load_svhn(tmp_path)
+    _assert_images(x, y, 40, 10)
+    _assert_images(xt, yt, 20, 10)
+
+
+def test_svhn_missing_files_and_missing_scipy(tmp_path, monkeypatch):
+    with pytest.raises(DataNotFoundError, match="train_32x32.mat, test_32x32.mat missing"):
+        data.load_svhn(tmp_path)
+    (tmp_path / "train_32x32.mat").write_bytes(b"x")
+    (tmp_path / "test_32x32.mat").write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # makes `from scipy.io import loadmat` fail
+    with pytest.raises(DataError, match="pip install scipy"):
+        data.load_svhn(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# download (local files only)
+# ---------------------------------------------------------------------------
+
+
+class _Response(io.BytesIO):
+    """What urlopen returns, enough for download(): read(n) and a context manager."""
+
+
+def _serve(payload: bytes, fail_after=None):
+    """A fake urlopen serving ``payload``; raises ConnectionResetError after ``fail_after`` bytes."""
+    calls = []
+
+    def urlopen(url, timeout=None):
+        calls.append(url)
+        if fail_after is None:
+            return _Response(payload)
+        resp = _Response(payload[:fail_after])
+        real_read = resp.read
+
+        def read(n=-1):
+            chunk = real_read(n)
+            if not chunk:
+                raise ConnectionResetError("connection reset by peer")
+            return chunk
+        resp.read = read
+        return resp
+    urlopen.calls = calls
+    return urlopen
+
+
+def _fake_resource(monkeypatch, payload, name="cifar-10-python.tar.gz", dataset="cifar10", url=None):
+    import hashlib
+    res = Resource(name, url or f"https://example.invalid/{name}", hashlib.md5(payload).hexdigest())
+    monkeypatch.setitem(data.RESOURCES, dataset, (res,))
+    return res
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def test_official_resources():
+    r = {d: [(x.filename, x.md5) for x in v] for d, v in data.RESOURCES.items()}
+    assert r["cifar10"] == [("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")]
+    assert r["cifar100"] == [("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")]
+    assert r["svhn"] == [("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+                         ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3")]
+    assert data.RESOURCES["cifar10"][0].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+def test_download_success_then_skip(tmp_path, monkeypatch):
+    payload = os.urandom(3 * (1 << 20) + 123)  # several read chunks
+    _fake_resource(monkeypatch, payload)
+    opener = _serve(payload)
+    paths = data.download("cifar10", tmp_path / "cache", urlopen=opener, log=None)
+    assert paths == [tmp_path / "cache" / "cifar-10-python.tar.gz"]
+    assert paths[0].read_bytes() == payload and len(opener.calls) == 1
+    assert _leftovers(tmp_path / "cache") == ["cifar-10-python.tar.gz"]
+
+    def offline(url, timeout=None):
+        raise AssertionError("must not download a file that is already there")
+    assert data.download("cifar10", tmp_path / "cache", urlopen=offline, log=None) == paths
+
+
+def test_download_file_url_with_default_opener(tmp_path, monkeypatch):
+    src = tmp_path / "mirror.bin"
+    src.write_bytes(b"hello cifar" * 1000)
+    _fake_resource(monkeypatch, src.read_bytes(), url=src.as_uri())
+    lines = []
+    (path,) = data.download("cifar10", tmp_path / "cache", log=lines.append)  # urllib.request.urlopen
+    assert path.read_bytes() == src.read_bytes() and any("downloaded" in s for s in lines)
+
+
+def test_download_bad_md5_leaves_nothing(tmp_path, monkeypatch):
+    _fake_resource(monkeypatch, b"the real bytes")
+    with pytest.raises(DataError, match="corrupt: MD5") as e:
+        data.download("cifar10", tmp_path, urlopen=_serve(b"other bytes"), log=None)
+    assert _leftovers(tmp_path) == []
+    assert "\n" not in str(e.value)
+
+
+def test_download_replaces_a_damaged_file(tmp_path, monkeypatch):
+    _fake_resource(monkeypatch, b"complete file")
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"compl")  # an earlier, interrupted copy
+    (path,) = data.download("cifar10", tmp_path, urlopen=_serve(b"complete file"), log=None)
+    assert path.read_bytes() == b"complete file" and _leftovers(tmp_path) == ["cifar-10-python.tar.gz"]
+
+
+def test_download_network_failure_is_one_clear_error(tmp_path, monkeypatch):
+    _fake_resource(monkeypatch, b"x")
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    with pytest.raises(DataError) as e:
+        data.download("cifar10", tmp_path, urlopen=offline, log=None)
+    msg = str(e.value)
+    assert "could not download" in msg and "name resolution" in msg
+    assert str(tmp_path) in msg and "cifar-10-python.tar.gz" in msg and "\n" not in msg
+    assert _leftovers(tmp_path) == []
+
+
+def test_download_interrupted_midway_leaves_nothing(tmp_path, monkeypatch):
+    payload = os.urandom(2 * (1 << 20) + 5)
+    _fake_resource(monkeypatch, payload)
+    with pytest.raises(DataError, match="connection reset"):
+        data.download("cifar10", tmp_path, urlopen=_serve(payload, fail_after=1 << 20), log=None)
+    assert _leftovers(tmp_path) == []
+
+
+def test_download_unknown_dataset(tmp_path):
+    with pytest.raises(DataError, match="unknown data set 'mnist'"):
+        data.download("mnist", tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# load_dataset and default_data_dir
+# ---------------------------------------------------------------------------
+
+
+def test_load_dataset_generated(fake10, fake100):
+    x, y, xt, yt, k = data.load_dataset("cifar10", fake10)
+    assert k == 10 and x.shape == (100, 3, 32, 32) and yt.shape == (30,)
+    assert data.load_dataset("cifar100", fake100)[4] == 100
+
+
+def test_load_dataset_missing_says_where(tmp_path):
+    with pytest.raises(DataError) as e:
+        data.load_dataset("cifar10", tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "download" in msg and "cifar-10-python.tar.gz" in msg and "\n" not in msg
+    with pytest.raises(DataError, match="unknown data set"):
+        data.load_dataset("imagenet", tmp_path)
+
+
+def test_load_dataset_downloads_when_asked(tmp_path, monkeypatch):
+    src = data.write_fake_cifar10(tmp_path / "src", n_per_batch=4, n_test=5)
+    tar = _make_tarball(src, tmp_path / "official.tar.gz")
+    _fake_resource(monkeypatch, tar.read_bytes(), url=tar.as_uri())
+    x, y, xt, yt, k = data.load_dataset("cifar10", tmp_path / "data", download=True)
+    assert x.shape == (20, 3, 32, 32) and k == 10
+    assert (tmp_path / "data" / "cifar-10-python.tar.gz").is_file()
+
+
+def test_default_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINISD_DATA", str(tmp_path))
+    assert data.default_data_dir() == tmp_path.resolve()
+    monkeypatch.setenv("MINISD_DATA", str(tmp_path / "absent"))
+    assert data.default_data_dir() is None
+    monkeypatch.delenv("MINISD_DATA")
+    d = data.default_data_dir()
+    assert d is None or (d.parts[-2:] == ("shared", "data") and d.is_dir())
+
+
+# ---------------------------------------------------------------------------
+# split, normalisation, mini-batches
+# ---------------------------------------------------------------------------
+
+
+def _toy(n=100, seed=0):
+    x = np.random.default_rng(seed).integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    return x, np.arange(n, dtype=np.int64)
+
+
+@pytest.mark.parametrize("valid_size, k", [(10, 10), (10.0, 10), (np.int64(7), 7), (0.25, 25), (0, 0), (0.0, 0)])
+def test_split_sizes_and_disjointness(valid_size, k):
+    x, y = _toy()
+    (xtr, ytr), (xva, yva) = data.train_valid_split(x, y, valid_size, seed=5)
+    assert len(yva) == k and len(ytr) == 100 - k and xva.shape == (k, 3, 32, 32)
+    assert sorted(np.concatenate([ytr, yva]).tolist()) == list(range(100))
+    assert np.array_equal(xtr, x[ytr]) and np.array_equal(xva, x[yva])  # images stay with their labels
+
+
+def test_split_is_seeded():
+    x, y = _toy()
+    a = data.train_valid_split(x, y, 10, seed=1)[1][1]
+    assert np.array_equal(a, data.train_valid_split(x, y, 10, seed=1)[1][1])
+    assert not np.array_equal(a, data.train_valid_split(x, y, 10, seed=2)[1][1])
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, 100, 150, 12.5, float("nan"), True, "10"])
+def test_split_rejects_bad_sizes(bad):
+    x, y = _toy()
+    with pytest.raises(ValueError, match="valid_size"):
+        data.train_valid_split(x, y, bad, seed=0)
+
+
+def test_normalizer_definition():
+    x, _ = _toy(40)
+    norm = data.Normalizer.fit(x)
+    mean = x.astype(np.float64).mean(axis=0)
+    std = np.sqrt(((x - mean) ** 2).mean())                       # one scalar over all values
+    assert norm.mean.shape == (3, 32, 32)
+    np.testing.assert_allclose(norm.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(norm.std, std, rtol=1e-12)
+    z = norm.apply(x)
+    assert z.dtype == np.float32 and z.shape == x.shape
+    np.testing.assert_allclose(z, (x - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)       # the mean image maps to 0
+    np.testing.assert_allclose(z.std(), 1, rtol=1e-5)
+    assert norm.apply(x, dtype=np.float64).dtype == np.float64
+    chunked = data.Normalizer.fit(x, chunk=7)
+    np.testing.assert_allclose(chunked.mean, norm.mean, rtol=1e-12)
+    np.testing.assert_allclose(chunked.std, norm.std, rtol=1e-12)
+
+
+def test_normalizer_state_dict_round_trip_through_npz(tmp_path):
+    x, _ = _toy(20)
+    norm = data.Normalizer.fit(x)
+    np.savez(tmp_path / "ck.npz", **{f"data.{k}": v for k, v in norm.state_dict().items()})
+    with np.load(tmp_path / "ck.npz") as f:
+        back = data.Normalizer.from_state_dict({k[5:]: f[k] for k in f.files})
+    assert np.array_equal(back.apply(x), norm.apply(x))
+
+
+def test_normalizer_identical_images():
+    x = np.full((3, 3, 32, 32), 9, np.uint8)
+    norm = data.Normalizer.fit(x)
+    assert norm.std == 1.0 and np.all(norm.apply(x) == 0)
+
+
+def test_normalizer_on_device(device):
+    x, _ = _toy(10)
+    norm = data.Normalizer.fit(x).to(device)
+    xd = backend.to_device(x, device)
+    z = norm.apply(xd)
+    assert backend.device_of(z) == backend.resolve_device(device)
+    np.testing.assert_allclose(backend.to_numpy(z), norm.apply(x), rtol=1e-6, atol=1e-6)
+    fitted_there = data.Normalizer.fit(xd)
+    np.testing.assert_allclose(fitted_there.mean, norm.mean, rtol=1e-12)
+
+
+def test_iterate_minibatches():
+    batches = list(data.iterate_minibatches(10, 4))
+    assert [b.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert all(b.dtype == np.int64 for b in batches)
+    assert [len(b) for b in data.iterate_minibatches(10, 4, drop_last=True)] == [4, 4]
+    shuffled = np.concatenate(list(data.iterate_minibatches(10, 3, rng=np.random.default_rng(0))))
+    assert sorted(shuffled.tolist()) == list(range(10)) and shuffled.tolist() != list(range(10))
+    again = np.concatenate(list(data.iterate_minibatches(10, 3, rng=np.random.default_rng(0))))
+    assert np.array_equal(shuffled, again)
+    assert list(data.iterate_minibatches(0, 4)) == []
+    with pytest.raises(ValueError):
+        list(data.iterate_minibatches(10, 0))
