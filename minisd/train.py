@@ -1,0 +1,488 @@
+"""Train the paper's CIFAR ResNets with stochastic depth: ``python -m minisd.train``.
+
+The loop, top to bottom, is the paper's recipe:
+
+    for each epoch:                      lr: 0.1, / 10 at 50% and 75% of the epochs
+        for each mini-batch of 128:      shuffled, translated +-4 px, flipped
+            net.sample_gates(rng)        block l survives with probability p_l
+            loss = CE(net.forward(x))    dropped blocks: shortcut only
+            net.backward(dloss)          dropped blocks: shortcut gradient only
+            opt.step()                   SGD, Nesterov momentum 0.9, weight decay 1e-4
+        evaluate (every block, branch scaled by p_l), log, checkpoint
+
+Defaults are the paper's CIFAR-10 run: 110 layers, p_L = 0.5, linear decay,
+500 epochs, batch 128. Outputs in the run folder (``--out``): config.json,
+metrics.csv (one row per epoch), last.npz and best.npz checkpoints,
+summary.json and curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+import numpy as np
+
+from . import backend, data
+from .augment import augment_batch
+from .checkpoint import CheckpointError, load_checkpoint, prefixed, save_checkpoint, unprefixed
+from .layers import SoftmaxCrossEntropy
+from .model import ResNet
+from .optim import SGD, lr_at_epoch
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_error", "valid_error", "test_error",
+                 "epoch_seconds", "mean_blocks", "expected_blocks"]
+
+
+@dataclass
+class Config:
+    """Everything a run depends on; saved as config.json in the run folder."""
+    dataset: str = "cifar10"           # cifar10 | cifar100 | svhn
+    data_dir: str = "data"             # a folder holding the data set (see minisd.data)
+    download: bool = False             # fetch the official files into data_dir if missing
+    depth: int = 110                   # 6N + 2
+    p_last: float = 0.5                # survival probability of the last block; 1 = plain ResNet
+    rule: str = "linear"               # linear | uniform
+    mode: str = "batch"                # batch (one gate per mini-batch) | sample (per image)
+    scale: str = "test"                # test (the paper) | train (inverted)
+    epochs: int = 500
+    batch_size: int = 128
+    lr: float = 0.1
+    milestones: Optional[list] = None  # epochs where lr is divided by 10; default 50% and 75%
+    warmup_epochs: int = 0             # epochs at warmup_lr first (the paper's 1202-layer run)
+    warmup_lr: float = 0.01
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+    dropped: str = "paper"             # what SGD does to a dropped block's weights: paper | skip
+    augment: bool = True               # translation by up to 4 px and horizontal flips
+    valid_size: float = 5000           # images held out (count, or fraction < 1); 0 for none
+    limit_train: int = 0               # use only the first N training images (0: all); for quick runs
+    seed: int = 0
+    device: str = "auto"               # cpu | gpu | auto
+    dtype: str = "float32"
+    eval_batch_size: int = 500
+    out: str = "runs/run"
+    progress: bool = True
+
+
+class TrainingError(Exception):
+    """Stops a run with one clear line (bad data, NaN loss, unusable checkpoint)."""
+
+
+# ---------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------
+
+
+def evaluate(net, x_uint8, y, normalizer, xp, batch_size=500):
+    """Error rate (and mean loss) of ``net`` in eval mode: every block, branch scaled by p_l.
+
+    x_uint8: (N, 3, 32, 32) images on the device, y: (N,) labels. Returns (error, loss),
+    or (nan, nan) for an empty set.
+    """
+    if len(y) == 0:
+        return math.nan, math.nan
+    net.eval()
+    loss_fn = SoftmaxCrossEntropy()
+    wrong, total_loss = 0, 0.0
+    for i in range(0, len(y), batch_size):
+        logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size]))
+        yb = y[i:i + batch_size]
+        total_loss += float(loss_fn.forward(logits, yb)) * len(yb)
+        wrong += int((logits.argmax(axis=1) != yb).sum())
+    net.clear_cache()
+    loss_fn.cache = None
+    net.train()
+    return wrong / len(y), total_loss / len(y)
+
+
+# ---------------------------------------------------------------------------
+# run folder: metrics, checkpoints, summary
+# ---------------------------------------------------------------------------
+
+
+def read_metrics(path):
+    """metrics.csv as a list of dicts of floats (empty if the file does not exist)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", "nan") else math.nan for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def write_metrics(path, rows):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in METRIC_FIELDS})
+    os.replace(tmp, path)
+
+
+def summarize(rows):
+    """The paper's number: the test error at the epoch of lowest validation error.
+
+    Without a validation set the final test error is reported instead (and said so).
+    """
+    if not rows:
+        return {}
+    last = rows[-1]
+    out = {"epochs_run": int(last["epoch"]) + 1, "final_test_error": last["test_error"],
+           "final_train_error": last["train_error"],
+           "mean_epoch_seconds": float(np.mean([r["epoch_seconds"] for r in rows]))}
+    valid = [r for r in rows if not math.isnan(r["valid_error"])]
+    if valid:
+        best = min(valid, key=lambda r: r["valid_error"])
+        out.update(best_epoch=int(best["epoch"]), best_valid_error=best["valid_error"],
+                   test_error=best["test_error"],
+                   test_error_rule="test error at the epoch of lowest validation error")
+    else:
+        out.update(test_error=last["test_error"], test_error_rule="no validation set: final test error")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------
+
+
+class Run:
+    """Holds the state of one training run: data, network, optimizer, RNG, progress."""
+
+    def __init__(self, cfg: Config, log=print):
+        self.cfg, self.log = cfg, log
+        self.device = backend.resolve_device(cfg.device)
+        self.xp = backend.xp_for(self.device)
+        self.rng = np.random.default_rng(cfg.seed)  # shuffles, gates and augmentation, in that order
+        self.load_data()
+        dtype = np.dtype(cfg.dtype)
+        self.net = ResNet(cfg.depth, self.num_classes, cfg.p_last, cfg.rule, dtype=dtype,
+                          scale=cfg.scale, mode=cfg.mode, seed=cfg.seed).to(self.device)
+        self.loss_fn = SoftmaxCrossEntropy()
+        self.opt = SGD(self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                       nesterov=cfg.nesterov, dropped=cfg.dropped)
+        self.epoch, self.step_in_epoch, self.perm = 0, 0, None
+        self.epoch_sums = dict(loss=0.0, wrong=0, seen=0, blocks=0.0, steps=0)
+        self.metrics, self.best_valid = [], math.inf
+        self.stop_requested = False  # set by Ctrl-C; checked between steps
+
+    def load_data(self):
+        cfg = self.cfg
+        x_train, y_train, x_test, y_test, self.num_classes = data.load_dataset(
+            cfg.dataset, cfg.data_dir, download=cfg.download)
+        if cfg.limit_train:
+            x_train, y_train = x_train[:cfg.limit_train], y_train[:cfg.limit_train]
+        try:
+            (x_train, y_train), (x_valid, y_valid) = data.train_valid_split(
+                x_train, y_train, cfg.valid_size, seed=cfg.seed)
+        except ValueError as e:
+            raise TrainingError(f"--valid-size: {e}") from None
+        if len(y_train) < cfg.batch_size:
+            raise TrainingError(f"only {len(y_train)} training images for a batch of {cfg.batch_size}")
+        self.normalizer = data.Normalizer.fit(x_train)
+        to = lambda a: backend.to_device(a, self.device)  # uint8 images stay small on the device
+        self.x_train, self.y_train = to(x_train), to(y_train)
+        self.x_valid, self.y_valid = to(x_valid), to(y_valid)
+        self.x_test, self.y_test = to(x_test), to(y_test)
+        self.normalizer.to(self.device)
+        self.log(f"data: {cfg.dataset}, {len(y_train)} train / {len(y_valid)} valid / {len(y_test)} test, "
+                 f"{self.num_classes} classes")
+
+    @property
+    def steps_per_epoch(self):
+        return len(self.y_train) // self.cfg.batch_size  # the last partial batch is dropped
+
+    # -- one step, one epoch -----------------------------------------------------
+
+    def train_step(self, idx):
+        """One SGD step on the images ``idx``; returns (loss, wrong, blocks run)."""
+        cfg, net = self.cfg, self.net
+        x = self.normalizer.apply(self.x_train[idx])
+        if cfg.augment:
+            x = augment_batch(x, self.rng)
+        y = self.y_train[idx]
+        gates = net.sample_gates(self.rng, batch_size=len(idx))
+        logits = net.forward(x)
+        loss = float(self.loss_fn.forward(logits, y))
+        if not math.isfinite(loss):
+            kept = (f"the last good checkpoint is {self.path('last.npz')}"
+                    if os.path.exists(self.path("last.npz")) else "no checkpoint was written yet")
+            raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; "
+                                f"stopped ({kept}). Try a lower --lr or --warmup-epochs.")
+        wrong = int((logits.argmax(axis=1) != y).sum())
+        net.zero_grad()
+        net.backward(self.loss_fn.backward())
+        self.opt.step(inactive=net.inactive_parameter_names())
+        blocks = float(np.mean([np.mean(g) for g in gates]) * len(gates))
+        return loss, wrong, blocks
+
+    def train_epoch(self, bar=None):
+        cfg = self.cfg
+        if self.step_in_epoch == 0:
+            self.perm = self.rng.permutation(len(self.y_train))
+            self.epoch_sums = dict(loss=0.0, wrong=0, seen=0, blocks=0.0, steps=0, seconds=0.0)
+        self.opt.lr = self.lr_for(self.epoch)
+        s = self.epoch_sums
+        t_epoch = time.perf_counter()
+        while self.step_in_epoch < self.steps_per_epoch:
+            t0 = time.perf_counter()
+            b = self.step_in_epoch
+            idx = backend.to_device(self.perm[b * cfg.batch_size:(b + 1) * cfg.batch_size], self.device)
+            loss, wrong, blocks = self.train_step(idx)
+            self.step_in_epoch += 1
+            s["loss"] += loss * len(idx)
+            s["wrong"] += wrong
+            s["seen"] += len(idx)
+            s["blocks"] += blocks
+            s["steps"] += 1
+            if bar is not None:
+                dt = time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(loss=f"{s['loss'] / s['seen']:.3f}", err=f"{s['wrong'] / s['seen']:.3f}",
+                                img_s=f"{len(idx) / dt:.0f}", refresh=False)
+            if self.epoch == 0 and s["steps"] == 6:
+                self.announce_eta(time.perf_counter() - t_epoch)
+            if self.stop_requested:
+                s["seconds"] = s.get("seconds", 0.0) + time.perf_counter() - t_epoch
+                raise KeyboardInterrupt
+        s["seconds"] = s.get("seconds", 0.0) + time.perf_counter() - t_epoch
+
+    def lr_for(self, epoch):
+        cfg = self.cfg
+        return lr_at_epoch(epoch, base_lr=cfg.lr, epochs=cfg.epochs, milestones=cfg.milestones,
+                           warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr)
+
+    def announce_eta(self, seconds_for_six_steps):
+        per_step = seconds_for_six_steps / 6  # includes the first (slower) steps: errs on the long side
+        total = per_step * self.steps_per_epoch * self.cfg.epochs
+        self.log(f"\nexpected time: {per_step:.2f} s/step, {per_step * self.steps_per_epoch:.0f} s/epoch, "
+                 f"{format_seconds(total)} for {self.cfg.epochs} epochs (+ evaluation)")
+
+    def finish_epoch(self):
+        """Evaluate, log a metrics row, write checkpoints. Called after a full epoch."""
+        cfg, s = self.cfg, self.epoch_sums
+        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, self.xp, cfg.eval_batch_size)
+        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, self.xp, cfg.eval_batch_size)
+        row = dict(epoch=self.epoch, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
+                   train_error=s["wrong"] / s["seen"], valid_error=ve, test_error=te,
+                   epoch_seconds=s["seconds"], mean_blocks=s["blocks"] / s["steps"],
+                   expected_blocks=self.net.expected_blocks())
+        self.metrics.append(row)
+        write_metrics(self.path("metrics.csv"), self.metrics)
+        self.log(f"epoch {self.epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} "
+                 f"train err {row['train_error']:.4f} valid err {ve:.4f} test err {te:.4f} "
+                 f"blocks {row['mean_blocks']:.1f}/{len(self.net.blocks)} ({row['epoch_seconds']:.1f} s)")
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.save("last.npz")
+        if not math.isnan(ve) and ve < self.best_valid:
+            self.best_valid = ve
+            self.save("best.npz")
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def path(self, name):
+        return os.path.join(self.cfg.out, name)
+
+    def save(self, name):
+        arrays = {**prefixed("model", self.net.state_dict()), **prefixed("optim", self.opt.state_dict()),
+                  **prefixed("data", self.normalizer.state_dict())}
+        if self.perm is not None:
+            arrays["perm"] = self.perm
+        meta = dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, best_valid=self.best_valid,
+                    rng=self.rng.bit_generator.state, epoch_sums=self.epoch_sums, lr=self.opt.lr,
+                    config=asdict(self.cfg))
+        save_checkpoint(self.path(name), arrays, meta)
+
+    def resume(self, path):
+        try:
+            arrays, meta = load_checkpoint(path)
+            self.net.load_state_dict(unprefixed("model", arrays))
+            self.opt.load_state_dict(unprefixed("optim", arrays))
+        except (CheckpointError, KeyError, ValueError) as e:
+            raise TrainingError(f"cannot resume from {path}: {e}") from None
+        self.rng.bit_generator.state = meta["rng"]
+        self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
+        self.best_valid, self.epoch_sums = meta["best_valid"], meta["epoch_sums"]
+        self.perm = arrays.get("perm")
+        self.opt.lr = meta["lr"]
+        self.metrics = [r for r in read_metrics(self.path("metrics.csv")) if r["epoch"] < self.epoch]
+        for r in self.metrics:
+            r["epoch"] = int(r["epoch"])
+        where = f"epoch {self.epoch + 1}" + (f", step {self.step_in_epoch}" if self.step_in_epoch else "")
+        self.log(f"resumed from {path} at {where}")
+
+
+def format_seconds(s):
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def train(cfg: Config, resume: Optional[str] = None, log=print):
+    """Run (or continue) training; returns the summary dict. Raises TrainingError on failure."""
+    os.makedirs(cfg.out, exist_ok=True)
+    run = Run(cfg, log=log)
+    if resume:
+        run.resume(resume)
+    with open(run.path("config.json"), "w") as f:
+        json.dump(asdict(cfg), f, indent=2)
+    log(f"model: {run.net!r}; expected blocks per step {run.net.expected_blocks():.2f}; "
+        f"device {run.device}; output {cfg.out}")
+
+    bar_factory = _progress_bar if cfg.progress else (lambda *a, **k: None)
+    with _StopOnCtrlC(run):
+        try:
+            while run.epoch < cfg.epochs:
+                bar = bar_factory(run.steps_per_epoch, run.step_in_epoch, f"epoch {run.epoch + 1}/{cfg.epochs}")
+                try:
+                    run.train_epoch(bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
+                run.finish_epoch()
+        except KeyboardInterrupt:
+            # Ctrl-C is honoured between steps, so the saved state is consistent:
+            # --resume continues from exactly here, mid-epoch included.
+            run.save("last.npz")
+            log(f"\ninterrupted: saved {run.path('last.npz')} (epoch {run.epoch + 1}, step "
+                f"{run.step_in_epoch}); continue with --resume {run.path('last.npz')}")
+            return None
+    summary = summarize(run.metrics)
+    with open(run.path("summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    try:
+        from .plot import plot_runs
+        plot_runs([cfg.out], run.path("curves.png"))
+    except Exception as e:  # a missing plotting backend must not fail a finished run
+        log(f"(curves.png not written: {e})")
+    log(f"done: test error {summary['test_error']:.4f} ({summary['test_error_rule']}); results in {cfg.out}")
+    return summary
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C asks the run to stop after the current step; a second one stops at once."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def __enter__(self):
+        self.previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum, frame):
+        self.run.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _progress_bar(total, initial, desc):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------
+
+
+def _valid_size(s):
+    v = float(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v if v < 1 else int(v)
+
+
+def build_parser():
+    d = Config()
+    p = argparse.ArgumentParser(
+        prog="python -m minisd.train", allow_abbrev=False,
+        description="Train a CIFAR ResNet with stochastic depth (defaults: the paper's CIFAR-10 run).")
+    a = p.add_argument
+    a("--dataset", choices=["cifar10", "cifar100", "svhn"], default=d.dataset)
+    a("--data-dir", default=d.data_dir, help="folder holding the data set (default: %(default)s)")
+    a("--download", action="store_true", help="download the data set into --data-dir if it is missing")
+    a("--depth", type=int, default=d.depth, help="6N+2 layers (default: %(default)s)")
+    a("--p-last", type=float, default=d.p_last, help="survival probability of the last block; 1 = constant depth")
+    a("--rule", choices=["linear", "uniform"], default=d.rule)
+    a("--mode", choices=["batch", "sample"], default=d.mode, help="one gate per mini-batch (paper) or per image")
+    a("--scale", choices=["test", "train"], default=d.scale, help="scale the branch at test time (paper) or in training")
+    a("--epochs", type=int, default=d.epochs)
+    a("--batch-size", type=int, default=d.batch_size)
+    a("--lr", type=float, default=d.lr)
+    a("--milestones", type=int, nargs="+", default=None, help="epochs at which lr is divided by 10 "
+      "(default: 50%% and 75%% of --epochs)")
+    a("--warmup-epochs", type=int, default=d.warmup_epochs, help="epochs at --warmup-lr first")
+    a("--warmup-lr", type=float, default=d.warmup_lr)
+    a("--weight-decay", type=float, default=d.weight_decay)
+    a("--momentum", type=float, default=d.momentum)
+    a("--no-nesterov", dest="nesterov", action="store_false")
+    a("--dropped", choices=["paper", "skip"], default=d.dropped,
+      help="dropped blocks' weights: 'paper' still applies momentum and weight decay; 'skip' leaves them")
+    a("--no-augment", dest="augment", action="store_false")
+    a("--valid-size", type=_valid_size, default=d.valid_size, help="held-out images (count or fraction; 0: none)")
+    a("--limit-train", type=int, default=0, help="use only the first N training images (quick runs)")
+    a("--seed", type=int, default=d.seed)
+    a("--device", choices=["cpu", "gpu", "auto"], default=d.device)
+    a("--dtype", choices=["float32", "float64"], default=d.dtype)
+    a("--eval-batch-size", type=int, default=d.eval_batch_size)
+    a("--out", default=None, help="run folder (default: runs/<dataset>-d<depth>-p<p_last>-s<seed>)")
+    a("--resume", default=None, help="checkpoint to continue from (e.g. RUN/last.npz)")
+    a("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def config_from_args(args) -> Config:
+    values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    cfg = Config(**values)
+    if args.out is None:
+        cfg.out = os.path.join("runs", f"{cfg.dataset}-d{cfg.depth}-p{cfg.p_last:g}-s{cfg.seed}")
+    return cfg
+
+
+def check_config(cfg: Config):
+    """Reject impossible settings with one clear line, before any work is done."""
+    if cfg.depth < 8 or (cfg.depth - 2) % 6:
+        raise TrainingError(f"--depth must be 6N+2 (20, 32, 44, 56, 110, ..., 1202), got {cfg.depth}")
+    if not 0 < cfg.p_last <= 1:
+        raise TrainingError(f"--p-last must be in (0, 1], got {cfg.p_last}")
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.warmup_lr <= 0:
+        raise TrainingError("--lr and --warmup-lr must be > 0")
+    if cfg.milestones and (sorted(cfg.milestones) != cfg.milestones or cfg.milestones[0] < 0):
+        raise TrainingError(f"--milestones must be increasing epoch numbers >= 0, got {cfg.milestones}")
+    try:
+        backend.resolve_device(cfg.device)
+    except RuntimeError as e:
+        raise TrainingError(str(e)) from None
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    try:
+        check_config(cfg)
+        summary = train(cfg, resume=args.resume)
+    except (TrainingError, data.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0 if summary is not None else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
