@@ -73,6 +73,11 @@ class Config:
     progress: bool = True
 
 
+def log_line(msg):
+    """Print a line now (runs under nohup or tee are block-buffered otherwise)."""
+    print(msg, flush=True)
+
+
 class TrainingError(Exception):
     """Stops a run with one clear line (bad data, NaN loss, unusable checkpoint)."""
 
@@ -158,7 +163,7 @@ def summarize(rows):
 class Run:
     """Holds the state of one training run: data, network, optimizer, RNG, progress."""
 
-    def __init__(self, cfg: Config, log=print):
+    def __init__(self, cfg: Config, log=log_line):
         self.cfg, self.log = cfg, log
         self.device = backend.resolve_device(cfg.device)
         self.xp = backend.xp_for(self.device)
@@ -329,7 +334,7 @@ def format_seconds(s):
     return f"{s / 3600:.1f} h"
 
 
-def train(cfg: Config, resume: Optional[str] = None, log=print):
+def train(cfg: Config, resume: Optional[str] = None, log=log_line):
     """Run (or continue) training; returns the summary dict. Raises TrainingError on failure."""
     os.makedirs(cfg.out, exist_ok=True)
     run = Run(cfg, log=log)
