@@ -42,7 +42,7 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for minisd's batch-parallel CPU kernels (1: no threads).
 
-    With n > 1, BLAS is limited to one thread per caller, for the whole process.
+    BLAS is limited to one thread per caller, for the whole process, once minisd runs.
     """
     global _num_threads, _pool
     if n < 1:
@@ -53,16 +53,26 @@ def set_num_threads(n: int) -> None:
     _num_threads = int(n)
 
 
+def _limit_blas():
+    """One BLAS thread per minisd thread, decided once, for the whole process.
+
+    Done whatever the thread count: with minisd on 1 thread, a multi-threaded
+    BLAS that busy-waits makes every other process on the machine (and this
+    one) crawl when cores are shared, which is worse than one BLAS thread.
+    """
+    global _blas_limit
+    if _blas_limit is None:
+        try:
+            from threadpoolctl import threadpool_limits
+            _blas_limit = threadpool_limits(limits=1, user_api="blas")
+        except ImportError:  # still correct, only slower when cores are shared
+            _blas_limit = False
+
+
 def _get_pool():
-    global _pool, _blas_limit
+    global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=get_num_threads(), thread_name_prefix="minisd")
-        if _blas_limit is None:
-            try:
-                from threadpoolctl import threadpool_limits
-                _blas_limit = threadpool_limits(limits=1, user_api="blas")
-            except ImportError:  # still correct, only slower (threads compete with BLAS threads)
-                _blas_limit = False
     return _pool
 
 
@@ -74,6 +84,8 @@ def for_each_chunk(work, n, chunk, xp=np):
     write only to its own slice ``[lo:hi]`` of any shared output.
     """
     bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    if xp is np:
+        _limit_blas()
     if xp is not np or len(bounds) == 1 or get_num_threads() == 1:
         return [work(lo, hi) for lo, hi in bounds]
     pool = _get_pool()
