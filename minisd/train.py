@@ -411,12 +411,18 @@ def _valid_size(s):
     return v if v < 1 else int(v)
 
 
-def build_parser():
+def build_parser(suppress_defaults=False):
+    """The CLI. With ``suppress_defaults`` only flags written on the command line are set."""
     d = Config()
     p = argparse.ArgumentParser(
         prog="python -m minisd.train", allow_abbrev=False,
         description="Train a CIFAR ResNet with stochastic depth (defaults: the paper's CIFAR-10 run).")
-    a = p.add_argument
+
+    def a(*flags, **kwargs):
+        if suppress_defaults:
+            kwargs["default"] = argparse.SUPPRESS
+        p.add_argument(*flags, **kwargs)
+
     a("--dataset", choices=["cifar10", "cifar100", "svhn"], default=d.dataset)
     a("--data-dir", default=d.data_dir, help="folder holding the data set (default: %(default)s)")
     a("--download", action="store_true", help="download the data set into --data-dir if it is missing")
@@ -450,12 +456,30 @@ def build_parser():
     return p
 
 
-def config_from_args(args) -> Config:
+def config_from_args(args, argv=None) -> Config:
+    """The run's Config: the flags, or with --resume the checkpoint's own config with
+    only the flags given on the command line changed (e.g. --epochs to train longer)."""
+    if args.resume:
+        try:
+            _, meta = load_checkpoint(args.resume)
+            values = dict(meta["config"])
+        except (CheckpointError, KeyError, TypeError) as e:
+            raise TrainingError(f"cannot resume from {args.resume}: {e}") from None
+        values.update(given_flags(argv))
+        known = {f.name for f in fields(Config)}
+        return Config(**{k: v for k, v in values.items() if k in known})
     values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     cfg = Config(**values)
     if args.out is None:
         cfg.out = os.path.join("runs", f"{cfg.dataset}-d{cfg.depth}-p{cfg.p_last:g}-s{cfg.seed}")
     return cfg
+
+
+def given_flags(argv=None) -> dict:
+    """{config field: value} for the flags written on the command line, defaults left out."""
+    given = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    given.pop("resume", None)
+    return given
 
 
 def check_config(cfg: Config):
@@ -479,8 +503,8 @@ def check_config(cfg: Config):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
     try:
+        cfg = config_from_args(args, argv)
         check_config(cfg)
         summary = train(cfg, resume=args.resume)
     except (TrainingError, data.DataError) as e:

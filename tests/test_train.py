@@ -153,3 +153,16 @@ def test_cli_valid_size_too_large_is_one_clear_line(fake_root, tmp_path):
     r = run_cli("--data-dir", fake_root, "--depth", "8", "--epochs", "1", "--valid-size", "5000",
                 "--device", "cpu", "--out", str(tmp_path / "r"), "--no-progress")
     assert r.returncode == 1 and "Traceback" not in r.stderr and "--valid-size" in r.stderr
+
+
+def test_cli_resume_needs_only_the_checkpoint(fake_root, tmp_path):
+    """`--resume RUN/last.npz` takes the run's own settings; flags given beside it override them."""
+    out = tmp_path / "run"
+    assert train.main(["--data-dir", fake_root, "--depth", "8", "--epochs", "1", "--batch-size", "16",
+                       "--valid-size", "0", "--seed", "5", "--device", "cpu", "--out", str(out),
+                       "--no-progress"]) == 0
+    assert train.main(["--resume", str(out / "last.npz"), "--epochs", "2"]) == 0
+    cfg = json.load(open(out / "config.json"))
+    assert (cfg["depth"], cfg["data_dir"], cfg["seed"], cfg["epochs"]) == (8, fake_root, 5, 2)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
