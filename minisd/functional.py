@@ -181,11 +181,14 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, chunk=None):
     The batch is cut into chunks of a few images (run on threads on the CPU,
     see :mod:`minisd.parallel`). Only ``x`` is cached, not its columns (k*k
     times larger): the backward pass unfolds each chunk again, which costs
-    copies, not products.
+    copies, not products. On the CPU, the convolutions of the CIFAR ResNets
+    take :func:`_conv2d_forward_cpu` (same result, faster unfolding).
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
     F, _, k, _ = weight.shape
+    if xp is np and _phase_aligned(x.shape, k, stride, padding):
+        return _conv2d_forward_cpu(x, weight, bias, stride, padding, chunk)
     Ho, Wo = conv_output_size(H, k, stride, padding), conv_output_size(W, k, stride, padding)
     w2 = weight.reshape(F, -1)
     out = xp.empty((N, F, Ho * Wo), dtype=x.dtype)
@@ -215,6 +218,8 @@ def conv2d_backward(dout, cache, chunk=None):
     xp = get_xp(dout)
     N, C, H, W = x.shape
     F, _, k, _ = weight.shape
+    if xp is np and _phase_aligned(x.shape, k, stride, padding):
+        return _conv2d_backward_cpu(dout, cache, chunk)
     w2 = weight.reshape(F, -1)
     same = stride == 1 and 2 * padding == k - 1
     if same:  # (C, F*k*k): kernel flipped in space, in and out channels swapped
@@ -235,6 +240,230 @@ def conv2d_backward(dout, cache, chunk=None):
 
     partial = for_each_chunk(work, N, _chunk_size(xp, N, chunk), xp)
     dweight = sum(partial[1:], partial[0]).reshape(weight.shape)
+    dbias = channel_sum(dout) if has_bias else None
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------
+# convolution: the CPU fast path (NumPy only)
+# ---------------------------------------------------------------------------
+#
+# conv2d_forward / conv2d_backward above hand NumPy arrays to the functions
+# below whenever the output is the input subsampled by the stride (Ho = H/s,
+# Wo = W/s: every convolution of the CIFAR ResNets). Same results (tests
+# check against the naive loop and the reference im2col/col2im); three changes:
+#
+# 1. im2col with long copies. The reference im2col makes C*k*k*Ho copies of
+#    Wo values per image (32, 16 or 8 floats here), and at that length the
+#    per-copy overhead, not the memory, sets the speed. :func:`im2col_fast`
+#    makes C*k*k copies of Ho*Wo values instead (see there): 2-3x faster.
+# 2. Backward of a stride-1 "same" convolution with ONE unfold per chunk
+#    instead of two: both dx and dweight come from the columns of dout.
+# 3. Chunk sizes by bytes: a chunk's columns take about CONV_CHUNK_BYTES,
+#    whatever the layer's shape.
+
+# Bytes of im2col columns per chunk on the CPU (measured on a 2-core EPYC
+# with 512 KB L2 per core and a 32 MB L3; 2-8 MB were best).
+CONV_CHUNK_BYTES = 4 << 20
+
+
+def _phase_aligned(x_shape, k, stride, padding):
+    """Whether the output is the input subsampled by the stride: Ho = H/s and Wo = W/s.
+
+    True for stride-1 "same" convolutions (k odd, padding (k-1)/2) and for the
+    stride-2, 3x3, padding-1 convolutions of even-sized inputs.
+    """
+    _, _, H, W = x_shape
+    s = stride
+    Ho, Wo = conv_output_size(H, k, s, padding), conv_output_size(W, k, s, padding)
+    return H % s == 0 and W % s == 0 and Ho * s == H and Wo * s == W
+
+
+def _offsets(k, stride, padding):
+    """For each kernel offset d: (q, a) with d - padding = stride*q + a, 0 <= a < stride.
+
+    Output pixel r, kernel offset d reads input pixel stride*r + d - padding =
+    stride*(r + q) + a: pixel r + q of the phase-a subsampled input x[a::stride].
+    """
+    return [divmod(d - padding, stride) for d in range(k)]
+
+
+def _phase_layout(x_shape, k, stride, padding):
+    """Geometry shared by :func:`im2col_fast` and :func:`col2im_fast`."""
+    N, C, H, W = x_shape
+    Ho, Wo = H // stride, W // stride
+    offs = _offsets(k, stride, padding)
+    qs = [q for q, _ in offs]
+    lo_margin = max(0, -min(qs)) * (Wo + 1)  # zeros before and after each flat phase image
+    hi_margin = max(0, max(qs)) * (Wo + 1)
+    phases = sorted({a for _, a in offs})
+    return Ho, Wo, offs, lo_margin, lo_margin + Ho * Wo + hi_margin, phases
+
+
+def im2col_fast(x, k, stride, padding, tag="x"):
+    """:func:`im2col` for a phase-aligned convolution (see :func:`_phase_aligned`), NumPy only.
+
+    Equal to ``im2col(x, k, stride, padding)``: x (N, C, H, W) -> (N, C*k*k, Ho*Wo).
+    Each phase of the input (x[:, :, a::s, b::s]: x itself for stride 1) is
+    written flat, Ho*Wo values per channel, between zero margins. Kernel offset
+    (di, dj) then needs ONE contiguous run of Ho*Wo values of one phase, shifted
+    by qi rows and qj columns (see :func:`_offsets`): one copy per channel and
+    offset instead of Ho copies of Wo values. Rows shifted past the top or
+    bottom land in the zero margins; pixels shifted past the left or right
+    border wrapped around to the neighbouring row, and are set to zero
+    afterwards (that is where the zero padding belongs).
+    Buffers are this thread's scratch buffers (see :func:`minisd.parallel.scratch`).
+    """
+    N, C, H, W = x.shape
+    s = stride
+    Ho, Wo, offs, m0, flat_len, phases = _phase_layout(x.shape, k, s, padding)
+    L = Ho * Wo
+    flats = {}
+    for a in phases:
+        for b in phases:
+            f = scratch(f"{tag}-phase{a}{b}-{m0}", (N, C, flat_len), x.dtype, zero=True)
+            _image_view(f, m0, Ho, Wo)[...] = x if s == 1 else x[:, :, a::s, b::s]  # margins stay zero
+            flats[a, b] = f
+    cols = scratch(tag + "-cols", (N, C, k, k, L), x.dtype)
+    for di, (qi, a) in enumerate(offs):
+        for dj, (qj, b) in enumerate(offs):
+            start = m0 + qi * Wo + qj
+            cols[:, :, di, dj] = flats[a, b][:, :, start:start + L]
+    _zero_wrapped(cols.reshape(N, C, k, k, Ho, Wo), offs, Wo)
+    return cols.reshape(N, C * k * k, L)
+
+
+def _zero_wrapped(grid, offs, Wo):
+    """Zero the columns of (N, C, k, k, Ho, Wo) whose column shift crossed the border."""
+    for dj, (qj, _) in enumerate(offs):
+        if qj < 0:
+            grid[:, :, :, dj, :, :-qj] = 0
+        elif qj > 0:
+            grid[:, :, :, dj, :, Wo - qj:] = 0
+
+
+def col2im_fast(cols, x_shape, k, stride, padding, tag="dx", out=None):
+    """:func:`col2im` for a phase-aligned convolution, NumPy only: the adjoint of :func:`im2col_fast`.
+
+    cols: (N, C*k*k, Ho*Wo) -> (N, C, H, W), written into ``out`` if given.
+    ``cols`` is used as scratch (its wrapped-around entries are zeroed).
+    Each kernel offset adds one contiguous run onto a flat phase image.
+    """
+    N, C, H, W = x_shape
+    s = stride
+    Ho, Wo, offs, m0, flat_len, phases = _phase_layout(x_shape, k, s, padding)
+    L = Ho * Wo
+    cols = cols.reshape(N, C, k, k, L)
+    _zero_wrapped(cols.reshape(N, C, k, k, Ho, Wo), offs, Wo)
+    flats = {}
+    for a in phases:
+        for b in phases:
+            f = scratch(f"{tag}-phase{a}{b}-{m0}", (N, C, flat_len), cols.dtype)
+            f.fill(0)
+            flats[a, b] = f
+    for di, (qi, a) in enumerate(offs):
+        for dj, (qj, b) in enumerate(offs):
+            start = m0 + qi * Wo + qj
+            flats[a, b][:, :, start:start + L] += cols[:, :, di, dj]
+    if out is None:
+        out = np.empty(x_shape, dtype=cols.dtype)
+    if s == 1:
+        out[...] = _image_view(flats[0, 0], m0, Ho, Wo)
+        return out
+    if len(phases) < s:  # some input pixels feed no output pixel
+        out.fill(0)
+    for (a, b), f in flats.items():
+        out[:, :, a::s, b::s] = _image_view(f, m0, Ho, Wo)
+    return out
+
+
+def _image_view(flat, start, Ho, Wo):
+    """The (N, C, Ho, Wo) view of the flat images that begin at ``start`` (never a copy)."""
+    v = flat[:, :, start:start + Ho * Wo]
+    v.shape = v.shape[:2] + (Ho, Wo)  # raises rather than copy
+    return v
+
+
+def _cpu_chunk(N, bytes_per_image, chunk):
+    """Images per CPU chunk: ``chunk`` if given, else about CONV_CHUNK_BYTES of columns."""
+    if chunk:
+        return chunk
+    return int(max(1, min(N, CONV_CHUNK_BYTES // max(1, bytes_per_image))))
+
+
+def _conv2d_forward_cpu(x, weight, bias, stride, padding, chunk=None):
+    """:func:`conv2d_forward` on the CPU for a phase-aligned convolution (same result)."""
+    N, C, H, W = x.shape
+    F, _, k, _ = weight.shape
+    Ho, Wo = H // stride, W // stride
+    w2 = weight.reshape(F, -1)
+    out = np.empty((N, F, Ho * Wo), dtype=x.dtype)
+
+    def work(lo, hi):
+        cols = im2col_fast(x[lo:hi], k, stride, padding, "x")  # (n, C*k*k, Ho*Wo)
+        np.matmul(w2, cols, out=out[lo:hi])
+
+    for_each_chunk(work, N, _cpu_chunk(N, C * k * k * Ho * Wo * x.itemsize, chunk))
+    out = out.reshape(N, F, Ho, Wo)
+    if bias is not None:
+        out += bias[None, :, None, None]
+    return out, (x, weight, bias is not None, stride, padding)
+
+
+def _conv2d_backward_cpu(dout, cache, chunk=None):
+    """:func:`conv2d_backward` on the CPU for a phase-aligned convolution (same result).
+
+    Stride 1 with F <= C (every convolution inside the ResNet's stages): ONE
+    unfold per chunk, of dout, G = im2col(dout), and both gradients from it:
+      dx = w_flip @ G                        (the transposed convolution)
+      dweight[f, c, di, dj] = sum_n (x[n] @ G[n].T)[c, f, k-1-di, k-1-dj]
+    The second line is dW2 = sum_n dout[n] @ im2col(x)[n].T read the other way
+    round: a weight connects output pixel q with input pixel q + offset, i.e.
+    input pixel q' with output pixel q' - offset, so unfolding dout with the
+    mirrored offsets gives the same sums, without unfolding x.
+    Otherwise (strided, or more output than input channels, like the first
+    layer), the textbook formulas with the fast unfold and fold of x's columns:
+      dweight = sum_n dout[n] @ im2col(x)[n].T     dx = col2im(W2.T @ dout)
+    """
+    x, weight, has_bias, stride, padding = cache
+    N, C, H, W = x.shape
+    F, _, k, _ = weight.shape
+    Ho, Wo = H // stride, W // stride
+    L = Ho * Wo
+    dx = np.empty(x.shape, dtype=x.dtype)
+    d3 = dout.reshape(N, F, L)
+
+    if stride == 1 and F <= C:
+        w_flip = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, -1)
+
+        def work(lo, hi):
+            n = hi - lo
+            g_cols = im2col_fast(dout[lo:hi], k, 1, padding, "dout")  # (n, F*k*k, H*W)
+            np.matmul(w_flip, g_cols, out=dx[lo:hi].reshape(n, C, L))
+            prod = scratch("conv-dw", (n, C, F * k * k), x.dtype)
+            np.matmul(x[lo:hi].reshape(n, C, L), g_cols.transpose(0, 2, 1), out=prod)
+            return prod.sum(axis=0)  # (C, F*k*k), kernel mirrored
+
+        partial = for_each_chunk(work, N, _cpu_chunk(N, F * k * k * L * x.itemsize, chunk))
+        dw_t = sum(partial[1:], partial[0]).reshape(C, F, k, k)
+        dweight = np.ascontiguousarray(dw_t[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    else:
+        w2 = weight.reshape(F, -1)
+
+        def work(lo, hi):
+            n = hi - lo
+            cols = im2col_fast(x[lo:hi], k, stride, padding, "x")  # (n, C*k*k, L)
+            g = d3[lo:hi]
+            prod = scratch("conv-dw", (n, F, C * k * k), x.dtype)
+            np.matmul(g, cols.transpose(0, 2, 1), out=prod)
+            dw2 = prod.sum(axis=0)
+            dcols = scratch("conv-dcols", (n, C * k * k, L), x.dtype)
+            np.matmul(w2.T, g, out=dcols)
+            col2im_fast(dcols, (n, C, H, W), k, stride, padding, "dx", out=dx[lo:hi])
+            return dw2
+
+        partial = for_each_chunk(work, N, _cpu_chunk(N, C * k * k * L * x.itemsize, chunk))
+        dweight = sum(partial[1:], partial[0]).reshape(weight.shape)
     dbias = channel_sum(dout) if has_bias else None
     return dx, dweight, dbias
 
@@ -295,66 +524,115 @@ def batchnorm_train_backward(dout, cache):
 # uses the two below: the same formulas, evaluated a chunk of images at a time
 # (on threads), with temporaries that stay in cache instead of batch-sized
 # arrays written to and read back from memory. Tests check they agree.
-BN_CHUNK = 32
+#
+# What makes them fast:
+# * one pass over memory for the statistics: each chunk (small enough to stay
+#   in the L2 cache) gives its own mean and centred sum of squares, and the
+#   chunks are merged exactly (Chan et al.'s parallel variance formula);
+# * sums over rows of H*W values are matrix-vector products with a vector of
+#   ones (BLAS), much faster than NumPy's reductions over short rows;
+# * the forward keeps ``x`` for the backward instead of writing xhat (same
+#   bytes cached, one batch-sized write less); the backward recomputes xhat
+#   a chunk at a time, in cache, with the reference's own formula.
+BN_CHUNK_BYTES = 256 << 10  # per chunk: fits the 512 KB L2 with its temporaries
+
+
+def _bn_chunk(x):
+    N = x.shape[0]
+    return int(max(1, min(N, BN_CHUNK_BYTES // max(1, x[0].nbytes))))
+
+
+def _row_sums(a3, ones):
+    """(n, C, M) -> (C,): sums over M by a matrix-vector product, then over n."""
+    n, C, M = a3.shape
+    return (a3.reshape(n * C, M) @ ones).reshape(n, C).sum(axis=0)
+
+
+def _as_rows(x):
+    """x (N, C, H, W) as (N, C, H*W) (a view when x is contiguous)."""
+    N, C = x.shape[:2]
+    return x.reshape(N, C, -1)
 
 
 def batchnorm_train_forward_fast(x, weight, bias, eps):
-    """Same result as :func:`batchnorm_train_forward`, faster on the CPU (NumPy only)."""
+    """Same result as :func:`batchnorm_train_forward`, faster on the CPU (NumPy only).
+
+    Its cache is (x, mean, inv_std, weight): for :func:`batchnorm_train_backward_fast` only.
+    """
     N, C, H, W = x.shape
-    m = N * H * W
-    chunks = lambda work: for_each_chunk(work, N, BN_CHUNK)
+    m, HW = N * H * W, H * W
+    x3 = _as_rows(x)
+    ones = np.ones(HW, dtype=x.dtype)
 
-    mean = sum(chunks(lambda lo, hi: channel_sum(x[lo:hi]))) / m
-    mean4 = mean[None, :, None, None]
-
-    def centred_square_sum(lo, hi):
-        c = scratch("bn", (hi - lo, C, H, W), x.dtype)
-        np.subtract(x[lo:hi], mean4, out=c)
+    def chunk_stats(lo, hi):  # count, mean and centred sum of squares of one chunk
+        xc, count = x3[lo:hi], (hi - lo) * HW
+        mu = _row_sums(xc, ones) / count
+        c = scratch("bn", xc.shape, x.dtype)
+        np.subtract(xc, mu[None, :, None], out=c)
         np.multiply(c, c, out=c)
-        return channel_sum(c)
+        return count, mu, _row_sums(c, ones)
 
-    var = sum(chunks(centred_square_sum)) / m
+    parts = for_each_chunk(chunk_stats, N, _bn_chunk(x))
+    mean = sum(count * mu for count, mu, _ in parts) / m
+    var = sum(m2 + count * (mu - mean) ** 2 for count, mu, m2 in parts) / m  # Chan et al.
     inv_std = 1.0 / (var + eps) ** 0.5
-    xhat, out = np.empty_like(x), np.empty_like(x)
+    out = np.empty(x.shape, dtype=x.dtype)
+    out3 = out.reshape(N, C, HW)
+    mean3, inv3 = mean[None, :, None], inv_std[None, :, None]
+    w3, b3 = weight[None, :, None], bias[None, :, None]
 
-    def normalise(lo, hi):
-        np.subtract(x[lo:hi], mean4, out=xhat[lo:hi])
-        xhat[lo:hi] *= inv_std[None, :, None, None]
-        np.multiply(xhat[lo:hi], weight[None, :, None, None], out=out[lo:hi])
-        out[lo:hi] += bias[None, :, None, None]
+    def normalise(lo, hi):  # out = (x - mean) * inv_std * gamma + beta
+        o = out3[lo:hi]
+        np.subtract(x3[lo:hi], mean3, out=o)
+        o *= inv3
+        o *= w3
+        o += b3
 
-    chunks(normalise)
-    return out, mean, var, (xhat, inv_std, weight)
+    for_each_chunk(normalise, N, _bn_chunk(x))
+    return out, mean, var, (x, mean, inv_std, weight)
 
 
 def batchnorm_train_backward_fast(dout, cache):
-    """Same result as :func:`batchnorm_train_backward`, faster on the CPU (NumPy only)."""
-    xhat, inv_std, weight = cache
+    """Same result as :func:`batchnorm_train_backward`, faster on the CPU (NumPy only).
+
+    ``cache`` comes from :func:`batchnorm_train_forward_fast`.
+    """
+    x, mean, inv_std, weight = cache
     N, C, H, W = dout.shape
-    m = N * H * W
-    chunks = lambda work: for_each_chunk(work, N, BN_CHUNK)
+    m, HW = N * H * W, H * W
+    x3, d3 = _as_rows(x), _as_rows(dout)
+    ones = np.ones(HW, dtype=dout.dtype)
+    mean3, inv3 = mean[None, :, None], inv_std[None, :, None]
+
+    def xhat(lo, hi):  # the reference's xhat = (x - mean) * inv_std, into a scratch buffer
+        xh = scratch("bn", x3[lo:hi].shape, dout.dtype)
+        np.subtract(x3[lo:hi], mean3, out=xh)
+        xh *= inv3
+        return xh
 
     def sums(lo, hi):
-        prod = scratch("bn", (hi - lo, C, H, W), dout.dtype)
-        np.multiply(dout[lo:hi], xhat[lo:hi], out=prod)
-        return channel_sum(dout[lo:hi]), channel_sum(prod)
+        prod = xhat(lo, hi)
+        prod *= d3[lo:hi]
+        return _row_sums(d3[lo:hi], ones), _row_sums(prod, ones)
 
-    partial = chunks(sums)
+    partial = for_each_chunk(sums, N, _bn_chunk(dout))
     dbias = sum(p[0] for p in partial)
     dweight = sum(p[1] for p in partial)
-    k = (weight * inv_std / m)[None, :, None, None]
-    dx = np.empty_like(dout)
+    k3 = (weight * inv_std / m)[None, :, None]
+    db3, dw3 = dbias[None, :, None], dweight[None, :, None]
+    dx = np.empty(dout.shape, dtype=dout.dtype)
+    dx3 = dx.reshape(N, C, HW)
 
     def grad_input(lo, hi):  # dx = k * (m * dout - dbias - xhat * dweight)
-        d = dx[lo:hi]
-        np.multiply(xhat[lo:hi], dweight[None, :, None, None], out=d)
-        d += dbias[None, :, None, None]
-        scaled = scratch("bn", d.shape, d.dtype)
-        np.multiply(dout[lo:hi], m, out=scaled)
-        np.subtract(scaled, d, out=d)
-        d *= k
+        d = dx3[lo:hi]
+        np.multiply(d3[lo:hi], m, out=d)
+        d -= db3
+        xh = xhat(lo, hi)
+        xh *= dw3
+        d -= xh
+        d *= k3
 
-    chunks(grad_input)
+    for_each_chunk(grad_input, N, _bn_chunk(dout))
     return dx, dweight, dbias
 
 
@@ -396,10 +674,19 @@ def relu_backward(dout, cache):
     return dout * (out > 0)
 
 
+# Bytes per chunk of the elementwise CPU paths (ReLU): large enough that the
+# per-call overhead vanishes, small enough that the temporaries stay in cache.
+ELEMENTWISE_CHUNK_BYTES = 512 << 10
+
+
+def _elementwise_chunk(x):
+    return int(max(1, min(x.shape[0], ELEMENTWISE_CHUNK_BYTES // max(1, x[0].nbytes))))
+
+
 def relu_forward_fast(x):
     """:func:`relu_forward` a chunk at a time on threads (NumPy only)."""
     out = np.empty_like(x)
-    for_each_chunk(lambda lo, hi: np.maximum(x[lo:hi], 0, out=out[lo:hi]), x.shape[0], BN_CHUNK)
+    for_each_chunk(lambda lo, hi: np.maximum(x[lo:hi], 0, out=out[lo:hi]), x.shape[0], _elementwise_chunk(x))
     return out, out
 
 
@@ -412,7 +699,7 @@ def relu_backward_fast(dout, cache):
         np.greater(out[lo:hi], 0, out=mask)
         np.multiply(dout[lo:hi], mask, out=dx[lo:hi])
 
-    for_each_chunk(work, dout.shape[0], BN_CHUNK)
+    for_each_chunk(work, dout.shape[0], _elementwise_chunk(dout))
     return dx
 
 

@@ -19,6 +19,11 @@ CONV_CASES = [  # (C, F, k, stride, padding, N, H, W)
     (4, 2, 1, 1, 0, 2, 4, 3),   # 1x1 kernel
     (4, 2, 1, 2, 0, 3, 5, 4),
     (2, 2, 1, 1, 1, 1, 3, 4),   # 1x1 kernel with padding
+    # "phase-aligned" (output = input subsampled by the stride), the CPU fast path:
+    (4, 3, 3, 1, 1, 2, 4, 6),   # stride-1 same, fewer out than in channels: one unfold of dout
+    (3, 4, 3, 2, 1, 2, 6, 4),   # the ResNet's downsampling conv, even sizes
+    (4, 2, 1, 2, 0, 2, 6, 4),   # 1x1 stride 2: odd input pixels feed nothing
+    (2, 2, 5, 1, 2, 1, 6, 5),   # 5x5 same
 ]
 
 
@@ -66,6 +71,17 @@ def test_im2col_col2im_are_adjoint(rng):
     lhs = (cols * c).sum()
     rhs = (x * F.col2im(c, x.shape, 3, 2, 1)).sum()
     assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+
+
+@pytest.mark.parametrize("k,s,p,H,W", [(3, 1, 1, 5, 6), (3, 2, 1, 6, 4), (1, 2, 0, 4, 6), (5, 1, 2, 4, 5), (1, 1, 0, 3, 3)])
+def test_fast_unfold_and_fold_equal_reference(k, s, p, H, W, rng):
+    """im2col_fast / col2im_fast (long copies between zero margins) == the readable im2col / col2im."""
+    x = randn(rng, (3, 2, H, W))
+    assert F._phase_aligned(x.shape, k, s, p)
+    np.testing.assert_array_equal(F.im2col_fast(x, k, s, p, tag="test"), F.im2col(x, k, s, p))
+    cols = randn(rng, F.im2col(x, k, s, p).shape)
+    expected = F.col2im(cols, x.shape, k, s, p)
+    np.testing.assert_allclose(F.col2im_fast(cols.copy(), x.shape, k, s, p, tag="test"), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_init_is_he_normal():
@@ -315,9 +331,10 @@ def test_fast_paths_equal_reference(threads, rng):
         np.testing.assert_array_equal(out, F.relu_forward(x)[0])
         np.testing.assert_array_equal(F.relu_backward_fast(dout, cache), F.relu_backward(dout, cache))
         wc = randn(rng, (4, 3, 3, 3))
-        for s, p in [(1, 1), (2, 1), (1, 0)]:
-            fo, fc = F.conv2d_forward(x, wc, None, s, p, chunk=4)
-            no, nc = F.conv2d_naive_forward(x, wc, None, s, p)
+        x8 = randn(rng, (37, 3, 6, 4))  # even sizes: the phase-aligned fast path for stride 2 too
+        for s, p, xx in [(1, 1, x), (2, 1, x), (1, 0, x), (2, 1, x8), (1, 1, x8)]:
+            fo, fc = F.conv2d_forward(xx, wc, None, s, p, chunk=4)
+            no, nc = F.conv2d_naive_forward(xx, wc, None, s, p)
             assert minisd.relative_error(fo, no) < 1e-12
             g = randn(rng, fo.shape)
             for a, c in zip(F.conv2d_backward(g, fc, chunk=4)[:2], F.conv2d_naive_backward(g, nc)[:2]):
