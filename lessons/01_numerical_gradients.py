@@ -1,0 +1,172 @@
+"""Lesson 1 - Numerical vs analytic gradients: how every backward pass in minisd is checked.
+
+What you will learn
+  * the central difference (f(x+h) - f(x-h)) / 2h, and why it beats the one-sided one;
+  * how to compare two gradients: the relative error of minisd.relative_error;
+  * why the step h can be neither large (truncation error) nor tiny (rounding error);
+  * why every gradient check runs in float64: in float32 the same check fails.
+
+Run
+  python lessons/01_numerical_gradients.py            # ~3 s on a 2-core CPU
+  python lessons/01_numerical_gradients.py --quick    # ~2 s
+  (options: --device gpu, --out DIR, --seed N)
+
+Try this
+  1. Check ReLU near its kink: relu = minisd.ReLU(), x = xp.array([1e-7, -1e-7, 0.5]),
+     numerical_gradient(lambda: relu.forward(x), x) against relu.backward(xp.ones(3)) after a
+     forward. With h = 1e-5 the two points next to 0 disagree badly. Why is that not a bug?
+  2. Change h in the float64 Linear check to 1e-2 and to 1e-9: which error term (h^2 or
+     eps/h) dominates each time? Does the best h you found match sqrt(eps) ~ 1e-8 for the
+     one-sided difference, or eps^(1/3) ~ 1e-5 for the central one?
+  3. Introduce a bug on purpose: in a copy of linear_backward return dout.T @ x * 1.01.
+     How large is the relative error now, and how does it compare with the float32 "noise"?
+"""
+# %% [markdown]
+# # Lesson 1: numerical vs analytic gradients
+#
+# minisd has no autograd: every layer's `backward` is written by hand. A hand-written
+# derivative is easy to get subtly wrong, so each one is checked against a number we can
+# compute without any calculus: nudge one input, see how the output moves.
+
+# %%
+import numpy as np
+
+from minisd import Linear, SoftmaxCrossEntropy, numerical_gradient, relative_error
+from _common import plt, section, setup, table
+
+L = setup(__doc__)
+xp = L.xp
+
+# %% [markdown]
+# ## 1. One-sided vs central differences
+#
+# For f(x) = sum(x * tanh(x)) the derivative is known exactly: tanh(x) + x (1 - tanh(x)^2).
+# The one-sided difference (f(x+h) - f(x)) / h has an error proportional to h; the central
+# difference (f(x+h) - f(x-h)) / 2h, which `minisd.numerical_gradient` uses, has an error
+# proportional to h^2 (the even terms of the Taylor series cancel).
+# The one-sided version below is written here only to be compared.
+
+# %%
+section("1. one-sided vs central differences on f(x) = sum(x tanh x)")
+x = xp.asarray(np.random.default_rng(L.seed).standard_normal(5))
+f = lambda: (x * xp.tanh(x)).sum()
+exact = xp.tanh(x) + x * (1 - xp.tanh(x) ** 2)
+
+
+def one_sided(f, x, h):
+    """(f(x + h e_i) - f(x)) / h: the naive estimate, for comparison only."""
+    g, base = xp.zeros_like(x), float(f())
+    for i in range(x.size):
+        old = float(x[i])
+        x[i] = old + h
+        g[i] = (float(f()) - base) / h
+        x[i] = old
+    return g
+
+
+rows = []
+for h in (1e-1, 1e-2, 1e-3, 1e-4):
+    e1 = relative_error(one_sided(f, x, h), exact)
+    e2 = relative_error(numerical_gradient(f, x, h=h), exact)
+    rows.append([h, e1, e2])
+table(["h", "one-sided error", "central error"], rows, ["{:.0e}", "{:.1e}", "{:.1e}"])
+print("Each 10x smaller h: the one-sided error falls ~10x (order h), the central one ~100x (order h^2).")
+
+# %% [markdown]
+# ## 2. Comparing two gradients: the relative error
+#
+# An absolute difference of 1e-6 is tiny for a gradient of size 1 and huge for one of
+# size 1e-8. So we compare |a - b| / (|a| + |b|), element by element, and report the worst.
+# A floor in the denominator stops an element whose true value is 0 (numerically 1e-12)
+# from counting as 100% wrong. Rough scale in float64: < 1e-7 correct, > 1e-3 a bug.
+
+# %%
+section("2. relative error: |a - b| / (|a| + |b|), worst element")
+a = xp.asarray([1.0, 2.0, 3.0])
+for b, what in ((a * (1 + 1e-9), "same up to rounding"), (a + xp.asarray([0, 0, 1e-3]), "one entry off by 1e-3"),
+                (-a, "opposite sign")):
+    print(f"  {what:24s}: relative_error = {relative_error(a, b):.1e}")
+
+# %% [markdown]
+# ## 3. A real layer: Linear + softmax cross-entropy, in float64
+#
+# The scalar is the loss. `layer.backward` gives the analytic gradients of the weight, the
+# bias and the input; `numerical_gradient(f, array)` nudges each entry of that array in
+# place and re-runs the forward pass `f`.
+
+# %%
+section("3. Linear + SoftmaxCrossEntropy, analytic vs numerical (float64, h = 1e-5)")
+n, d, k = (4, 6, 3) if L.quick else (8, 20, 10)
+
+
+def build(dtype):
+    """The same layer and data (same seed) in ``dtype``; runs forward and backward once."""
+    rng = np.random.default_rng(L.seed + 1)
+    layer = Linear(d, k, dtype=dtype, rng=np.random.default_rng(L.seed)).to(L.device)
+    x = xp.asarray(rng.standard_normal((n, d)).astype(dtype))
+    y = xp.asarray(rng.integers(0, k, n))
+    loss_fn = SoftmaxCrossEntropy()
+    loss = lambda: loss_fn.forward(layer.forward(x), y)
+    loss()
+    layer.zero_grad()
+    dx = layer.backward(loss_fn.backward())
+    return layer, x, loss, dx
+
+
+layer, x64, loss64, dx64 = build(np.float64)
+rows = [["input x", relative_error(numerical_gradient(loss64, x64), dx64)]]
+for key in ("weight", "bias"):
+    rows.append([key, relative_error(numerical_gradient(loss64, layer.params[key]), layer.grads[key])])
+table(["gradient of", "relative error"], rows, ["{}", "{:.1e}"])
+print("All far below 1e-6: the hand-written backward of Linear and of the softmax loss is right.")
+
+# %% [markdown]
+# ## 4. The choice of h, and why float32 fails
+#
+# Two errors compete. Truncation: the central difference is off by ~h^2 f'''/6.
+# Rounding: f is only known to ~eps |f| (eps = 1.1e-16 in float64, 6e-8 in float32), and
+# dividing by 2h amplifies that to ~eps/h. Their sum is smallest near h ~ eps^(1/3):
+# ~1e-5 in float64, ~2e-3 in float32 - where the float32 error is still ~1e-2.
+# (A relative error of exactly 1 means some entry came out 0, or with the wrong sign.)
+# Worse: x + h itself is rounded. For h < eps * |x| the nudge vanishes and the numerical
+# gradient is exactly 0 (relative error 1).
+
+# %%
+section("4. relative error of the weight gradient against h, float64 vs float32")
+layer32, x32, loss32, _ = build(np.float32)
+hs = [1e-1, 1e-3, 1e-5, 1e-7, 1e-9] if L.quick else [10.0 ** -e for e in range(1, 13)]
+rows, err64, err32 = [], [], []
+for h in hs:
+    e64 = relative_error(numerical_gradient(loss64, layer.params["weight"], h=h), layer.grads["weight"])
+    e32 = relative_error(numerical_gradient(loss32, layer32.params["weight"], h=h), layer32.grads["weight"])
+    err64.append(e64)
+    err32.append(e32)
+    rows.append([h, e64, e32])
+table(["h", "float64 error", "float32 error"], rows, ["{:.0e}", "{:.1e}", "{:.1e}"])
+best = int(np.argmin(err64))
+print(f"float64: best h = {hs[best]:.0e} (error {err64[best]:.1e}); minisd's default h = 1e-5.")
+print(f"float32: the best it can do is {min(err32):.1e} - a correct backward cannot be told from "
+      f"a slightly wrong one.")
+print("So every gradient check in minisd's tests (and in these lessons) runs in float64;")
+print("training itself runs in float32, where that precision is plenty.")
+
+pyplot = plt()
+fig, ax = pyplot.subplots(figsize=(6, 4))
+ax.loglog(hs, err64, "o-", label="float64")
+ax.loglog(hs, err32, "s-", label="float32")
+ax.set_xlabel("step h")
+ax.set_ylabel("relative error (worst element)")
+ax.set_title("Central differences: truncation vs rounding")
+ax.invert_xaxis()
+ax.grid(True, which="both", alpha=0.3)
+ax.legend()
+L.save_figure(fig, "error_vs_h.png")
+
+# %% [markdown]
+# ## Summary
+# * central differences, h = 1e-5, float64, relative error below ~1e-7: that is the test
+#   every backward in minisd passes (tests/test_layers.py, tests/test_model.py);
+# * in float32 the same check is meaningless - use float64 for checking, float32 for training.
+
+# %%
+L.try_this()

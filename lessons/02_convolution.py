@@ -1,0 +1,184 @@
+"""Lesson 2 - Convolution: from the naive loop to im2col + one matrix product, forward and backward.
+
+What you will learn
+  * the textbook convolution (one dot product per output pixel), minisd.functional.conv2d_naive_*;
+  * im2col: unfold every k x k patch into a column, so the whole layer is ONE matrix product;
+  * the backward pass: dW = dout @ cols^T, dcols = W^T @ dout, dx = col2im(dcols), and why
+    col2im (summing overlapping patches back) is exactly the adjoint of im2col;
+  * that both versions agree to rounding, that the backward is right (float64 gradient
+    check), and how much faster the fast one is (timed on this machine).
+
+Run
+  python lessons/02_convolution.py            # ~10 s on a 2-core CPU
+  python lessons/02_convolution.py --quick    # ~2 s
+  (options: --device gpu, --out DIR, --seed N)
+
+Try this
+  1. Time the two versions on 8x8 images (the last stage of the CIFAR ResNet) instead of
+     32x32: the naive loop has 16x fewer pixels to visit. Does the speed-up shrink? Why?
+  2. im2col's columns are k*k = 9 times larger than the input. Compute that memory for a
+     batch of 128 images of 16 x 32 x 32 in float32, and read conv2d_forward's docstring
+     to see why minisd does not cache the columns for the backward pass.
+  3. Set layer.naive = True on one Conv2d of a ResNet-20 (net.blocks[0].branch[0]) and
+     time a training step as lesson 10 does: how much of the step is that one layer?
+"""
+# %% [markdown]
+# # Lesson 2: convolution, naive and fast
+#
+# A 3x3 convolution with C input and F output channels computes, for every image n, output
+# channel f and pixel (i, j), the dot product of the F x C x 3 x 3 kernel with the 3 x 3
+# patch of the (zero-padded) input around (i, j). minisd has this twice:
+# `conv2d_naive_forward/backward` (a loop over output pixels, obviously right) and
+# `conv2d_forward/backward` (im2col + matrix products; what the network uses).
+
+# %%
+import numpy as np
+
+from minisd import Conv2d, numerical_gradient, relative_error, to_numpy
+from minisd import functional as F
+from _common import plt, section, setup, table
+
+L = setup(__doc__)
+xp = L.xp
+rng = np.random.default_rng(L.seed)
+
+
+def randn(*shape, dtype=np.float64):
+    return xp.asarray(rng.standard_normal(shape).astype(dtype))
+
+
+# %% [markdown]
+# ## 1. im2col on a tiny image
+#
+# One 4 x 4 image with values 0..15, a 3 x 3 kernel, no padding: there are 2 x 2 output
+# pixels, so im2col makes 4 columns of 9 values - each column is the patch one output pixel
+# sees. The convolution is then (F x 9) @ (9 x 4): every output pixel at once.
+
+# %%
+section("1. im2col: every 3x3 patch becomes a column")
+tiny = xp.arange(16, dtype=xp.float64).reshape(1, 1, 4, 4)
+print("image:\n", to_numpy(tiny[0, 0]).astype(int))
+cols = F.im2col(tiny, 3, stride=1, padding=0)
+print(f"im2col -> shape {tuple(cols.shape)} (images, C*k*k, output pixels); the columns:")
+print(to_numpy(cols[0]).astype(int))
+print("Column 0 is the top-left patch (0 1 2 / 4 5 6 / 8 9 10), column 3 the bottom-right one.")
+w_tiny = xp.ones((1, 1, 3, 3))
+print("a 3x3 kernel of ones, as a matrix product, gives the patch sums:",
+      to_numpy(w_tiny.reshape(1, 9) @ cols[0]).astype(int).tolist(),
+      "= naive:", to_numpy(F.conv2d_naive_forward(tiny, w_tiny, None)[0]).astype(int).ravel().tolist())
+
+# %% [markdown]
+# ## 2. Forward: the fast version equals the loop
+#
+# A small batch, padding 1 (the "same" 3x3 convolution of the ResNet) and stride 2 (the
+# first convolution of stages 2 and 3). float64, so the difference is pure rounding.
+
+# %%
+section("2. forward: naive loop vs im2col, float64")
+rows = []
+for stride in (1, 2):
+    x, w, b = randn(4, 3, 8, 8), randn(5, 3, 3, 3), randn(5)
+    slow, _ = F.conv2d_naive_forward(x, w, b, stride, 1)
+    fast, _ = F.conv2d_forward(x, w, b, stride, 1)
+    rows.append([stride, str(tuple(x.shape)), str(tuple(fast.shape)), relative_error(slow, fast)])
+table(["stride", "input", "output", "relative error"], rows, ["{}", "{}", "{}", "{:.1e}"])
+
+# %% [markdown]
+# ## 3. Backward
+#
+# With cols = im2col(x) and out = W2 @ cols (W2 is the kernel as an F x (C k k) matrix):
+#
+#     dW2   = sum over images of dout @ cols^T      (every patch, weighted by its output's gradient)
+#     dcols = W2^T @ dout                           (every patch's share of the gradient)
+#     dx    = col2im(dcols)                         (patches overlap: their shares add up)
+#
+# col2im is the adjoint (transpose) of im2col: <im2col(x), c> = <x, col2im(c)> for all x, c.
+# That identity *is* the chain rule for a linear map, so we check it first. Then the fast
+# backward against the naive one, and both against central differences (lesson 1).
+# (For stride 1 minisd computes dx as a convolution of dout with the flipped kernel, which
+# is faster; stride 2 uses col2im. Both are checked here.)
+
+# %%
+section("3a. col2im is the adjoint of im2col")
+x = randn(2, 3, 6, 6)
+c = randn(*F.im2col(x, 3, 2, 1).shape)
+lhs = float((F.im2col(x, 3, 2, 1) * c).sum())
+rhs = float((x * F.col2im(c, x.shape, 3, 2, 1)).sum())
+print(f"<im2col(x), c> = {lhs:.12f}\n<x, col2im(c)> = {rhs:.12f}")
+
+section("3b. backward: naive vs fast vs numerical (float64)")
+rows = []
+for stride in (1, 2):
+    x, w, b = randn(2, 3, 6, 6), randn(4, 3, 3, 3), randn(4)
+    out, cache = F.conv2d_forward(x, w, b, stride, 1)
+    dout = randn(*out.shape)
+    dx, dw, db = F.conv2d_backward(dout, cache)
+    ndx, ndw, ndb = F.conv2d_naive_backward(dout, F.conv2d_naive_forward(x, w, b, stride, 1)[1])
+    f = lambda: F.conv2d_forward(x, w, b, stride, 1)[0]
+    num = [numerical_gradient(f, a, dout) for a in (x, w, b)]
+    for name, fast_g, naive_g, num_g in zip(("dx", "dweight", "dbias"), (dx, dw, db), (ndx, ndw, ndb), num):
+        rows.append([stride, name, relative_error(fast_g, naive_g), relative_error(fast_g, num_g)])
+table(["stride", "gradient", "fast vs naive", "fast vs numerical"], rows, ["{}", "{}", "{:.1e}", "{:.1e}"])
+print("fast = naive to rounding (~1e-14); both match central differences to ~1e-8.")
+
+# %% [markdown]
+# ## 4. How much faster?
+#
+# The shape of the first stage of the CIFAR ResNet: 16 -> 16 channels, 32 x 32 pixels, in
+# float32 (what training uses). The loop does Ho*Wo = 1024 small products; im2col does a few
+# large ones (a chunk of images at a time, on threads - see minisd/parallel.py), which BLAS
+# runs near the machine's peak. We time the Conv2d layer itself, switching `layer.naive`.
+
+# %%
+section("4. time: naive loop vs im2col (a Conv2d layer, float32)")
+batch = 16 if L.quick else 128
+layer = Conv2d(16, 16, 3, padding=1, bias=False, rng=rng).to(L.device)
+x = xp.asarray(rng.standard_normal((batch, 16, 32, 32)).astype(np.float32))
+dout = xp.asarray(rng.standard_normal((batch, 16, 32, 32)).astype(np.float32))
+flops = F.conv2d_flops(x.shape, layer.params["weight"].shape, 1, 1)
+
+
+def fwd():
+    layer.forward(x)
+    layer.cache = None
+
+
+def fwd_bwd():
+    layer.forward(x)
+    layer.backward(dout)
+
+
+rows, times = [], {}
+for naive in (True, False):
+    layer.naive = naive
+    repeat = 1 if (naive and not L.quick) else 3
+    tf = L.timeit(fwd, repeat=repeat)
+    tb = L.timeit(fwd_bwd, repeat=repeat) - tf
+    times[naive] = (tf, tb)
+    rows.append(["naive loop" if naive else "im2col + matmul", 1e3 * tf, 1e3 * tb,
+                 flops / tf / 1e9, 2 * flops / tb / 1e9])
+table(["version", "forward ms", "backward ms", "fwd GFLOP/s", "bwd GFLOP/s"], rows,
+      ["{}", "{:.1f}", "{:.1f}", "{:.1f}", "{:.1f}"])
+print(f"batch {batch} x 16 x 32 x 32, {flops / 1e6:.0f} MFLOP forward (backward: twice that).")
+print(f"speed-up: forward {times[True][0] / times[False][0]:.1f}x, backward {times[True][1] / times[False][1]:.1f}x")
+
+pyplot = plt()
+fig, ax = pyplot.subplots(figsize=(6, 3.5))
+labels = ["forward", "backward"]
+pos = np.arange(2)
+ax.bar(pos - 0.2, [1e3 * t for t in times[True]], 0.4, label="naive loop")
+ax.bar(pos + 0.2, [1e3 * t for t in times[False]], 0.4, label="im2col + matmul")
+ax.set_xticks(pos, labels)
+ax.set_ylabel("milliseconds")
+ax.set_title(f"3x3 conv, 16->16 channels, batch {batch} of 32x32 ({L.device})")
+ax.legend()
+L.save_figure(fig, "naive_vs_im2col.png")
+
+# %% [markdown]
+# ## Summary
+# * a convolution is a matrix product once the patches are laid out as columns;
+# * its backward is two more matrix products and a col2im, the adjoint of im2col;
+# * minisd keeps the loop (`Conv2d.naive = True`) only to teach and to test the fast path.
+
+# %%
+L.try_this()

@@ -1,0 +1,240 @@
+"""Helpers shared by the lessons: command line, output folder, device, timing, tables, data.
+
+Nothing here teaches anything; it keeps each lesson about its subject. Every
+lesson starts with
+
+    L = setup(__doc__)            # parses --quick, --device, --out, --seed, --data-dir
+    xp = L.xp                     # numpy on the CPU, cupy on the GPU
+
+and ends with ``L.try_this()``, which prints the "Try this" section of the
+lesson's own docstring (so the exercises are written once).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minisd import backend
+
+LESSONS_DIR = Path(__file__).resolve().parent
+DEFAULT_OUT = LESSONS_DIR / "out"
+
+
+class Lesson:
+    """What a lesson needs to know about how it was started."""
+
+    def __init__(self, doc, args, device, name):
+        self.doc, self.args, self.device, self.name = doc or "", args, device, name
+        self.quick = args.quick
+        self.seed = args.seed
+        self.xp = backend.xp_for(device)
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.t_start = time.perf_counter()
+
+    # -- arrays ------------------------------------------------------------------
+
+    def to_device(self, a):
+        return backend.to_device(a, self.device)
+
+    def sync(self):
+        """Wait for the GPU (no-op on the CPU): call before reading a clock."""
+        backend.synchronize(self.xp)
+
+    def timeit(self, fn, repeat=3, warmup=1):
+        """Median wall time of ``fn()`` in seconds over ``repeat`` runs, after ``warmup`` runs."""
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeat):
+            self.sync()
+            t0 = time.perf_counter()
+            fn()
+            self.sync()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    # -- output ----------------------------------------------------------------------
+
+    def path(self, filename):
+        """A file in the output folder, named after the lesson: out/05_gate_<filename>."""
+        return self.out / f"{self.name}_{filename}"
+
+    def save_figure(self, fig, filename):
+        p = self.path(filename)
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        print(f"[figure saved: {p}]")
+        return p
+
+    def try_this(self):
+        """Print the 'Try this' section of the lesson's docstring, and the run time."""
+        text = self.doc.split("Try this", 1)
+        print("\n" + "=" * 72)
+        print("Try this" + (text[1].rstrip() if len(text) > 1 else ":\n  (no exercises)"))
+        print("=" * 72)
+        print(f"(lesson ran in {time.perf_counter() - self.t_start:.1f} s; outputs in {self.out})")
+
+
+def plt():
+    """matplotlib.pyplot with the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    return pyplot
+
+
+def setup(doc, extra_args=None, argv=None) -> Lesson:
+    """Parse the common flags and return a :class:`Lesson`.
+
+    ``--device gpu`` without CuPy or a GPU stops here with the backend's message.
+    In a notebook (ipykernel), unknown arguments of the kernel are ignored.
+    """
+    name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0].endswith(".py") else "lesson"
+    first_line = (doc or "").strip().splitlines()[0] if doc else ""
+    p = argparse.ArgumentParser(description=first_line, epilog="See the docstring at the top of the file.")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, a few seconds (what the test suite runs)")
+    p.add_argument("--device", choices=backend.DEVICES, default="cpu",
+                   help="cpu (default), gpu (needs CuPy and a CUDA device) or auto")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="folder for figures and files (default: lessons/out, ignored by git)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    if extra_args is not None:
+        extra_args(p)
+    if "ipykernel" in sys.modules and argv is None:  # running as a notebook
+        args, _ = p.parse_known_args([])
+        name = "lesson"
+    else:
+        args = p.parse_args(argv)
+    try:
+        device = backend.resolve_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    L = Lesson(doc, args, device, name)
+    mode = "quick" if args.quick else "default"
+    print(f"{name}: device {device}, {mode} sizes, outputs in {L.out}")
+    return L
+
+
+def add_data_dir(p):
+    """Add --data-dir (for the lessons that read CIFAR-10)."""
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding cifar-10-batches-py (default: minisd.data.default_data_dir())")
+
+
+# ---------------------------------------------------------------------------
+# printing
+# ---------------------------------------------------------------------------
+
+
+def section(title):
+    """A visible heading in the printed output."""
+    print(f"\n--- {title} " + "-" * max(0, 66 - len(title)))
+
+
+def table(headers, rows, formats=None):
+    """Print ``rows`` (lists) under ``headers`` as an aligned text table.
+
+    ``formats``: one format spec per column ("{:.3f}", "{:,}", ...); default str().
+    """
+    formats = formats or ["{}"] * len(headers)
+    cells = [[fmt.format(v) if not isinstance(v, str) else v for fmt, v in zip(formats, r)] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    text = [bool(rows) and all(isinstance(r[i], str) for r in rows) for i in range(len(headers))]
+    align = lambda v, w, left: v.ljust(w) if left else v.rjust(w)
+    print("  ".join(align(h, w, t) for h, w, t in zip(headers, widths, text)))
+    print("  ".join("-" * w for w in widths))
+    for c in cells:
+        print("  ".join(align(v, w, t) for v, w, t in zip(c, widths, text)).rstrip())
+
+
+# ---------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------
+
+
+def load_cifar10(L: Lesson, n_train=None, n_test=None):
+    """CIFAR-10 as uint8 (N, 3, 32, 32) images and int64 labels: the first ``n_train``/``n_test``.
+
+    Real images when minisd.data finds them (``--data-dir``, else
+    ``minisd.data.default_data_dir()``); otherwise generated stand-in images
+    (``minisd.data.write_fake_cifar10``), and the lesson says so loudly:
+    numbers on generated data say nothing about CIFAR.
+    Returns (x_train, y_train, x_test, y_test, source) as NumPy arrays.
+    """
+    from minisd import data
+
+    root = getattr(L.args, "data_dir", None) or data.default_data_dir()
+    try:
+        if root is None:
+            raise data.DataNotFoundError("no --data-dir given and minisd.data.default_data_dir() found none")
+        x_train, y_train, x_test, y_test = data.load_cifar10(root)
+        source = "real CIFAR-10"
+    except data.DataError as e:
+        with tempfile.TemporaryDirectory(prefix="minisd-fake-cifar10-") as tmp:
+            per_batch = max(100, -(-(n_train or 500) // 5))
+            data.write_fake_cifar10(tmp, n_per_batch=per_batch, seed=L.seed, n_test=max(100, n_test or 500))
+            x_train, y_train, x_test, y_test = data.load_cifar10(tmp)
+        source = "GENERATED stand-in"
+        root = "minisd.data.write_fake_cifar10"
+        print(f"NOTE: real CIFAR-10 not available ({e}).\n      Using GENERATED stand-in images "
+              f"instead; pass --data-dir to use real data. Accuracies below say nothing about CIFAR-10.")
+    if n_train is not None:
+        x_train, y_train = x_train[:n_train], y_train[:n_train]
+    if n_test is not None:
+        x_test, y_test = x_test[:n_test], y_test[:n_test]
+    print(f"data: {source}, {len(y_train)} training and {len(y_test)} test images (from {root})")
+    return x_train, y_train, x_test, y_test, source
+
+
+# ---------------------------------------------------------------------------
+# training (lessons 7, 8 and 9)
+# ---------------------------------------------------------------------------
+
+
+def train_epoch(net, opt, x_uint8, y, normalizer, rng, batch_size, augment=True, on_step=None):
+    """One epoch of the paper's training loop; the same steps as ``Run.train_step`` in minisd/train.py.
+
+    x_uint8 (N, 3, 32, 32) and y (N,) on the network's device; the last partial batch is dropped.
+    ``on_step(net)`` is called after each backward pass, before the SGD update (lesson 8 reads
+    the gradients there). Returns a dict: loss, error (on the augmented training batches),
+    seconds, blocks (mean number of blocks that ran per step).
+    """
+    from minisd import SoftmaxCrossEntropy, backend
+    from minisd.augment import augment_batch
+
+    loss_fn = SoftmaxCrossEntropy()
+    xp = backend.get_xp(x_uint8)
+    perm = rng.permutation(len(y))
+    steps = len(y) // batch_size
+    total_loss, wrong, blocks = 0.0, 0, 0
+    backend.synchronize(xp)
+    t0 = time.perf_counter()
+    for s in range(steps):
+        idx = xp.asarray(perm[s * batch_size:(s + 1) * batch_size])
+        x = normalizer.apply(x_uint8[idx])          # float32, mean image removed, / std
+        if augment:
+            x = augment_batch(x, rng)               # shift by up to 4 pixels, random flips
+        gates = net.sample_gates(rng, batch_size)   # block l runs with probability p_l
+        logits = net.forward(x)                     # dropped blocks: shortcut only
+        loss = loss_fn.forward(logits, y[idx])
+        net.zero_grad()
+        net.backward(loss_fn.backward())            # dropped blocks: no work, no gradient
+        if on_step is not None:
+            on_step(net)
+        opt.step(inactive=net.inactive_parameter_names())
+        total_loss += float(loss)
+        wrong += int((logits.argmax(axis=1) != y[idx]).sum())
+        blocks += sum(float(np.mean(g)) for g in gates)  # masks in sample mode
+    backend.synchronize(xp)
+    return dict(loss=total_loss / steps, error=wrong / (steps * batch_size),
+                seconds=time.perf_counter() - t0, blocks=blocks / steps)

@@ -1,0 +1,33 @@
+"""Every lesson runs end to end in --quick mode and prints its "Try this" exercises.
+
+Each lesson (lessons/NN_*.py) is run as a script in a subprocess, exactly as a student would
+run it, with its figures written to a temporary folder. The test id is the lesson's file
+name, so a failure says which lesson broke; its output is shown in the failure message.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+
+
+def test_lessons_exist():
+    assert len(LESSONS) >= 10, f"expected ten lessons, found {[p.name for p in LESSONS]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_runs_quick(lesson, tmp_path):
+    # this checkout's minisd, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(lesson), "--quick", "--out", str(tmp_path)],
+                          cwd=lesson.parent, capture_output=True, text=True, timeout=300, env=env)
+    output = proc.stdout + proc.stderr
+    tail = output[-4000:]
+    assert proc.returncode == 0, f"{lesson.name} exited with {proc.returncode}:\n{tail}"
+    assert "Try this" in proc.stdout, f"{lesson.name} did not print its 'Try this' section:\n{tail}"
+    assert "Traceback" not in output, f"{lesson.name} printed a traceback:\n{tail}"
