@@ -71,8 +71,27 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------------
 
 
-class MinisdStep:
-    """One training step of a minisd ResNet, split into timed phases."""
+class TimedStep:
+    """A training step in three phases (forward with the loss, backward, optimizer update).
+
+    Subclasses provide ``net`` (with ``set_gates``), ``forward``, ``backward``, ``update`` and ``sync``.
+    """
+
+    def timed_step(self, gates):
+        """Seconds of (forward, backward, update) for one step with these gates."""
+        self.net.set_gates(gates)
+        times = []
+        for phase in (self.forward, self.backward, self.update):
+            self.sync()
+            t0 = time.perf_counter()
+            phase()
+            self.sync()
+            times.append(time.perf_counter() - t0)
+        return times
+
+
+class MinisdStep(TimedStep):
+    """One training step of a minisd ResNet."""
 
     def __init__(self, depth, p_last, batch, device, seed):
         self.xp = backend.xp_for(device)
@@ -96,18 +115,6 @@ class MinisdStep:
 
     def update(self):
         self.opt.step(inactive=self.net.inactive_parameter_names())
-
-    def timed_step(self, gates):
-        """Seconds of (forward, backward, update) for one step with these gates."""
-        self.net.set_gates(gates)
-        times = []
-        for phase in (self.forward, self.backward, self.update):
-            self.sync()
-            t0 = time.perf_counter()
-            phase()
-            self.sync()
-            times.append(time.perf_counter() - t0)
-        return times
 
     def bytes_held_for_backward(self, gates):
         """Bytes of every layer cache after the forward pass (then the step is finished)."""
@@ -188,7 +195,7 @@ def load_torch():
     return torch, module
 
 
-class TorchStep:
+class TorchStep(TimedStep):
     """The same step in PyTorch eager mode (autograd, torch.optim.SGD)."""
 
     def __init__(self, torch, torch_resnet, depth, p_last, batch, device, seed, channels_last):
@@ -216,17 +223,6 @@ class TorchStep:
 
     def update(self):
         self.opt.step()
-
-    def timed_step(self, gates):
-        self.net.set_gates(gates)
-        times = []
-        for phase in (self.forward, self.backward, self.update):
-            self.sync()
-            t0 = time.perf_counter()
-            phase()
-            self.sync()
-            times.append(time.perf_counter() - t0)
-        return times
 
     def peak_memory(self, gates):
         if self.device != "cuda":
