@@ -5,6 +5,9 @@ What you will learn
   * im2col: unfold every k x k patch into a column, so the whole layer is ONE matrix product;
   * the backward pass: dW = dout @ cols^T, dcols = W^T @ dout, dx = col2im(dcols), and why
     col2im (summing overlapping patches back) is exactly the adjoint of im2col;
+  * the CPU shortcuts the network really runs: F.im2col_fast / F.col2im_fast (the same
+    numbers, fewer and longer copies), and for stride 1, dx as a convolution of dout with the
+    flipped kernel - no col2im at all;
   * that both versions agree to rounding, that the backward is right (float64 gradient
     check), and how much faster the fast one is (timed on this machine).
 
@@ -93,23 +96,58 @@ table(["stride", "input", "output", "relative error"], rows, ["{}", "{}", "{}", 
 #     dx    = col2im(dcols)                         (patches overlap: their shares add up)
 #
 # col2im is the adjoint (transpose) of im2col: <im2col(x), c> = <x, col2im(c)> for all x, c.
-# That identity *is* the chain rule for a linear map, so we check it first. Then the fast
-# backward against the naive one, and both against central differences (lesson 1).
-# (For stride 1 minisd computes dx as a convolution of dout with the flipped kernel, which
-# is faster; stride 2 uses col2im. Both are checked here.)
+# That identity *is* the chain rule for a linear map, so we check it first.
+#
+# On the CPU the network does not call im2col/col2im themselves. Its convolutions are all
+# "phase-aligned": the output is the input subsampled by the stride (32x32 -> 32x32 at
+# stride 1, 32x32 -> 16x16 at stride 2). For those, minisd/functional.py has
+# `F.im2col_fast` and `F.col2im_fast`: the same matrices, built with a few long copies
+# instead of many short ones. They must be equal to the reference pair, and adjoint too.
+#
+# Then the fast backward against the naive one, and both against central differences
+# (lesson 1), in the three cases the CPU handles differently:
+# * stride 1, 3 -> 4 channels (like the first layer), and stride 2: dx = col2im_fast(dcols);
+# * stride 1, 4 -> 4 channels (every convolution inside a stage): no col2im. dx is a
+#   convolution of dout with the kernel flipped in space and with in/out channels swapped
+#   (the "transposed convolution"), and dweight is read off the same unfold of dout - one
+#   unfold per chunk instead of two. It needs as many input as output channels, or more.
+# (On the GPU, stride-1 "same" convolutions use the flipped kernel and the rest col2im.)
 
 # %%
-section("3a. col2im is the adjoint of im2col")
-x = randn(2, 3, 6, 6)
-c = randn(*F.im2col(x, 3, 2, 1).shape)
-lhs = float((F.im2col(x, 3, 2, 1) * c).sum())
-rhs = float((x * F.col2im(c, x.shape, 3, 2, 1)).sum())
-print(f"<im2col(x), c> = {lhs:.12f}\n<x, col2im(c)> = {rhs:.12f}")
+section("3a. col2im is the adjoint of im2col; the fast pair equals the reference pair")
+rows = []
+for stride in (1, 2):
+    x = randn(2, 3, 6, 6)
+    cols = F.im2col(x, 3, stride, 1)
+    c = randn(*cols.shape)
+    back = F.col2im(c, x.shape, 3, stride, 1)
+    adj = abs(float((cols * c).sum()) - float((x * back).sum()))
+    # the fast pair is NumPy only (it is the CPU path), so it gets NumPy copies
+    xn, cn = to_numpy(x), to_numpy(c)
+    cols_fast = F.im2col_fast(xn, 3, stride, 1).copy()               # copy: it returns a reused buffer
+    back_fast = F.col2im_fast(cn.copy(), xn.shape, 3, stride, 1)     # copy: it uses its input as scratch
+    adj_fast = abs(float((cols_fast * cn).sum()) - float((xn * back_fast).sum()))
+    rows.append([stride, adj, float(np.abs(cols_fast - to_numpy(cols)).max()),
+                 float(np.abs(back_fast - to_numpy(back)).max()), adj_fast])
+table(["stride", "|<im2col x,c> - <x,col2im c>|", "max|im2col_fast - im2col|",
+       "max|col2im_fast - col2im|", "same identity, fast pair"], rows,
+      ["{}", "{:.1e}", "{:.1e}", "{:.1e}", "{:.1e}"])
+worst = max(max(r[1:]) for r in rows)
+print(f"largest entry: {worst:.1e} - " + ("rounding only (float64): both pairs are adjoint, and the fast pair "
+      "builds the same matrices." if worst < 1e-9 else "MORE than rounding: something is wrong."))
+
+
+def dx_route(stride, c_in, c_out):
+    """Which formula minisd's conv2d_backward uses for dx on this device (see functional.py)."""
+    if xp is np:  # every case here is phase-aligned
+        return "flipped kernel" if stride == 1 and c_out <= c_in else "col2im_fast"
+    return "flipped kernel" if stride == 1 else "col2im"
+
 
 section("3b. backward: naive vs fast vs numerical (float64)")
 rows = []
-for stride in (1, 2):
-    x, w, b = randn(2, 3, 6, 6), randn(4, 3, 3, 3), randn(4)
+for stride, c_in, c_out in ((1, 3, 4), (1, 4, 4), (2, 3, 4)):
+    x, w, b = randn(2, c_in, 6, 6), randn(c_out, c_in, 3, 3), randn(c_out)
     out, cache = F.conv2d_forward(x, w, b, stride, 1)
     dout = randn(*out.shape)
     dx, dw, db = F.conv2d_backward(dout, cache)
@@ -117,9 +155,16 @@ for stride in (1, 2):
     f = lambda: F.conv2d_forward(x, w, b, stride, 1)[0]
     num = [numerical_gradient(f, a, dout) for a in (x, w, b)]
     for name, fast_g, naive_g, num_g in zip(("dx", "dweight", "dbias"), (dx, dw, db), (ndx, ndw, ndb), num):
-        rows.append([stride, name, relative_error(fast_g, naive_g), relative_error(fast_g, num_g)])
-table(["stride", "gradient", "fast vs naive", "fast vs numerical"], rows, ["{}", "{}", "{:.1e}", "{:.1e}"])
-print("fast = naive to rounding (~1e-14); both match central differences to ~1e-8.")
+        rows.append([stride, f"{c_in} -> {c_out}", name, dx_route(stride, c_in, c_out) if name == "dx" else "",
+                     relative_error(fast_g, naive_g), relative_error(fast_g, num_g)])
+table(["stride", "channels", "gradient", "dx via", "fast vs naive", "fast vs numerical"], rows,
+      ["{}", "{}", "{}", "{}", "{:.1e}", "{:.1e}"])
+vs_naive, vs_num = max(r[4] for r in rows), max(r[5] for r in rows)
+print(f"worst: fast vs naive {vs_naive:.1e}, fast vs numerical {vs_num:.1e}.")
+if vs_naive < 1e-10 and vs_num < 1e-6:
+    print("fast = naive to rounding, and both match central differences: every route to dx is right.")
+else:
+    print("LARGER than rounding / finite-difference error: one of the backward routes is wrong.")
 
 # %% [markdown]
 # ## 4. How much faster?
@@ -177,7 +222,9 @@ L.save_figure(fig, "naive_vs_im2col.png")
 # %% [markdown]
 # ## Summary
 # * a convolution is a matrix product once the patches are laid out as columns;
-# * its backward is two more matrix products and a col2im, the adjoint of im2col;
+# * its backward is two more matrix products and a col2im, the adjoint of im2col - or, at
+#   stride 1, a convolution of dout with the flipped kernel, which needs no col2im;
+# * on the CPU the network uses F.im2col_fast / F.col2im_fast: the same matrices, built faster;
 # * minisd keeps the loop (`Conv2d.naive = True`) only to teach and to test the fast path.
 
 # %%

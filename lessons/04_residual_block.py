@@ -16,8 +16,10 @@ Run
 Try this
   1. The profile plot shows the gradient per block at initialisation. Train both 56-layer
      networks for 20 steps (lesson 7's loop) and plot it again: does the plain net recover?
-  2. Remove the ReLU after the addition (compute shortcut(x) + f(x) by hand, as in section 1):
-     the "pre-activation" ResNet of He et al. (2016). How does the gradient ratio change?
+  2. Remove the ReLU after the addition (compute shortcut(x) + f(x) by hand, as in section 1),
+     so the identity path carries the gradient untouched. (This is one ingredient of He et
+     al.'s 2016 "pre-activation" ResNet, which also moves BN and ReLU in front of each conv.)
+     How does the gradient ratio change?
   3. Option B uses a learned 1x1 convolution (stride 2) for the shortcut of the first block
      of a stage. Build one with minisd.Conv2d(16, 32, 1, stride=2) and count the parameters
      it adds to a ResNet-110; what does it do to the "clean" identity path of the gradient?
@@ -172,10 +174,19 @@ for depth in depths:
 rows = [[d, results["plain", d], results["resnet", d], results["plain", d] / results["resnet", d]] for d in depths]
 table(["depth", "plain |dx|", "ResNet |dx|", "plain / ResNet"], rows, ["{}", "{:.2e}", "{:.2e}", "{:.3g}"])
 d0, d1 = depths[0], depths[-1]
-print(f"from depth {d0} to {d1}: plain x{results['plain', d1] / results['plain', d0]:.2g}, "
-      f"ResNet x{results['resnet', d1] / results['resnet', d0]:.2g}.")
-print("The plain net's gradient grows geometrically with depth (a product of layer gains);")
-print("the ResNet's grows slowly (a sum of block contributions on top of the identity path).")
+g_plain, g_res = results["plain", d1] / results["plain", d0], results["resnet", d1] / results["resnet", d0]
+per_layer = lambda g: g ** (1 / (d1 - d0))
+print(f"from depth {d0} to {d1}: plain x{g_plain:.2g} (x{per_layer(g_plain):.3f} per added layer), "
+      f"ResNet x{g_res:.2g} (x{per_layer(g_res):.3f} per added layer).")
+change_plain, change_res = abs(np.log(g_plain)), abs(np.log(g_res))
+if change_plain > np.log(10) and change_plain > 2 * change_res:
+    print(f"The plain net's gradient {'grew' if g_plain > 1 else 'shrank'} by more than a factor of 10: a product")
+    print("of per-layer gains compounds with depth. The ResNet's changed far less: each block adds its")
+    print("contribution on top of the identity path instead of multiplying it.")
+else:
+    print("Here the plain net's gradient did NOT run away much faster than the ResNet's. With few depths,")
+    print("small images and one seed (as in --quick) the effect can be hidden by noise; run without --quick")
+    print("(depths up to 110, three seeds) to see it.")
 
 # %% [markdown]
 # ## 4. Inside one deep network: the gradient block by block

@@ -7,6 +7,8 @@ What you will learn
     batch-norm running statistics do not move - shown with minisd.trace() and by inspection;
   * what the optimizer then does to the dropped weights (the paper's Torch7 code vs PyTorch);
   * test time: every branch runs, scaled by its survival probability p_l.
+  Figure: out/05_the_gate_blocks.png - per block, the MFLOPs run vs skipped and the forward
+  and backward milliseconds of the traced step, dropped blocks marked.
 
 Run
   python lessons/05_the_gate.py            # ~5 s on a 2-core CPU
@@ -45,7 +47,7 @@ import minisd
 from minisd import ResidualBlock, ResNet, SoftmaxCrossEntropy, to_numpy
 from minisd.optim import SGD
 from minisd.tracing import cache_nbytes
-from _common import section, setup, table
+from _common import plt, section, setup, table
 
 L = setup(__doc__)
 xp = L.xp
@@ -130,6 +132,41 @@ print("Every running block: 5 branch layers forward and backward (conv, BN, ReLU
 print("The shortcut and the block's final ReLU run for every block: that is the identity path.")
 print(f"net.inactive_parameter_names(): {len(net.inactive_parameter_names())} parameters "
       f"(the {len(dropped)} dropped branches x 6 arrays: 2 conv weights + 2 BN gammas + 2 BN betas)")
+
+# %% [markdown]
+# ## 3b. The same step as a figure
+#
+# `t.block_summary(net)` gives the numbers of the table in section 2 as one dict per block.
+# Left: the FLOPs each block ran, and (hatched) those a dropped block would have cost.
+# Right: the time its layers took. Dropped blocks are marked in red: they still run the
+# shortcut and the final ReLU, a tiny cost next to two convolutions.
+
+# %%
+summary = t.block_summary(net)
+pyplot = plt()
+fig, axes = pyplot.subplots(1, 2, figsize=(11, 4))
+idx = np.arange(len(summary))
+run_mf = [r["flops_run"] / 1e6 for r in summary]
+skip_mf = [r["flops_skipped"] / 1e6 for r in summary]
+axes[0].bar(idx, run_mf, color="C0", label="run")
+off = [i for i, v in enumerate(skip_mf) if v > 0]
+axes[0].bar(idx[off], [skip_mf[i] for i in off], color="none", edgecolor="C3", hatch="//", label="skipped (dropped)")
+axes[0].set_ylabel("MFLOPs, forward + backward")
+axes[0].set_title("FLOPs per block in this step")
+axes[1].bar(idx - 0.2, [1e3 * r["forward_s"] for r in summary], 0.4, color="C0", label="forward")
+axes[1].bar(idx + 0.2, [1e3 * r["backward_s"] for r in summary], 0.4, color="C1", label="backward")
+axes[1].set_ylabel("milliseconds")
+axes[1].set_title(f"time per block ({L.device})")
+for ax in axes:
+    ax.set_xticks(idx, [f"{r['block']}" if r["ran"] else f"{r['block']}\nOFF" for r in summary])
+    for tick, r in zip(ax.get_xticklabels(), summary):
+        if not r["ran"]:
+            tick.set_color("C3")
+    ax.set_xlabel("block (red OFF: dropped this step)")
+    ax.set_ylim(0, 1.3 * ax.get_ylim()[1])  # room for the legend above the bars
+    ax.legend(fontsize=8, ncol=2, loc="upper center")
+    ax.grid(axis="y", alpha=0.3)
+L.save_figure(fig, "blocks.png")
 
 # %% [markdown]
 # ## 4. And the optimizer?

@@ -12,6 +12,7 @@ lesson's own docstring (so the exercises are written once).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -208,6 +209,9 @@ def train_epoch(net, opt, x_uint8, y, normalizer, rng, batch_size, augment=True,
     ``on_step(net)`` is called after each backward pass, before the SGD update (lesson 8 reads
     the gradients there). Returns a dict: loss, error (on the augmented training batches),
     seconds, blocks (mean number of blocks that ran per step).
+    A loss that is not finite (nan, inf) stops the lesson with one line, as minisd.train does.
+    (``Run.train_step`` itself needs a whole ``Run`` - its config, its data, its network - and has
+    no hook between backward and update, so the lessons keep this short copy of it.)
     """
     from minisd import SoftmaxCrossEntropy, backend
     from minisd.augment import augment_batch
@@ -227,6 +231,9 @@ def train_epoch(net, opt, x_uint8, y, normalizer, rng, batch_size, augment=True,
         gates = net.sample_gates(rng, batch_size)   # block l runs with probability p_l
         logits = net.forward(x)                     # dropped blocks: shortcut only
         loss = loss_fn.forward(logits, y[idx])
+        if not math.isfinite(float(loss)):          # diverged: stop, as minisd.train does
+            raise SystemExit(f"error: training loss became {float(loss)} at step {s + 1} of {steps}; "
+                             "stopped. Try a lower learning rate (or lr_at_epoch(..., warmup_epochs=1)).")
         net.zero_grad()
         net.backward(loss_fn.backward())            # dropped blocks: no work, no gradient
         if on_step is not None:
