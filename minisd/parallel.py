@@ -12,7 +12,11 @@ So when minisd runs more than one thread it asks BLAS for one thread each
 Why scratch buffers? A fresh multi-megabyte NumPy array is fresh memory from
 the operating system, and touching it the first time page-faults. The im2col
 columns of a chunk are needed only for a moment, so each thread keeps one
-buffer per shape and reuses it.
+buffer per shape and reuses it. For the activations kept for the backward
+pass, :func:`_keep_freed_memory` asks the C allocator (glibc) to reuse freed
+blocks up to 32 MB instead of returning them to the system after every step
+(measured: a ResNet-20 step 8% faster on a 2-core EPYC); a little like
+PyTorch's caching allocator, with no cache of our own.
 
 On the GPU (CuPy) none of this applies: chunks are the whole batch and CuPy's
 memory pool already reuses allocations.
@@ -53,20 +57,44 @@ def set_num_threads(n: int) -> None:
     _num_threads = int(n)
 
 
-def _limit_blas():
-    """One BLAS thread per minisd thread, decided once, for the whole process.
+def _tune_cpu_once():
+    """Once per process, when minisd's CPU kernels first run: keep freed memory (see
+    :func:`_keep_freed_memory`) and give BLAS one thread per minisd thread.
 
-    Done whatever the thread count: with minisd on 1 thread, a multi-threaded
+    The BLAS limit holds whatever the thread count: with minisd on 1 thread, a multi-threaded
     BLAS that busy-waits makes every other process on the machine (and this
     one) crawl when cores are shared, which is worse than one BLAS thread.
     """
     global _blas_limit
     if _blas_limit is None:
+        _keep_freed_memory()
         try:
             from threadpoolctl import threadpool_limits
             _blas_limit = threadpool_limits(limits=1, user_api="blas")
         except ImportError:  # still correct, only slower when cores are shared
             _blas_limit = False
+
+
+def _keep_freed_memory():
+    """glibc only: serve arrays up to 32 MB from the heap, and keep freed heap memory.
+
+    By default glibc maps each large array straight from the operating system
+    and unmaps it when freed, so every training step page-faults its way
+    through hundreds of megabytes of fresh memory. The process's peak memory is
+    unchanged (freed blocks are reused, not leaked). Set MINISD_MALLOC=default
+    to leave the allocator alone; elsewhere than glibc this does nothing.
+    """
+    if os.environ.get("MINISD_MALLOC") == "default":
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum on 64-bit systems
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
 def _get_pool():
@@ -85,7 +113,7 @@ def for_each_chunk(work, n, chunk, xp=np):
     """
     bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
     if xp is np:
-        _limit_blas()
+        _tune_cpu_once()
     if xp is not np or len(bounds) == 1 or get_num_threads() == 1:
         return [work(lo, hi) for lo, hi in bounds]
     pool = _get_pool()
