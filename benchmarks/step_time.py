@@ -290,8 +290,8 @@ def run_depth(depth, args, device, torch, torch_resnet):
     print(f"{nb} blocks; stochastic depth p_L {args.p_last} linear: expected {ms.net.expected_blocks():.2f} "
           f"blocks per step; the {len(draws)} seeded draws run {blocks_run} (mean {np.mean(blocks_run):.2f})")
 
-    # untimed measurements first: FLOPs, per layer type, memory
-    flops_full, trace_full = ms.step_flops(all_open)
+    # untimed measurements first: FLOPs and memory
+    flops_full, _ = ms.step_flops(all_open)
     flop_ratio = statistics.fmean(ms.step_flops(g)[0] for g in draws) / flops_full
     held_full = ms.bytes_held_for_backward(all_open)
     held_ratio = statistics.fmean(ms.bytes_held_for_backward(g) for g in draws) / held_full
@@ -301,6 +301,11 @@ def run_depth(depth, args, device, torch, torch_resnet):
     results = {}
     c, s = measure(ms, all_open, draws, args.warmup)
     results["minisd"] = (summarize(c), summarize(s), peak_full, peak_sd)
+    # per layer type after the warm-up (a first step also pays for first-touch page faults)
+    traces = [ms.step_flops(all_open)[1] for _ in range(3)]
+    by_kind = [per_layer_type(t) for t in traces]
+    kinds = {k: [statistics.median(b[k][i] for b in by_kind) for i in (0, 1)] for k in by_kind[0]}
+    trace_full = traces[0]
     if torch is not None:
         for name, cl in (("torch default", False), ("torch channels_last", True)):
             ts = TorchStep(torch, torch_resnet, depth, args.p_last, args.batch_size, device, args.seed, cl)
@@ -319,9 +324,8 @@ def run_depth(depth, args, device, torch, torch_resnet):
     print(f"\nstochastic / constant depth on the same draws: FLOPs {flop_ratio:.3f}, blocks run {block_ratio:.3f}, "
           f"bytes held for backward {held_ratio:.3f} ({held_full / 2**20:.1f} MB at constant depth)")
 
-    kinds = per_layer_type(trace_full)
     total = sum(f + b for f, b in kinds.values())
-    print("\nminisd time per layer type, one traced constant-depth step (forward + backward, no optimizer):")
+    print("\nminisd time per layer type, medians of 3 traced constant-depth steps (forward + backward, no optimizer):")
     print_table(["layer", "forward ms", "backward ms", "share"],
                 [[k, fmt_ms(f), fmt_ms(b), f"{100 * (f + b) / total:5.1f}%"]
                  for k, (f, b) in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))])
