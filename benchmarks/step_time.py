@@ -43,7 +43,7 @@ import minisd
 from minisd import SoftmaxCrossEntropy, backend, parallel
 from minisd.model import ResNet
 from minisd.optim import SGD
-from minisd.tracing import cache_nbytes
+from minisd.tracing import held_nbytes
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,10 +117,10 @@ class MinisdStep(TimedStep):
         self.opt.step(inactive=self.net.inactive_parameter_names())
 
     def bytes_held_for_backward(self, gates):
-        """Bytes of every layer cache after the forward pass (then the step is finished)."""
+        """Memory the layer caches hold for backward after the forward pass, each buffer once."""
         self.net.set_gates(gates)
         self.forward()
-        held = sum(cache_nbytes(m.cache) for m in self.net.modules())
+        held = held_nbytes(self.net.modules())
         self.backward()
         return held
 

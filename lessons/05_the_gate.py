@@ -46,7 +46,7 @@ import numpy as np
 import minisd
 from minisd import ResidualBlock, ResNet, SoftmaxCrossEntropy, to_numpy
 from minisd.optim import SGD
-from minisd.tracing import cache_nbytes
+from minisd.tracing import held_nbytes
 from _common import plt, section, setup, table
 
 L = setup(__doc__)
@@ -98,7 +98,7 @@ bn_before = {name: a.copy() for name, a in net.state_dict().items() if "running"
 loss_fn = SoftmaxCrossEntropy()
 with minisd.trace() as t:
     loss = loss_fn.forward(net.forward(x), y)
-    cached = [sum(cache_nbytes(m.cache) for m in b.branch.modules()) for b in net.blocks]
+    cached = [held_nbytes(b.branch.modules()) for b in net.blocks]  # memory kept for backward
     net.backward(loss_fn.backward())
 print(f"loss {float(loss):.4f}\n")
 print(t.table(net))

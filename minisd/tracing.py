@@ -37,7 +37,8 @@ class Event:
     phase: str          # "forward" or "backward"
     seconds: float
     flops: int
-    bytes_cached: int   # what the layer holds for backward after this call
+    bytes_cached: int   # what the layer holds for backward after this call (parameters left out)
+    buffers: tuple = ()  # (buffer id, bytes) of each array it holds: to count shared arrays once
 
     @property
     def block(self):
@@ -48,13 +49,47 @@ class Event:
         return None
 
 
-def cache_nbytes(cache) -> int:
-    """Bytes of the arrays inside a layer cache (tuples are searched)."""
+def cache_nbytes(cache, params=None) -> int:
+    """Bytes of the arrays inside one layer cache (tuples are searched).
+
+    ``params``: a layer's parameter dict; its arrays are left out (a cache may
+    refer to the weights, which are held anyway and cost nothing extra).
+    """
+    return sum(a.nbytes for a in _cached_arrays(cache, params))
+
+
+def held_nbytes(layers) -> int:
+    """Memory that the caches of ``layers`` hold for backward, each buffer counted once.
+
+    Layers share arrays: a ReLU keeps its output and the convolution after it
+    keeps the same array as its input. Summing :func:`cache_nbytes` over
+    layers would count it twice; this counts the memory really held
+    (parameters left out).
+    """
+    return sum(dict(b for m in layers for b in _buffers(m.cache, m.params)).values())
+
+
+def _cached_arrays(cache, params=None):
     if cache is None:
-        return 0
+        return []
     if isinstance(cache, (tuple, list)):
-        return sum(cache_nbytes(c) for c in cache)
-    return int(getattr(cache, "nbytes", 0))
+        return [a for c in cache for a in _cached_arrays(c, params)]
+    if not (hasattr(cache, "nbytes") and hasattr(cache, "shape")):
+        return []
+    if params and any(cache is p for p in params.values()):
+        return []
+    return [cache]
+
+
+def _buffers(cache, params=None):
+    """(id of the array that owns the memory, its bytes) for each array in a cache."""
+    out = []
+    for a in _cached_arrays(cache, params):
+        owner = a
+        while getattr(owner, "base", None) is not None and hasattr(owner.base, "nbytes"):
+            owner = owner.base  # a view keeps its whole base array alive
+        out.append((id(owner), int(owner.nbytes)))
+    return out
 
 
 def traced(method):
@@ -85,7 +120,8 @@ class Trace:
         seconds = time.perf_counter() - t0
         flops = layer.flops() * (1 if phase == "forward" else layer.backward_flops_factor)
         self.events.append(Event(layer.name or type(layer).__name__, type(layer).__name__,
-                                 phase, seconds, int(flops), cache_nbytes(layer.cache)))
+                                 phase, seconds, int(flops), cache_nbytes(layer.cache, layer.params),
+                                 tuple(_buffers(layer.cache, layer.params)) if phase == "forward" else ()))
         return out
 
     # -- summaries -----------------------------------------------------------
@@ -94,6 +130,12 @@ class Trace:
         """Events filtered by layer class name and/or phase."""
         return [e for e in self.events
                 if (kind is None or e.kind == kind) and (phase is None or e.phase == phase)]
+
+    def bytes_held(self, events=None) -> int:
+        """Memory held for backward by the forward calls among ``events`` (default: all),
+        each buffer counted once (see :func:`held_nbytes`)."""
+        events = self.events if events is None else events
+        return sum(dict(b for e in events if e.phase == "forward" for b in e.buffers).values())
 
     def block_summary(self, net):
         """Per residual block of ``net``: a dict with what ran and what it cost.
@@ -114,7 +156,7 @@ class Trace:
             skipped = 0
             if not ran and block.in_shape is not None:
                 skipped = block.branch_step_flops(block.in_shape)
-            cached = sum(e.bytes_cached for e in ev if e.phase == "forward")
+            cached = self.bytes_held(ev)
             rows.append(dict(block=i, survival_prob=block.survival_prob, gate=block.gate_label(),
                              ran=ran, forward_s=fwd, backward_s=bwd, flops_run=run,
                              flops_skipped=skipped, bytes_cached=cached))
@@ -138,7 +180,8 @@ class Trace:
         secs = sum(e.seconds for e in self.events)
         lines.append("-" * len(head))
         lines.append(f"blocks run {n_ran}/{len(rows)}; layer calls {len(self.events)}; "
-                     f"time in layers {1e3 * secs:.1f} ms")
+                     f"time in layers {1e3 * secs:.1f} ms; held for backward "
+                     f"{self.bytes_held() / 2**20:.1f} MB")
         if full:
             lines.append(f"FLOPs executed {run_all / 1e9:.3f} G of {full / 1e9:.3f} G for the "
                          f"constant-depth network ({100 * run_all / full:.1f}%)")

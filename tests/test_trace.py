@@ -63,7 +63,7 @@ def test_cached_bytes_fall_as_blocks_are_dropped(batch):
         net.set_gates([i < n_open for i in range(9)])
         with minisd.trace() as t:
             net.forward(batch[0])
-        cached.append(sum(e.bytes_cached for e in t.events))
+        cached.append(t.bytes_held())
         net.clear_cache()
     assert cached == sorted(cached, reverse=True) and cached[0] > 2 * cached[-1]
 
@@ -91,3 +91,18 @@ def test_trace_inactive_after_exception():
         with minisd.trace():
             1 / 0
     assert trace_module._ACTIVE is None
+
+
+def test_memory_held_counts_shared_arrays_once():
+    """A ReLU's output is also the next convolution's input: one buffer, counted once."""
+    rng = np.random.default_rng(0)
+    seq = minisd.Sequential(minisd.Conv2d(3, 4, 3, padding=1, bias=False, rng=rng), minisd.ReLU(),
+                            minisd.Conv2d(4, 4, 3, padding=1, bias=False, rng=rng))
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    with minisd.trace() as t:
+        seq.forward(x)
+    hidden = seq.layers[1].cache  # the ReLU's output
+    assert seq.layers[2].cache[0] is hidden
+    assert sum(e.bytes_cached for e in t.events) == x.nbytes + 2 * hidden.nbytes  # weights left out
+    assert t.bytes_held() == x.nbytes + hidden.nbytes
+    assert minisd.tracing.held_nbytes(seq.modules()) == x.nbytes + hidden.nbytes
