@@ -13,7 +13,7 @@ import sys
 
 
 def run_label(run_dir):
-    """'ResNet-110, p_L 0.5 (linear)', or 'constant depth' when p_L = 1; from config.json."""
+    """'ResNet-110, stochastic depth p_L=0.5 (linear), seed 0' (or 'constant depth' when p_L = 1), from config.json."""
     try:
         with open(os.path.join(run_dir, "config.json")) as f:
             cfg = json.load(f)
@@ -21,7 +21,8 @@ def run_label(run_dir):
         return os.path.basename(os.path.normpath(run_dir))
     depth = f"ResNet-{cfg.get('depth', '?')}"
     p = cfg.get("p_last", 1.0)
-    return f"{depth}, constant depth" if p >= 1 else f"{depth}, stochastic depth p_L={p:g} ({cfg.get('rule')})"
+    label = f"{depth}, constant depth" if p >= 1 else f"{depth}, stochastic depth p_L={p:g} ({cfg.get('rule')})"
+    return label + (f", seed {cfg['seed']}" if "seed" in cfg else "")
 
 
 def plot_runs(run_dirs, out_path, title=None):
