@@ -7,8 +7,8 @@ What you will learn
   * why every gradient check runs in float64: in float32 the same check fails.
 
 Run
-  python lessons/01_numerical_gradients.py            # ~3 s on a 2-core CPU
-  python lessons/01_numerical_gradients.py --quick    # ~2 s
+  python lessons/01_numerical_gradients.py            # ~1 s on a 2-core CPU
+  python lessons/01_numerical_gradients.py --quick    # ~1 s
   (options: --device gpu, --out DIR, --seed N)
 
 Try this

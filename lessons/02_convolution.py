@@ -12,8 +12,8 @@ What you will learn
     check), and how much faster the fast one is (timed on this machine).
 
 Run
-  python lessons/02_convolution.py            # ~10 s on a 2-core CPU
-  python lessons/02_convolution.py --quick    # ~2 s
+  python lessons/02_convolution.py            # ~2 s on a 2-core CPU
+  python lessons/02_convolution.py --quick    # ~1 s
   (options: --device gpu, --out DIR, --seed N)
 
 Try this

@@ -8,8 +8,8 @@ What you will learn
     the variance is the unbiased one, and why eval mode uses them instead of the batch's.
 
 Run
-  python lessons/03_batch_norm.py            # ~3 s on a 2-core CPU
-  python lessons/03_batch_norm.py --quick    # ~2 s
+  python lessons/03_batch_norm.py            # ~1 s on a 2-core CPU
+  python lessons/03_batch_norm.py --quick    # ~1 s
   (options: --device gpu, --out DIR, --seed N)
 
 Try this

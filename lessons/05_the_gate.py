@@ -11,8 +11,8 @@ What you will learn
   and backward milliseconds of the traced step, dropped blocks marked.
 
 Run
-  python lessons/05_the_gate.py            # ~5 s on a 2-core CPU
-  python lessons/05_the_gate.py --quick    # ~2 s
+  python lessons/05_the_gate.py            # ~1 s on a 2-core CPU
+  python lessons/05_the_gate.py --quick    # ~1 s
   (options: --device gpu, --out DIR, --seed N)
 
 Try this

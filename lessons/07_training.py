@@ -10,8 +10,8 @@ What you will learn
     gain of the paper needs its 500 epochs on 50,000 images.
 
 Run
-  python lessons/07_training.py            # ~100 s on a 2-core CPU
-  python lessons/07_training.py --quick    # ~5 s (a couple of tiny epochs on a few hundred images)
+  python lessons/07_training.py            # ~59 s on a 2-core CPU
+  python lessons/07_training.py --quick    # ~3 s (a couple of tiny epochs on a few hundred images)
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N)
   Real data: minisd.data.default_data_dir() or --data-dir; generated images otherwise (it says so).
 

@@ -9,8 +9,8 @@ What you will learn
   * how the learning-rate drops show up in the gradient (it shrinks as the loss flattens).
 
 Run
-  python lessons/08_gradient_strength.py            # ~60 s on a 2-core CPU
-  python lessons/08_gradient_strength.py --quick    # ~4 s
+  python lessons/08_gradient_strength.py            # ~44 s on a 2-core CPU
+  python lessons/08_gradient_strength.py --quick    # ~2 s
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N)
 
 Try this

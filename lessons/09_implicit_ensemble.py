@@ -10,8 +10,8 @@ What you will learn
     (c) single sampled sub-networks, (d) the average of k sub-networks' predictions, k = 1..K.
 
 Run
-  python lessons/09_implicit_ensemble.py            # ~100 s on a 2-core CPU
-  python lessons/09_implicit_ensemble.py --quick    # ~5 s
+  python lessons/09_implicit_ensemble.py            # ~45 s on a 2-core CPU
+  python lessons/09_implicit_ensemble.py --quick    # ~2 s
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --subnets K, --epochs E, --depth D,
    --train-images N)
 

@@ -10,8 +10,8 @@ What you will learn
     the whole batch, and the dropped images are merely multiplied by zero.
 
 Run
-  python lessons/10_speed.py            # ~60 s on a 2-core CPU
-  python lessons/10_speed.py --quick    # ~4 s
+  python lessons/10_speed.py            # ~23 s on a 2-core CPU
+  python lessons/10_speed.py --quick    # ~2 s
   (options: --device gpu, --out DIR, --seed N, --depth D, --batch-size B)
 
 Try this
