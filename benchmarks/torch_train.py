@@ -1,6 +1,6 @@
 """PyTorch peer of minisd's reference run: ResNet-20 (or any 6n+2) with stochastic depth on CIFAR.
 
-    python benchmarks/torch_train.py --epochs 40 --p-last 0.5 --seed 0 \
+    python benchmarks/torch_train.py --epochs 30 --p-last 0.5 --seed 0 \
         --data-dir ../shared/data/cifar-10-batches-py --out runs/torch-p05
 
 The recipe is the paper's (Huang et al. 2016, and its Torch7 code):
@@ -131,7 +131,7 @@ def evaluate(net, x, y, batch_size=500):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--p-last", type=float, default=0.5, help="survival probability of the last block")
     ap.add_argument("--rule", default="linear", choices=["linear", "uniform"])
     ap.add_argument("--scale", default="test", choices=["test", "train"])

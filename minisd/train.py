@@ -423,33 +423,40 @@ def build_parser(suppress_defaults=False):
             kwargs["default"] = argparse.SUPPRESS
         p.add_argument(*flags, **kwargs)
 
-    a("--dataset", choices=["cifar10", "cifar100", "svhn"], default=d.dataset)
+    a("--dataset", choices=["cifar10", "cifar100", "svhn"], default=d.dataset, help="(default: %(default)s)")
     a("--data-dir", default=d.data_dir, help="folder holding the data set (default: %(default)s)")
     a("--download", action="store_true", help="download the data set into --data-dir if it is missing")
     a("--depth", type=int, default=d.depth, help="6N+2 layers (default: %(default)s)")
-    a("--p-last", type=float, default=d.p_last, help="survival probability of the last block; 1 = constant depth")
-    a("--rule", choices=["linear", "uniform"], default=d.rule)
-    a("--mode", choices=["batch", "sample"], default=d.mode, help="one gate per mini-batch (paper) or per image")
-    a("--scale", choices=["test", "train"], default=d.scale, help="scale the branch at test time (paper) or in training")
-    a("--epochs", type=int, default=d.epochs)
-    a("--batch-size", type=int, default=d.batch_size)
-    a("--lr", type=float, default=d.lr)
+    a("--p-last", type=float, default=d.p_last,
+      help="survival probability of the last block; 1 = constant depth (default: %(default)s)")
+    a("--rule", choices=["linear", "uniform"], default=d.rule,
+      help="survival probabilities: linear decay to --p-last (paper) or --p-last for every block (default: %(default)s)")
+    a("--mode", choices=["batch", "sample"], default=d.mode,
+      help="one gate per mini-batch (paper) or per image (default: %(default)s)")
+    a("--scale", choices=["test", "train"], default=d.scale,
+      help="scale the branch by p_l at test time (paper) or by 1/p_l in training (default: %(default)s)")
+    a("--epochs", type=int, default=d.epochs, help="(default: %(default)s)")
+    a("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    a("--lr", type=float, default=d.lr, help="initial learning rate (default: %(default)s)")
     a("--milestones", type=int, nargs="+", default=None, help="epochs at which lr is divided by 10 "
       "(default: 50%% and 75%% of --epochs)")
-    a("--warmup-epochs", type=int, default=d.warmup_epochs, help="epochs at --warmup-lr first")
-    a("--warmup-lr", type=float, default=d.warmup_lr)
-    a("--weight-decay", type=float, default=d.weight_decay)
-    a("--momentum", type=float, default=d.momentum)
-    a("--no-nesterov", dest="nesterov", action="store_false")
+    a("--warmup-epochs", type=int, default=d.warmup_epochs,
+      help="epochs at --warmup-lr first (default: %(default)s)")
+    a("--warmup-lr", type=float, default=d.warmup_lr, help="(default: %(default)s)")
+    a("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
+    a("--momentum", type=float, default=d.momentum, help="(default: %(default)s)")
+    a("--no-nesterov", dest="nesterov", action="store_false", help="plain momentum instead of Nesterov's")
     a("--dropped", choices=["paper", "skip"], default=d.dropped,
-      help="dropped blocks' weights: 'paper' still applies momentum and weight decay; 'skip' leaves them")
-    a("--no-augment", dest="augment", action="store_false")
-    a("--valid-size", type=_valid_size, default=d.valid_size, help="held-out images (count or fraction; 0: none)")
+      help="dropped blocks' weights: 'paper' still applies momentum and weight decay; "
+      "'skip' leaves them (default: %(default)s)")
+    a("--no-augment", dest="augment", action="store_false", help="no translation or flips")
+    a("--valid-size", type=_valid_size, default=d.valid_size, help="held-out images from the training set (count or fraction; 0: none; default: %(default)s)")
     a("--limit-train", type=int, default=0, help="use only the first N training images (quick runs)")
-    a("--seed", type=int, default=d.seed)
-    a("--device", choices=["cpu", "gpu", "auto"], default=d.device)
-    a("--dtype", choices=["float32", "float64"], default=d.dtype)
-    a("--eval-batch-size", type=int, default=d.eval_batch_size)
+    a("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    a("--device", choices=["cpu", "gpu", "auto"], default=d.device,
+      help="auto: the GPU when CuPy finds one (default: %(default)s)")
+    a("--dtype", choices=["float32", "float64"], default=d.dtype, help="(default: %(default)s)")
+    a("--eval-batch-size", type=int, default=d.eval_batch_size, help="(default: %(default)s)")
     a("--out", default=None, help="run folder (default: runs/<dataset>-d<depth>-p<p_last>-s<seed>)")
     a("--resume", default=None, help="checkpoint to continue from (e.g. RUN/last.npz)")
     a("--no-progress", dest="progress", action="store_false", help="no progress bars")

@@ -166,3 +166,9 @@ def test_cli_resume_needs_only_the_checkpoint(fake_root, tmp_path):
     assert (cfg["depth"], cfg["data_dir"], cfg["seed"], cfg["epochs"]) == (8, fake_root, 5, 2)
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
+
+
+def test_every_flag_has_a_help_line():
+    """The README promises a --help line for every flag."""
+    missing = [a.option_strings for a in train.build_parser()._actions if not a.help]
+    assert missing == []
