@@ -106,6 +106,27 @@ def _get_pool():
     return _pool
 
 
+def chunk_bounds(n, chunk, threads=1):
+    """Split ``range(n)`` into chunks of at most ``chunk``: a list of (lo, hi).
+
+    With several threads the number of chunks is rounded up to a multiple of
+    ``threads`` and the sizes made equal (to within one), so that no thread is
+    left with an extra chunk while the others wait: 128 images in chunks of
+    at most 28 become 6 chunks of 21-22, not 4 of 28 and one of 16 (3 chunks
+    on one thread, 2 on the other).
+    """
+    count = -(-n // chunk)
+    if threads > 1:
+        count = min(n, -(-count // threads) * threads)
+    size, extra = divmod(n, count)  # the first ``extra`` chunks get one more
+    bounds, lo = [], 0
+    for i in range(count):
+        hi = lo + size + (i < extra)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
 def for_each_chunk(work, n, chunk, xp=np):
     """Call ``work(lo, hi)`` for consecutive chunks covering ``range(n)``; return the results.
 
@@ -113,10 +134,11 @@ def for_each_chunk(work, n, chunk, xp=np):
     arrays are NumPy arrays; otherwise in order, in this thread. ``work`` must
     write only to its own slice ``[lo:hi]`` of any shared output.
     """
-    bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    threaded = xp is np and get_num_threads() > 1
     if xp is np:
         _tune_cpu_once()
-    if xp is not np or len(bounds) == 1 or get_num_threads() == 1:
+    bounds = chunk_bounds(n, chunk, get_num_threads() if threaded else 1)
+    if not threaded or len(bounds) == 1:
         return [work(lo, hi) for lo, hi in bounds]
     pool = _get_pool()
     return [f.result() for f in [pool.submit(work, lo, hi) for lo, hi in bounds]]

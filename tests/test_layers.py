@@ -312,6 +312,19 @@ def test_layers_run_on_gpu_like_cpu(rng):
 
 # -- fast CPU paths equal the readable reference ---------------------------------
 
+@pytest.mark.parametrize("n,chunk,threads", [(128, 28, 2), (128, 7, 2), (37, 4, 3), (3, 8, 2), (5, 1, 2),
+                                             (128, 28, 1), (1, 4, 8)])
+def test_chunk_bounds_cover_the_batch_evenly(n, chunk, threads):
+    from minisd.parallel import chunk_bounds
+    bounds = chunk_bounds(n, chunk, threads)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(hi == lo2 for (_, hi), (lo2, _) in zip(bounds, bounds[1:]))  # contiguous, in order
+    sizes = [hi - lo for lo, hi in bounds]
+    assert max(sizes) <= chunk and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    if len(bounds) < n:  # a multiple of the thread count unless there are fewer images than that
+        assert len(bounds) % threads == 0
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fast_paths_equal_reference(threads, rng):
     from minisd import parallel
