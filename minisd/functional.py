@@ -532,8 +532,11 @@ def batchnorm_train_backward(dout, cache):
 # * sums over rows of H*W values are matrix-vector products with a vector of
 #   ones (BLAS), much faster than NumPy's reductions over short rows;
 # * the forward keeps ``x`` for the backward instead of writing xhat (same
-#   bytes cached, one batch-sized write less); the backward recomputes xhat
-#   a chunk at a time, in cache, with the reference's own formula.
+#   bytes cached, one batch-sized write less); the backward works with
+#   x - mean a chunk at a time, in cache;
+# * per channel, the formulas are affine maps (out = x * scale + shift, and
+#   dx = a * dout + b * x + c): fewer passes over each chunk
+#   (measured: BN forward + backward 126 -> 104 ms per ResNet-20 step).
 # Bytes of input per chunk. Measured on a 2-core EPYC (512 KB L2 per core, 32 MB
 # L3), ResNet-20 step: 1-2 MB best; 256 KB made twice as many thread-pool tasks
 # and the BN layers ~1.6x slower.
@@ -581,15 +584,15 @@ def batchnorm_train_forward_fast(x, weight, bias, eps):
     inv_std = 1.0 / (var + eps) ** 0.5
     out = np.empty(x.shape, dtype=x.dtype)
     out3 = out.reshape(N, C, HW)
-    mean3, inv3 = mean[None, :, None], inv_std[None, :, None]
-    w3, b3 = weight[None, :, None], bias[None, :, None]
+    # (x - mean) * inv_std * gamma + beta as one affine map per channel, two passes
+    # instead of four (PyTorch's CPU kernel does the same)
+    scale = inv_std * weight
+    scale3, shift3 = scale[None, :, None], (bias - mean * scale)[None, :, None]
 
-    def normalise(lo, hi):  # out = (x - mean) * inv_std * gamma + beta
+    def normalise(lo, hi):  # out = x * scale + shift
         o = out3[lo:hi]
-        np.subtract(x3[lo:hi], mean3, out=o)
-        o *= inv3
-        o *= w3
-        o += b3
+        np.multiply(x3[lo:hi], scale3, out=o)
+        o += shift3
 
     for_each_chunk(normalise, N, _bn_chunk(x))
     return out, mean, var, (x, mean, inv_std, weight)
@@ -605,35 +608,33 @@ def batchnorm_train_backward_fast(dout, cache):
     m, HW = N * H * W, H * W
     x3, d3 = _as_rows(x), _as_rows(dout)
     ones = np.ones(HW, dtype=dout.dtype)
-    mean3, inv3 = mean[None, :, None], inv_std[None, :, None]
+    mean3 = mean[None, :, None]
 
-    def xhat(lo, hi):  # the reference's xhat = (x - mean) * inv_std, into a scratch buffer
-        xh = scratch("bn", x3[lo:hi].shape, dout.dtype)
-        np.subtract(x3[lo:hi], mean3, out=xh)
-        xh *= inv3
-        return xh
-
-    def sums(lo, hi):
-        prod = xhat(lo, hi)
+    def sums(lo, hi):  # sum(dout) and sum(dout * (x - mean)) of one chunk
+        prod = scratch("bn", x3[lo:hi].shape, dout.dtype)
+        np.subtract(x3[lo:hi], mean3, out=prod)
         prod *= d3[lo:hi]
         return _row_sums(d3[lo:hi], ones), _row_sums(prod, ones)
 
     partial = for_each_chunk(sums, N, _bn_chunk(dout))
     dbias = sum(p[0] for p in partial)
-    dweight = sum(p[1] for p in partial)
-    k3 = (weight * inv_std / m)[None, :, None]
-    db3, dw3 = dbias[None, :, None], dweight[None, :, None]
+    dweight = sum(p[1] for p in partial) * inv_std  # sum(dout * xhat)
+    # The reference's dx = k * (m * dout - dbias - xhat * dweight), k = gamma * inv_std / m,
+    # with xhat = (x - mean) * inv_std, is per channel  a * dout + b * x + c:
+    k = weight * inv_std / m
+    a3 = (k * m)[None, :, None]
+    b = -k * dweight * inv_std
+    b3, c3 = b[None, :, None], (-k * dbias - b * mean)[None, :, None]
     dx = np.empty(dout.shape, dtype=dout.dtype)
     dx3 = dx.reshape(N, C, HW)
 
-    def grad_input(lo, hi):  # dx = k * (m * dout - dbias - xhat * dweight)
+    def grad_input(lo, hi):  # four passes over a chunk in cache instead of seven
         d = dx3[lo:hi]
-        np.multiply(d3[lo:hi], m, out=d)
-        d -= db3
-        xh = xhat(lo, hi)
-        xh *= dw3
-        d -= xh
-        d *= k3
+        np.multiply(x3[lo:hi], b3, out=d)
+        d += c3
+        t = scratch("bn", d.shape, dout.dtype)
+        np.multiply(d3[lo:hi], a3, out=t)
+        d += t
 
     for_each_chunk(grad_input, N, _bn_chunk(dout))
     return dx, dweight, dbias
