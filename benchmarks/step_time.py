@@ -11,9 +11,9 @@ For each depth (float32, random 32x32 images, the paper's SGD):
    time per layer type from one traced step; peak memory of a step and the
    bytes the layers hold for the backward pass.
 2. Stochastic depth (p_L 0.5, linear) on ``--steps`` seeded gate draws, the
-   same draws for minisd and PyTorch. Constant and stochastic steps are
-   interleaved (constant, draw 1, constant, draw 2, ...) so that a noisy
-   machine slows both alike. The printed ratio is mean(stochastic) /
+   same draws for minisd and PyTorch. All timed steps are interleaved (for
+   each draw: minisd constant, minisd draw, PyTorch constant, PyTorch draw,
+   ...) so that a noisy machine slows every column alike. The printed ratio is mean(stochastic) /
    mean(constant) over those steps, beside the FLOP ratio of the same draws
    and the ratio of bytes held for backward.
 3. When PyTorch is importable: the same network (benchmarks/torch_resnet.py) in
@@ -239,19 +239,23 @@ class TorchStep(TimedStep):
 # ---------------------------------------------------------------------------
 
 
-def measure(step, all_open, draws, warmup):
-    """Interleave constant-depth steps with the stochastic draws; return both series.
+def measure(steps, all_open, draws, warmup):
+    """Interleave everything: for each draw, each implementation runs a constant-depth
+    step, then that draw. A machine that slows down for a while slows every column alike.
 
-    Returns (constant, stochastic): lists of [forward, backward, update] seconds.
+    steps: {name: TimedStep}. Returns {name: (constant, stochastic)}, each a list of
+    [forward, backward, update] seconds.
     """
     for _ in range(warmup):
-        step.timed_step(all_open)
-        step.timed_step(draws[0])
-    constant, stochastic = [], []
+        for step in steps.values():
+            step.timed_step(all_open)
+            step.timed_step(draws[0])
+    series = {name: ([], []) for name in steps}
     for gates in draws:
-        constant.append(step.timed_step(all_open))
-        stochastic.append(step.timed_step(gates))
-    return constant, stochastic
+        for name, step in steps.items():
+            series[name][0].append(step.timed_step(all_open))
+            series[name][1].append(step.timed_step(gates))
+    return series
 
 
 def summarize(series):
@@ -298,20 +302,20 @@ def run_depth(depth, args, device, torch, torch_resnet):
     block_ratio = float(np.mean(blocks_run)) / nb
     peak_full, peak_sd = ms.peak_memory(all_open), statistics.fmean(ms.peak_memory(g) for g in draws)
 
-    results = {}
-    c, s = measure(ms, all_open, draws, args.warmup)
-    results["minisd"] = (summarize(c), summarize(s), peak_full, peak_sd)
+    steps = {"minisd": ms}
+    if torch is not None:
+        for name, cl in (("torch default", False), ("torch channels_last", True)):
+            steps[name] = TorchStep(torch, torch_resnet, depth, args.p_last, args.batch_size, device, args.seed, cl)
+    series = measure(steps, all_open, draws, args.warmup)
+    results = {"minisd": (summarize(series["minisd"][0]), summarize(series["minisd"][1]), peak_full, peak_sd)}
+    for name, ts in list(steps.items())[1:]:
+        results[name] = (summarize(series[name][0]), summarize(series[name][1]), ts.peak_memory(all_open),
+                         None if ts.device == "cpu" else statistics.fmean(ts.peak_memory(g) for g in draws))
     # per layer type after the warm-up (a first step also pays for first-touch page faults)
     traces = [ms.step_flops(all_open)[1] for _ in range(3)]
     by_kind = [per_layer_type(t) for t in traces]
     kinds = {k: [statistics.median(b[k][i] for b in by_kind) for i in (0, 1)] for k in by_kind[0]}
     trace_full = traces[0]
-    if torch is not None:
-        for name, cl in (("torch default", False), ("torch channels_last", True)):
-            ts = TorchStep(torch, torch_resnet, depth, args.p_last, args.batch_size, device, args.seed, cl)
-            c, s = measure(ts, all_open, draws, args.warmup)
-            results[name] = (summarize(c), summarize(s), ts.peak_memory(all_open),
-                             None if ts.device == "cpu" else statistics.fmean(ts.peak_memory(g) for g in draws))
 
     print(f"\nmedians of {args.steps} steps after {args.warmup} warm-up (ms); 'SD step' is the mean over the draws")
     rows = []
