@@ -113,7 +113,9 @@ def chunk_bounds(n, chunk, threads=1):
     ``threads`` and the sizes made equal (to within one), so that no thread is
     left with an extra chunk while the others wait: 128 images in chunks of
     at most 28 become 6 chunks of 21-22, not 4 of 28 and one of 16 (3 chunks
-    on one thread, 2 on the other).
+    on one thread, 2 on the other). So the order of floating-point sums, and
+    the last bits of a result, depend on the thread count: a run resumes bit
+    for bit on the same number of threads, and agrees to rounding on another.
     """
     count = -(-n // chunk)
     if threads > 1:
