@@ -13,9 +13,9 @@ For each depth (float32, random 32x32 images, the paper's SGD):
 2. Stochastic depth (p_L 0.5, linear) on ``--steps`` seeded gate draws, the
    same draws for minisd and PyTorch. All timed steps are interleaved (for
    each draw: minisd constant, minisd draw, PyTorch constant, PyTorch draw,
-   ...) so that a noisy machine slows every column alike. The printed ratio is mean(stochastic) /
-   mean(constant) over those steps, beside the FLOP ratio of the same draws
-   and the ratio of bytes held for backward.
+   ...) so that a noisy machine slows every column alike. The printed ratio
+   is mean(stochastic) / mean(constant) over those steps, beside the FLOP
+   ratio of the same draws and the ratio of bytes held for backward.
 3. When PyTorch is importable: the same network (benchmarks/torch_resnet.py) in
    the default and channels_last memory formats, same thread count, same
    measurements; the ratios minisd / PyTorch.
@@ -307,10 +307,11 @@ def run_depth(depth, args, device, torch, torch_resnet):
         for name, cl in (("torch default", False), ("torch channels_last", True)):
             steps[name] = TorchStep(torch, torch_resnet, depth, args.p_last, args.batch_size, device, args.seed, cl)
     series = measure(steps, all_open, draws, args.warmup)
-    results = {"minisd": (summarize(series["minisd"][0]), summarize(series["minisd"][1]), peak_full, peak_sd)}
-    for name, ts in list(steps.items())[1:]:
-        results[name] = (summarize(series[name][0]), summarize(series[name][1]), ts.peak_memory(all_open),
-                         None if ts.device == "cpu" else statistics.fmean(ts.peak_memory(g) for g in draws))
+    peaks = {name: (ts.peak_memory(all_open),
+                    None if ts.device == "cpu" else statistics.fmean(ts.peak_memory(g) for g in draws))
+             for name, ts in steps.items() if name != "minisd"}
+    peaks["minisd"] = (peak_full, peak_sd)
+    results = {name: (summarize(c), summarize(s), *peaks[name]) for name, (c, s) in series.items()}
     # per layer type after the warm-up (a first step also pays for first-touch page faults)
     traces = [ms.step_flops(all_open)[1] for _ in range(3)]
     by_kind = [per_layer_type(t) for t in traces]
