@@ -5,16 +5,17 @@ What you will learn
   * im2col: unfold every k x k patch into a column, so the whole layer is ONE matrix product;
   * the backward pass: dW = dout @ cols^T, dcols = W^T @ dout, dx = col2im(dcols), and why
     col2im (summing overlapping patches back) is exactly the adjoint of im2col;
-  * the CPU shortcuts the network really runs: F.im2col_fast / F.col2im_fast (the same
-    numbers, fewer and longer copies), and for stride 1, dx as a convolution of dout with the
-    flipped kernel - no col2im at all;
-  * that both versions agree to rounding, that the backward is right (float64 gradient
-    check), and how much faster the fast one is (timed on this machine).
+  * the CPU speed appendix, minisd/fast_cpu.py, which the network runs on NumPy outside
+    `with minisd.reference():` - im2col_fast / col2im_fast (the same numbers, fewer and longer
+    copies) and, for stride 1, dx as a convolution of dout with the flipped kernel, no col2im;
+  * that all versions agree to rounding, that the backward is right (float64 gradient
+    check), and how much faster im2col is than the loop, and the fast path than both
+    (timed on this machine, each labelled).
 
 Run
   python lessons/02_convolution.py            # ~2 s on a 2-core CPU
   python lessons/02_convolution.py --quick    # ~1 s
-  (options: --device gpu, --out DIR, --seed N)
+  (options: --device gpu, --reference, --out DIR, --seed N)
 
 Try this
   1. Time the two versions on 8x8 images (the last stage of the CIFAR ResNet) instead of
@@ -32,12 +33,16 @@ Try this
 # channel f and pixel (i, j), the dot product of the F x C x 3 x 3 kernel with the 3 x 3
 # patch of the (zero-padded) input around (i, j). minisd has this twice:
 # `conv2d_naive_forward/backward` (a loop over output pixels, obviously right) and
-# `conv2d_forward/backward` (im2col + matrix products; what the network uses).
+# `conv2d_forward/backward` (im2col + one matrix product for the whole batch), both in
+# minisd/functional.py. The network runs the second on the GPU and inside
+# `with minisd.reference():`; on the CPU it runs its fast twin in minisd/fast_cpu.py.
 
 # %%
 import numpy as np
 
+import minisd
 from minisd import Conv2d, numerical_gradient, relative_error, to_numpy
+from minisd import fast_cpu
 from minisd import functional as F
 from _common import plt, section, setup, table
 
@@ -71,7 +76,7 @@ print("a 3x3 kernel of ones, as a matrix product, gives the patch sums:",
       "= naive:", to_numpy(F.conv2d_naive_forward(tiny, w_tiny, None)[0]).astype(int).ravel().tolist())
 
 # %% [markdown]
-# ## 2. Forward: the fast version equals the loop
+# ## 2. Forward: the im2col version equals the loop
 #
 # A small batch, padding 1 (the "same" 3x3 convolution of the ResNet) and stride 2 (the
 # first convolution of stages 2 and 3). float64, so the difference is pure rounding.
@@ -82,8 +87,8 @@ rows = []
 for stride in (1, 2):
     x, w, b = randn(4, 3, 8, 8), randn(5, 3, 3, 3), randn(5)
     slow, _ = F.conv2d_naive_forward(x, w, b, stride, 1)
-    fast, _ = F.conv2d_forward(x, w, b, stride, 1)
-    rows.append([stride, str(tuple(x.shape)), str(tuple(fast.shape)), relative_error(slow, fast)])
+    unfolded, _ = F.conv2d_forward(x, w, b, stride, 1)
+    rows.append([stride, str(tuple(x.shape)), str(tuple(unfolded.shape)), relative_error(slow, unfolded)])
 table(["stride", "input", "output", "relative error"], rows, ["{}", "{}", "{}", "{:.1e}"])
 
 # %% [markdown]
@@ -98,23 +103,23 @@ table(["stride", "input", "output", "relative error"], rows, ["{}", "{}", "{}", 
 # col2im is the adjoint (transpose) of im2col: <im2col(x), c> = <x, col2im(c)> for all x, c.
 # That identity *is* the chain rule for a linear map, so we check it first.
 #
-# On the CPU the network does not call im2col/col2im themselves. Its convolutions are all
-# "phase-aligned": the output is the input subsampled by the stride (32x32 -> 32x32 at
-# stride 1, 32x32 -> 16x16 at stride 2). For those, minisd/functional.py has
-# `F.im2col_fast` and `F.col2im_fast`: the same matrices, built with a few long copies
-# instead of many short ones. They must be equal to the reference pair, and adjoint too.
+# The speed appendix. On the CPU (outside `minisd.reference()`) the network's convolutions
+# run minisd/fast_cpu.py instead. They are all "phase-aligned": the output is the input
+# subsampled by the stride (32x32 -> 32x32 at stride 1, 32x32 -> 16x16 at stride 2). For
+# those, fast_cpu has `im2col_fast` and `col2im_fast`: the same matrices, built with a few
+# long copies instead of many short ones. They must equal the readable pair, and be adjoint too.
 #
-# Then the fast backward against the naive one, and both against central differences
-# (lesson 1), in the three cases the CPU handles differently:
+# Then both backward passes - the readable im2col one and the fast one - against the naive
+# loop and against central differences (lesson 1). The fast path handles three cases apart:
 # * stride 1, 3 -> 4 channels (like the first layer), and stride 2: dx = col2im_fast(dcols);
 # * stride 1, 4 -> 4 channels (every convolution inside a stage): no col2im. dx is a
 #   convolution of dout with the kernel flipped in space and with in/out channels swapped
 #   (the "transposed convolution"), and dweight is read off the same unfold of dout - one
 #   unfold per chunk instead of two. It needs as many input as output channels, or more.
-# (On the GPU, stride-1 "same" convolutions use the flipped kernel and the rest col2im.)
+# The readable version (and so the GPU) always uses col2im.
 
 # %%
-section("3a. col2im is the adjoint of im2col; the fast pair equals the reference pair")
+section("3a. col2im is the adjoint of im2col; the fast pair equals the readable pair")
 rows = []
 for stride in (1, 2):
     x = randn(2, 3, 6, 6)
@@ -124,8 +129,8 @@ for stride in (1, 2):
     adj = abs(float((cols * c).sum()) - float((x * back).sum()))
     # the fast pair is NumPy only (it is the CPU path), so it gets NumPy copies
     xn, cn = to_numpy(x), to_numpy(c)
-    cols_fast = F.im2col_fast(xn, 3, stride, 1).copy()               # copy: it returns a reused buffer
-    back_fast = F.col2im_fast(cn.copy(), xn.shape, 3, stride, 1)     # copy: it uses its input as scratch
+    cols_fast = fast_cpu.im2col_fast(xn, 3, stride, 1).copy()            # copy: it returns a reused buffer
+    back_fast = fast_cpu.col2im_fast(cn.copy(), xn.shape, 3, stride, 1)  # copy: it uses its input as scratch
     adj_fast = abs(float((cols_fast * cn).sum()) - float((xn * back_fast).sum()))
     rows.append([stride, adj, float(np.abs(cols_fast - to_numpy(cols)).max()),
                  float(np.abs(back_fast - to_numpy(back)).max()), adj_fast])
@@ -137,32 +142,34 @@ print(f"largest entry: {worst:.1e} - " + ("rounding only (float64): both pairs a
       "builds the same matrices." if worst < 1e-9 else "MORE than rounding: something is wrong."))
 
 
-def dx_route(stride, c_in, c_out):
-    """Which formula minisd's conv2d_backward uses for dx on this device (see functional.py)."""
-    if xp is np:  # every case here is phase-aligned
-        return "flipped kernel" if stride == 1 and c_out <= c_in else "col2im_fast"
-    return "flipped kernel" if stride == 1 else "col2im"
+def fast_dx_route(stride, c_in, c_out):
+    """Which formula fast_cpu.conv2d_backward uses for dx (every case here is phase-aligned)."""
+    return "flipped kernel" if stride == 1 and c_out <= c_in else "col2im_fast"
 
 
-section("3b. backward: naive vs fast vs numerical (float64)")
+section("3b. backward: readable im2col and fast path vs naive loop vs numerical (float64)")
 rows = []
 for stride, c_in, c_out in ((1, 3, 4), (1, 4, 4), (2, 3, 4)):
     x, w, b = randn(2, c_in, 6, 6), randn(c_out, c_in, 3, 3), randn(c_out)
     out, cache = F.conv2d_forward(x, w, b, stride, 1)
     dout = randn(*out.shape)
-    dx, dw, db = F.conv2d_backward(dout, cache)
-    ndx, ndw, ndb = F.conv2d_naive_backward(dout, F.conv2d_naive_forward(x, w, b, stride, 1)[1])
+    naive = F.conv2d_naive_backward(dout, F.conv2d_naive_forward(x, w, b, stride, 1)[1])
     f = lambda: F.conv2d_forward(x, w, b, stride, 1)[0]
     num = [numerical_gradient(f, a, dout) for a in (x, w, b)]
-    for name, fast_g, naive_g, num_g in zip(("dx", "dweight", "dbias"), (dx, dw, db), (ndx, ndw, ndb), num):
-        rows.append([stride, f"{c_in} -> {c_out}", name, dx_route(stride, c_in, c_out) if name == "dx" else "",
-                     relative_error(fast_g, naive_g), relative_error(fast_g, num_g)])
-table(["stride", "channels", "gradient", "dx via", "fast vs naive", "fast vs numerical"], rows,
-      ["{}", "{}", "{}", "{}", "{:.1e}", "{:.1e}"])
-vs_naive, vs_num = max(r[4] for r in rows), max(r[5] for r in rows)
-print(f"worst: fast vs naive {vs_naive:.1e}, fast vs numerical {vs_num:.1e}.")
+    versions = [("im2col (readable)", F.conv2d_backward(dout, cache), lambda name: "col2im")]
+    if xp is np:  # the speed appendix is NumPy only
+        _, fcache = fast_cpu.conv2d_forward(x, w, b, stride, 1)
+        versions.append(("fast_cpu", fast_cpu.conv2d_backward(dout, fcache), lambda name: fast_dx_route(stride, c_in, c_out)))
+    for version, grads, route in versions:
+        for name, g, naive_g, num_g in zip(("dx", "dweight", "dbias"), grads, naive, num):
+            rows.append([stride, f"{c_in} -> {c_out}", version, name, route(name) if name == "dx" else "",
+                         relative_error(g, naive_g), relative_error(g, num_g)])
+table(["stride", "channels", "version", "gradient", "dx via", "vs naive", "vs numerical"], rows,
+      ["{}", "{}", "{}", "{}", "{}", "{:.1e}", "{:.1e}"])
+vs_naive, vs_num = max(r[5] for r in rows), max(r[6] for r in rows)
+print(f"worst: vs naive {vs_naive:.1e}, vs numerical {vs_num:.1e}.")
 if vs_naive < 1e-10 and vs_num < 1e-6:
-    print("fast = naive to rounding, and both match central differences: every route to dx is right.")
+    print("every version = naive to rounding, and all match central differences: every route to dx is right.")
 else:
     print("LARGER than rounding / finite-difference error: one of the backward routes is wrong.")
 
@@ -170,12 +177,15 @@ else:
 # ## 4. How much faster?
 #
 # The shape of the first stage of the CIFAR ResNet: 16 -> 16 channels, 32 x 32 pixels, in
-# float32 (what training uses). The loop does Ho*Wo = 1024 small products; im2col does a few
-# large ones (a chunk of images at a time, on threads - see minisd/parallel.py), which BLAS
-# runs near the machine's peak. We time the Conv2d layer itself, switching `layer.naive`.
+# float32 (what training uses). The loop does Ho*Wo = 1024 small products; the readable
+# im2col version does one large product for the whole batch, which BLAS runs near the
+# machine's peak. We time the Conv2d layer itself: `layer.naive = True` for the loop, and
+# inside `with minisd.reference():` for the readable im2col. On the CPU a third row, labelled
+# apart, times the speed appendix (minisd/fast_cpu.py: chunks of a few images on threads,
+# long copies, one unfold in the backward) - what training runs there.
 
 # %%
-section("4. time: naive loop vs im2col (a Conv2d layer, float32)")
+section("4. time: naive loop vs im2col (readable) [vs the CPU fast path] (a Conv2d layer, float32)")
 batch = 16 if L.quick else 128
 layer = Conv2d(16, 16, 3, padding=1, bias=False, rng=rng).to(L.device)
 x = xp.asarray(rng.standard_normal((batch, 16, 32, 32)).astype(np.float32))
@@ -193,30 +203,47 @@ def fwd_bwd():
     layer.backward(dout)
 
 
-rows, times = [], {}
-for naive in (True, False):
+def time_version(naive, reference):
     layer.naive = naive
     repeat = 1 if (naive and not L.quick) else 3
-    tf = L.timeit(fwd, repeat=repeat)
-    tb = L.timeit(fwd_bwd, repeat=repeat) - tf
-    times[naive] = (tf, tb)
-    rows.append(["naive loop" if naive else "im2col + matmul", 1e3 * tf, 1e3 * tb,
-                 flops / tf / 1e9, 2 * flops / tb / 1e9])
+    if reference:
+        with minisd.reference():
+            tf = L.timeit(fwd, repeat=repeat)
+            tb = L.timeit(fwd_bwd, repeat=repeat) - tf
+    else:
+        tf = L.timeit(fwd, repeat=repeat)
+        tb = L.timeit(fwd_bwd, repeat=repeat) - tf
+    return tf, tb
+
+
+versions = {"naive loop": (True, True), "im2col (readable)": (False, True)}
+if xp is np:
+    versions["fast CPU path (fast_cpu.py)"] = (False, False)
+rows, times = [], {}
+for name, (naive, reference) in versions.items():
+    times[name] = tf, tb = time_version(naive, reference)
+    rows.append([name, 1e3 * tf, 1e3 * tb, flops / tf / 1e9, 2 * flops / tb / 1e9])
+layer.naive = False
 table(["version", "forward ms", "backward ms", "fwd GFLOP/s", "bwd GFLOP/s"], rows,
       ["{}", "{:.1f}", "{:.1f}", "{:.1f}", "{:.1f}"])
 print(f"batch {batch} x 16 x 32 x 32, {flops / 1e6:.0f} MFLOP forward (backward: twice that).")
-print(f"speed-up: forward {times[True][0] / times[False][0]:.1f}x, backward {times[True][1] / times[False][1]:.1f}x")
+loop, im2col = times["naive loop"], times["im2col (readable)"]
+print(f"im2col vs the loop: forward {loop[0] / im2col[0]:.1f}x, backward {loop[1] / im2col[1]:.1f}x faster")
+if xp is np:
+    fast = times["fast CPU path (fast_cpu.py)"]
+    print(f"the fast CPU path vs readable im2col: forward {im2col[0] / fast[0]:.1f}x, "
+          f"backward {im2col[1] / fast[1]:.1f}x faster (the same numbers: section 3)")
 
 pyplot = plt()
-fig, ax = pyplot.subplots(figsize=(6, 3.5))
-labels = ["forward", "backward"]
-pos = np.arange(2)
-ax.bar(pos - 0.2, [1e3 * t for t in times[True]], 0.4, label="naive loop")
-ax.bar(pos + 0.2, [1e3 * t for t in times[False]], 0.4, label="im2col + matmul")
-ax.set_xticks(pos, labels)
+fig, ax = pyplot.subplots(figsize=(6.5, 3.5))
+pos, width = np.arange(2), 0.8 / len(times)
+for i, (name, t) in enumerate(times.items()):
+    ax.bar(pos + (i - (len(times) - 1) / 2) * width, [1e3 * v for v in t], width, label=name)
+ax.set_xticks(pos, ["forward", "backward"])
 ax.set_ylabel("milliseconds")
+ax.set_yscale("log")
 ax.set_title(f"3x3 conv, 16->16 channels, batch {batch} of 32x32 ({L.device})")
-ax.legend()
+ax.legend(fontsize=8)
 L.save_figure(fig, "naive_vs_im2col.png")
 
 # %% [markdown]
@@ -224,8 +251,9 @@ L.save_figure(fig, "naive_vs_im2col.png")
 # * a convolution is a matrix product once the patches are laid out as columns;
 # * its backward is two more matrix products and a col2im, the adjoint of im2col - or, at
 #   stride 1, a convolution of dout with the flipped kernel, which needs no col2im;
-# * on the CPU the network uses F.im2col_fast / F.col2im_fast: the same matrices, built faster;
-# * minisd keeps the loop (`Conv2d.naive = True`) only to teach and to test the fast path.
+# * the readable im2col version is what runs on the GPU and inside `minisd.reference()`;
+#   on the CPU the network runs its tested twin in minisd/fast_cpu.py: the same numbers, faster;
+# * minisd keeps the loop (`Conv2d.naive = True`) only to teach and to test the others.
 
 # %%
 L.try_this()

@@ -35,6 +35,7 @@ import numpy as np
 
 from minisd import BatchNorm2d, numerical_gradient, relative_error, to_numpy
 from minisd import functional as F
+from minisd import fast_cpu, route
 from _common import plt, section, setup, table
 
 L = setup(__doc__)
@@ -115,11 +116,12 @@ for key in ("weight", "bias"):
 bn.running_mean[...], bn.running_var[...] = rm, rv  # the checks ran many forwards; undo their statistics
 table(["gradient", "relative error"], rows, ["{}", "{:.1e}"])
 print("The full formula matches to ~1e-8; forgetting that the statistics depend on x is off by O(1).")
-print(f"sum of dx over N, H, W per channel: {np.round(to_numpy(F.channel_sum(dx)), 12)} "
+print(f"sum of dx over N, H, W per channel: {np.round(to_numpy(dx.sum(axis=(0, 2, 3))), 12)} "
       "(shifting a whole channel changes nothing after BN)")
 
-ref, _, _, cache_ref = F.batchnorm_train_forward(x, bn.params["weight"], bn.params["bias"], bn.eps)
-print(f"the layer's fast CPU path vs the readable reference in functional.py: forward "
+ref, cache_ref = F.batchnorm_train_forward(x, bn.params["weight"], bn.params["bias"], bn.eps)
+path = "the fast CPU path, minisd/fast_cpu.py" if route.choose(x) is fast_cpu else "the readable code itself"
+print(f"the layer (here: {path}) vs the readable functional.py: forward "
       f"{relative_error(f(), ref):.0e}, backward {relative_error(dx, F.batchnorm_train_backward(dout, cache_ref)[0]):.0e}")
 
 # %% [markdown]

@@ -7,6 +7,12 @@ and ``grads`` (same keys, same shapes: ``weight``, ``bias`` as in PyTorch),
 ``cache`` attribute holds what backward needs, from ``forward`` until
 ``backward`` has used it (then it is freed).
 
+Which code computes a layer is decided in one place, :func:`minisd.route.choose`:
+the readable :mod:`minisd.functional` (on the GPU, and inside
+``with minisd.reference():``) or its fast CPU twin :mod:`minisd.fast_cpu`.
+A layer calls ``impl = route.choose(x)`` in ``forward``, keeps ``impl`` in its
+cache, and ``backward`` calls the twin of what ran.
+
 Containers (:class:`Sequential`, the residual block, the ResNet) find their
 sub-layers by looking at their attributes, so names such as
 ``blocks.3.branch.0.weight`` come for free, in a stable order.
@@ -18,6 +24,7 @@ import math
 import numpy as np
 
 from . import functional as F
+from . import route
 from .backend import device_of, get_xp, to_device
 from .tracing import traced
 
@@ -131,6 +138,19 @@ class Module:
             raise RuntimeError(f"{self._label()}.backward() called before forward() "
                                "(or twice for one forward: the cache is freed after use)")
 
+    def _take_cache(self, dout):
+        """For ``backward``: ``(impl, cache)`` as ``forward`` stored them; frees ``self.cache``.
+
+        ``impl`` is the module the forward ran on (see :mod:`minisd.route`); a
+        backward in the other mode, or an unknown route, raises one clear error.
+        ``dout``: the upstream gradient (any array on the device the backward runs on).
+        """
+        self._check_backward()
+        impl, cache = self.cache
+        route.for_backward(impl, dout, self._label())
+        self.cache = None
+        return impl, cache
+
     def _label(self):
         return self.name or type(self).__name__
 
@@ -164,10 +184,6 @@ class Module:
     def flops(self) -> int:
         """FLOPs of the last forward call (elementwise layers count one per element)."""
         return int(np.prod(self.in_shape)) if self.in_shape is not None else 0
-
-
-def _new_param(xp, shape, dtype):
-    return xp.zeros(shape, dtype=dtype)
 
 
 class Conv2d(Module):
@@ -211,16 +227,17 @@ class Conv2d(Module):
             raise ValueError(f"{self._label()}: input {H}x{W} is smaller than the {self.kernel_size}x"
                              f"{self.kernel_size} kernel (padding {self.padding})")
         self.in_shape = x.shape
-        fwd = F.conv2d_naive_forward if self.naive else F.conv2d_forward
-        out, self.cache = fwd(x, w, self.params.get("bias"), self.stride, self.padding)
+        impl = route.choose(x)
+        fwd = F.conv2d_naive_forward if self.naive else impl.conv2d_forward
+        out, cache = fwd(x, w, self.params.get("bias"), self.stride, self.padding)
+        self.cache = (impl, cache)
         return out
 
     @traced
     def backward(self, dout):
-        self._check_backward()
-        bwd = F.conv2d_naive_backward if self.naive else F.conv2d_backward
-        dx, dw, db = bwd(dout, self.cache)
-        self.cache = None
+        impl, cache = self._take_cache(dout)
+        bwd = F.conv2d_naive_backward if self.naive else impl.conv2d_backward
+        dx, dw, db = bwd(dout, cache)  # the naive and im2col caches are alike
         self._add_grad("weight", dw)
         if db is not None:
             self._add_grad("bias", db)
@@ -265,33 +282,28 @@ class BatchNorm2d(Module):
         w, b = self.params["weight"], self.params["bias"]
         self._check_input(x, 4, self.num_features, like=w)
         self.in_shape = x.shape
+        impl = route.choose(x)
         if self.training:
             N, C, H, W = x.shape
             m = N * H * W
             if m < 2:
                 raise ValueError(f"{self._label()}: batch statistics need more than one value per "
                                  f"channel in training, got input shape {tuple(x.shape)}")
-            fwd = F.batchnorm_train_forward_fast if get_xp(x) is np else F.batchnorm_train_forward
-            out, mean, var, cache = fwd(x, w, b, self.eps)
-            self.cache = ("train", cache)
-            mom = self.momentum
-            self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
-            self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
+            out, cache = impl.batchnorm_train_forward(x, w, b, self.eps)
+            mom = self.momentum  # the cache carries the batch statistics
+            self.running_mean[...] = (1 - mom) * self.running_mean + mom * cache.mean
+            self.running_var[...] = (1 - mom) * self.running_var + mom * cache.var * (m / (m - 1))
+            self.cache = (impl, ("train", cache))
         else:
-            out, cache = F.batchnorm_eval_forward(x, w, b, self.running_mean, self.running_var, self.eps)
-            self.cache = ("eval", cache)
+            out, cache = impl.batchnorm_eval_forward(x, w, b, self.running_mean, self.running_var, self.eps)
+            self.cache = (impl, ("eval", cache))
         return out
 
     @traced
     def backward(self, dout):
-        self._check_backward()
-        mode, cache = self.cache
-        if mode == "train":
-            bwd = F.batchnorm_train_backward_fast if get_xp(dout) is np else F.batchnorm_train_backward
-        else:
-            bwd = F.batchnorm_eval_backward
+        impl, (mode, cache) = self._take_cache(dout)
+        bwd = impl.batchnorm_train_backward if mode == "train" else impl.batchnorm_eval_backward
         dx, dw, db = bwd(dout, cache)
-        self.cache = None
         self._add_grad("weight", dw)
         self._add_grad("bias", db)
         return dx
@@ -306,17 +318,15 @@ class ReLU(Module):
     @traced
     def forward(self, x):
         self.in_shape = x.shape
-        fwd = F.relu_forward_fast if get_xp(x) is np and x.ndim == 4 else F.relu_forward
-        out, self.cache = fwd(x)
+        impl = route.choose(x)
+        out, cache = impl.relu_forward(x)
+        self.cache = (impl, cache)
         return out
 
     @traced
     def backward(self, dout):
-        self._check_backward()
-        bwd = F.relu_backward_fast if get_xp(dout) is np and dout.ndim == 4 else F.relu_backward
-        dx = bwd(dout, self.cache)
-        self.cache = None
-        return dx
+        impl, cache = self._take_cache(dout)
+        return impl.relu_backward(dout, cache)
 
 
 class GlobalAvgPool(Module):
@@ -326,15 +336,15 @@ class GlobalAvgPool(Module):
     def forward(self, x):
         self._check_input(x, 4)
         self.in_shape = x.shape
-        out, self.cache = F.global_avg_pool_forward(x)
+        impl = route.choose(x)
+        out, cache = impl.global_avg_pool_forward(x)
+        self.cache = (impl, cache)
         return out
 
     @traced
     def backward(self, dout):
-        self._check_backward()
-        dx = F.global_avg_pool_backward(dout, self.cache)
-        self.cache = None
-        return dx
+        impl, cache = self._take_cache(dout)
+        return impl.global_avg_pool_backward(dout, cache)
 
 
 class Linear(Module):
@@ -362,14 +372,15 @@ class Linear(Module):
         w = self.params["weight"]
         self._check_input(x, 2, self.in_features, like=w)
         self.in_shape = x.shape
-        out, self.cache = F.linear_forward(x, w, self.params.get("bias"))
+        impl = route.choose(x)
+        out, cache = impl.linear_forward(x, w, self.params.get("bias"))
+        self.cache = (impl, cache)
         return out
 
     @traced
     def backward(self, dout):
-        self._check_backward()
-        dx, dw, db = F.linear_backward(dout, self.cache)
-        self.cache = None
+        impl, cache = self._take_cache(dout)
+        dx, dw, db = impl.linear_backward(dout, cache)
         self._add_grad("weight", dw)
         if db is not None:
             self._add_grad("bias", db)
@@ -396,15 +407,15 @@ class Shortcut(Module):
     def forward(self, x):
         self._check_input(x, 4, self.in_channels)
         self.in_shape = x.shape
-        out, self.cache = F.shortcut_forward(x, self.out_channels, self.stride)
+        impl = route.choose(x)
+        out, cache = impl.shortcut_forward(x, self.out_channels, self.stride)
+        self.cache = (impl, cache)
         return out
 
     @traced
     def backward(self, dout):
-        self._check_backward()
-        dx = F.shortcut_backward(dout, self.cache)
-        self.cache = None
-        return dx
+        impl, cache = self._take_cache(dout)
+        return impl.shortcut_backward(dout, cache)
 
     def flops(self):
         return 0
@@ -457,16 +468,19 @@ class SoftmaxCrossEntropy(Module):
             raise ValueError(f"{self._label()}: labels must lie in [0, {K}), got "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         self.in_shape = logits.shape
-        loss, self.cache = F.softmax_cross_entropy_forward(logits, labels)
+        impl = route.choose(logits)
+        loss, cache = impl.softmax_cross_entropy_forward(logits, labels)
+        self.cache = (impl, cache)
         return loss
 
     @traced
-    def backward(self, dout=None):
-        """Gradient of the mean loss w.r.t. the logits (times ``dout``, default 1)."""
+    def backward(self, dout=1.0):
+        """Gradient of the loss w.r.t. the logits, (N, K); ``dout``: the gradient arriving
+        at the loss (1, the default, when the loss is what is minimised)."""
         self._check_backward()
-        dlogits = F.softmax_cross_entropy_backward(self.cache)
-        self.cache = None
-        return dlogits if dout is None else dlogits * dout
+        probs = self.cache[1][0]  # (N, K): no dout array here, so the probabilities tell the device
+        impl, cache = self._take_cache(probs)
+        return impl.softmax_cross_entropy_backward(dout, cache)
 
     def flops(self):
         return 5 * super().flops()

@@ -1,4 +1,5 @@
-"""Every layer: float64 numerical gradient checks, naive-vs-fast agreement, shapes and errors."""
+"""Every layer: float64 numerical gradient checks (fast and reference paths), naive-vs-im2col agreement,
+shapes and errors. The fast CPU functions against the readable ones: tests/test_fast_cpu.py."""
 import numpy as np
 import pytest
 
@@ -36,15 +37,15 @@ def test_conv2d_gradients(C, Fo, k, s, p, N, H, W, bias, rng, device):
 
 
 @pytest.mark.parametrize("C,Fo,k,s,p,N,H,W", CONV_CASES)
-def test_conv2d_fast_equals_naive(C, Fo, k, s, p, N, H, W, rng):
+def test_conv2d_im2col_equals_naive(C, Fo, k, s, p, N, H, W, rng):
     x = randn(rng, (N, C, H, W))
     w, b = randn(rng, (Fo, C, k, k)), randn(rng, (Fo,))
-    fast, fcache = F.conv2d_forward(x, w, b, s, p, chunk=1)  # chunk 1: every chunk boundary
+    out, cache = F.conv2d_forward(x, w, b, s, p)
     naive, ncache = F.conv2d_naive_forward(x, w, b, s, p)
-    assert fast.shape == naive.shape == (N, Fo, F.conv_output_size(H, k, s, p), F.conv_output_size(W, k, s, p))
-    assert minisd.relative_error(fast, naive) < 1e-12
-    dout = randn(rng, fast.shape)
-    for a, b_ in zip(F.conv2d_backward(dout, fcache, chunk=2), F.conv2d_naive_backward(dout, ncache)):
+    assert out.shape == naive.shape == (N, Fo, F.conv_output_size(H, k, s, p), F.conv_output_size(W, k, s, p))
+    assert minisd.relative_error(out, naive) < 1e-12
+    dout = randn(rng, out.shape)
+    for a, b_ in zip(F.conv2d_backward(dout, cache), F.conv2d_naive_backward(dout, ncache)):
         assert minisd.relative_error(a, b_) < 1e-12
 
 
@@ -71,17 +72,6 @@ def test_im2col_col2im_are_adjoint(rng):
     lhs = (cols * c).sum()
     rhs = (x * F.col2im(c, x.shape, 3, 2, 1)).sum()
     assert abs(lhs - rhs) < 1e-10 * abs(lhs)
-
-
-@pytest.mark.parametrize("k,s,p,H,W", [(3, 1, 1, 5, 6), (3, 2, 1, 6, 4), (1, 2, 0, 4, 6), (5, 1, 2, 4, 5), (1, 1, 0, 3, 3)])
-def test_fast_unfold_and_fold_equal_reference(k, s, p, H, W, rng):
-    """im2col_fast / col2im_fast (long copies between zero margins) == the readable im2col / col2im."""
-    x = randn(rng, (3, 2, H, W))
-    assert F._phase_aligned(x.shape, k, s, p)
-    np.testing.assert_array_equal(F.im2col_fast(x, k, s, p, tag="test"), F.im2col(x, k, s, p))
-    cols = randn(rng, F.im2col(x, k, s, p).shape)
-    expected = F.col2im(cols, x.shape, k, s, p)
-    np.testing.assert_allclose(F.col2im_fast(cols.copy(), x.shape, k, s, p, tag="test"), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_init_is_he_normal():
@@ -308,49 +298,3 @@ def test_layers_run_on_gpu_like_cpu(rng):
     assert minisd.relative_error(dx_cpu, minisd.to_numpy(dx_gpu)) < 1e-4
     for n, _, g in net.parameters():
         assert minisd.relative_error(grads_cpu[n], minisd.to_numpy(g)) < 1e-4, n
-
-
-# -- fast CPU paths equal the readable reference ---------------------------------
-
-@pytest.mark.parametrize("n,chunk,threads", [(128, 28, 2), (128, 7, 2), (37, 4, 3), (3, 8, 2), (5, 1, 2),
-                                             (128, 28, 1), (1, 4, 8)])
-def test_chunk_bounds_cover_the_batch_evenly(n, chunk, threads):
-    from minisd.parallel import chunk_bounds
-    bounds = chunk_bounds(n, chunk, threads)
-    assert bounds[0][0] == 0 and bounds[-1][1] == n
-    assert all(hi == lo2 for (_, hi), (lo2, _) in zip(bounds, bounds[1:]))  # contiguous, in order
-    sizes = [hi - lo for lo, hi in bounds]
-    assert max(sizes) <= chunk and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
-    if len(bounds) < n:  # a multiple of the thread count unless there are fewer images than that
-        assert len(bounds) % threads == 0
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_fast_paths_equal_reference(threads, rng):
-    from minisd import parallel
-    before = parallel.get_num_threads()
-    parallel.set_num_threads(threads)
-    try:
-        x = randn(rng, (37, 3, 5, 4)) * 2 + 1  # 37: chunks of unequal size
-        w, b = randn(rng, (3,)), randn(rng, (3,))
-        ref = F.batchnorm_train_forward(x.copy(), w, b, 1e-5)
-        fast = F.batchnorm_train_forward_fast(x, w, b, 1e-5)
-        for a, c in zip(ref[:3], fast[:3]):
-            assert minisd.relative_error(a, c) < 1e-12
-        dout = randn(rng, x.shape)
-        for a, c in zip(F.batchnorm_train_backward(dout, ref[3]), F.batchnorm_train_backward_fast(dout, fast[3])):
-            assert minisd.relative_error(a, c) < 1e-12
-        out, cache = F.relu_forward_fast(x)
-        np.testing.assert_array_equal(out, F.relu_forward(x)[0])
-        np.testing.assert_array_equal(F.relu_backward_fast(dout, cache), F.relu_backward(dout, cache))
-        wc = randn(rng, (4, 3, 3, 3))
-        x8 = randn(rng, (37, 3, 6, 4))  # even sizes: the phase-aligned fast path for stride 2 too
-        for s, p, xx in [(1, 1, x), (2, 1, x), (1, 0, x), (2, 1, x8), (1, 1, x8)]:
-            fo, fc = F.conv2d_forward(xx, wc, None, s, p, chunk=4)
-            no, nc = F.conv2d_naive_forward(xx, wc, None, s, p)
-            assert minisd.relative_error(fo, no) < 1e-12
-            g = randn(rng, fo.shape)
-            for a, c in zip(F.conv2d_backward(g, fc, chunk=4)[:2], F.conv2d_naive_backward(g, nc)[:2]):
-                assert minisd.relative_error(a, c) < 1e-12
-    finally:
-        parallel.set_num_threads(before)

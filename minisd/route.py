@@ -1,0 +1,96 @@
+"""Which code runs a layer: the readable math, or the CPU speed appendix. One switch, here.
+
+Every layer asks :func:`choose` in its ``forward`` and gets a module back:
+
+* :mod:`minisd.functional`, the readable code, for CuPy arrays (the GPU) and
+  for everything inside ``with minisd.reference():``;
+* :mod:`minisd.fast_cpu`, the same functions made fast on NumPy, otherwise.
+
+Both modules have the same function names, so the layer writes
+``impl.conv2d_forward(...)`` and keeps ``impl`` in its cache: its
+``backward`` then calls the twin of the forward that really ran
+(:func:`for_backward` checks it).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+import numpy as np
+
+from . import fast_cpu, functional
+from .backend import get_xp
+
+ROUTES = {"readable": functional, "fast_cpu": fast_cpu}
+
+# A ContextVar, not a global: each thread (and asyncio task) has its own value.
+_reference_mode = contextvars.ContextVar("minisd_reference_mode", default=False)
+
+
+@contextlib.contextmanager
+def reference():
+    """Run every layer on the readable code of :mod:`minisd.functional` inside this block.
+
+    On NumPy no thread is started, no scratch buffer is used and nothing of
+    :mod:`minisd.fast_cpu` runs; on CuPy nothing changes (CuPy always runs the
+    readable code). Results equal the fast path's to rounding (tests check a
+    whole ResNet step in float64 to 1e-10).
+
+    Threads: the switch holds for the thread that entered the block only (it
+    is a :mod:`contextvars` variable); other threads, and threads started
+    inside the block, keep the default (fast on NumPy). Nesting is allowed:
+    leaving an inner block leaves the outer one in force. A layer must run its
+    ``backward`` in the mode its ``forward`` ran in: otherwise the backward
+    raises a ``RuntimeError`` saying so.
+
+    Usage::
+
+        with minisd.reference():
+            loss = loss_fn.forward(net.forward(x), y)
+            net.backward(loss_fn.backward())
+    """
+    token = _reference_mode.set(True)
+    try:
+        yield
+    finally:
+        _reference_mode.reset(token)
+
+
+def in_reference_mode() -> bool:
+    """True inside ``with minisd.reference():`` (in this thread)."""
+    return _reference_mode.get()
+
+
+def choose(x):
+    """The module whose functions run a layer on input ``x``: fast_cpu or functional.
+
+    The fast path serves NumPy arrays outside :func:`reference`; everything
+    else (CuPy arrays, reference mode) runs the readable functions.
+    """
+    if get_xp(x) is np and not _reference_mode.get():
+        return fast_cpu
+    return functional
+
+
+def name_of(impl) -> str:
+    """``"readable"`` or ``"fast_cpu"`` for a module returned by :func:`choose`."""
+    for name, module in ROUTES.items():
+        if module is impl:
+            return name
+    raise RuntimeError(f"unknown route {impl!r}: expected one of {sorted(ROUTES)}")
+
+
+def for_backward(impl, dout, label: str):
+    """Check that the backward may run on ``impl``, the module the forward ran on; return it.
+
+    Raises a ``RuntimeError`` (one line) when the cache holds an unknown route,
+    or when the forward ran in the other mode (inside/outside
+    :func:`reference`) than the backward is being called in.
+    """
+    ran = name_of(impl)
+    now = name_of(choose(dout))
+    if ran != now:
+        raise RuntimeError(f"{label}.backward(): the forward ran on the {ran} path but the backward is "
+                           f"called on the {now} path (inside/outside minisd.reference()); run forward "
+                           "and backward in the same mode")
+    return impl

@@ -1,0 +1,111 @@
+"""``with minisd.reference():`` runs the readable code alone, gives the fast path's numbers,
+and a layer's backward always mirrors the route its forward took."""
+import threading
+
+import numpy as np
+import pytest
+
+import minisd
+from minisd import fast_cpu, functional, parallel, route
+
+
+def _training_step(net, x, y):
+    """Logits, loss, input gradient and every parameter gradient of one training step."""
+    loss_fn = minisd.SoftmaxCrossEntropy()
+    net.zero_grad()
+    logits = net.forward(x)
+    loss = loss_fn.forward(logits, y)
+    dx = net.backward(loss_fn.backward())
+    grads = {name: g.copy() for name, _, g in net.parameters()}
+    return logits, float(loss), dx, grads
+
+
+def _resnet_and_batch(depth=20, batch=6):
+    net = minisd.ResNet(depth=depth, dtype=np.float64, seed=3)
+    net.set_gates([i % 3 != 1 for i in range(len(net.blocks))])  # fixed gates: some blocks dropped
+    rng = np.random.default_rng(0)
+    return net, rng.standard_normal((batch, 3, 32, 32)), rng.integers(0, 10, batch)
+
+
+def test_whole_training_step_equal_in_both_modes():
+    net, x, y = _resnet_and_batch()
+    fast = _training_step(net, x, y)
+    with minisd.reference():
+        ref = _training_step(net, x, y)
+    assert minisd.relative_error(fast[0], ref[0]) <= 1e-10
+    assert abs(fast[1] - ref[1]) <= 1e-10 * abs(ref[1])
+    assert minisd.relative_error(fast[2], ref[2]) <= 1e-10
+    assert fast[3].keys() == ref[3].keys()
+    for name in ref[3]:
+        assert minisd.relative_error(fast[3][name], ref[3][name]) <= 1e-10, name
+    assert any(np.abs(g).max() > 0 for g in ref[3].values())
+
+
+def test_reference_mode_never_enters_the_fast_module_nor_starts_a_thread(monkeypatch):
+    net, x, y = _resnet_and_batch(depth=8, batch=4)
+    fast_names = [name for name in dir(fast_cpu)
+                  if getattr(getattr(fast_cpu, name), "__module__", None) == "minisd.fast_cpu"
+                  and callable(getattr(fast_cpu, name))]
+    assert "conv2d_forward" in fast_names and "batchnorm_train_backward" in fast_names
+
+    def forbidden(what):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"{what} ran inside minisd.reference()")
+        return fail
+
+    with monkeypatch.context() as m:
+        for name in fast_names:
+            m.setattr(fast_cpu, name, forbidden(f"fast_cpu.{name}"))
+        m.setattr(parallel, "for_each_chunk", forbidden("a thread-pool chunk"))
+        m.setattr(parallel, "_get_pool", forbidden("the thread pool"))
+        with minisd.reference():
+            _training_step(net, x, y)
+
+    # outside the block the fast module does run (so the check above can fail)
+    calls = []
+    original = fast_cpu.conv2d_forward
+    monkeypatch.setattr(fast_cpu, "conv2d_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    _training_step(net, x, y)
+    assert calls
+
+
+def test_choose_and_nesting():
+    x = np.zeros((1, 1, 2, 2))
+    assert route.choose(x) is fast_cpu and not route.in_reference_mode()
+    with minisd.reference():
+        assert route.choose(x) is functional
+        with minisd.reference():
+            assert route.in_reference_mode()
+        assert route.in_reference_mode()  # leaving the inner block keeps the outer one
+    assert route.choose(x) is fast_cpu
+
+
+def test_reference_mode_is_per_thread():
+    seen = {}
+    with minisd.reference():
+        t = threading.Thread(target=lambda: seen.update(other=route.in_reference_mode()))
+        t.start()
+        t.join()
+        seen["this"] = route.in_reference_mode()
+    assert seen == {"this": True, "other": False}
+
+
+def test_backward_in_the_other_mode_raises_one_clear_error():
+    conv = minisd.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((2, 2, 4, 4))
+    out = conv.forward(x)  # fast path
+    with minisd.reference():
+        with pytest.raises(RuntimeError, match="forward ran on the fast_cpu path but the backward"):
+            conv.backward(np.ones_like(out))
+    with minisd.reference():
+        out = conv.forward(x)
+    with pytest.raises(RuntimeError, match="forward ran on the readable path"):
+        conv.backward(np.ones_like(out))
+
+
+def test_unknown_route_in_a_cache_raises():
+    relu = minisd.ReLU()
+    out = relu.forward(np.ones((2, 3, 2, 2)))
+    relu.cache = ("not-a-route", relu.cache[1])
+    with pytest.raises(RuntimeError, match="unknown route"):
+        relu.backward(np.ones_like(out))
