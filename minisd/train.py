@@ -86,11 +86,11 @@ class TrainingError(Exception):
 # ---------------------------------------------------------------------------
 
 
-def evaluate(net, x_uint8, y, normalizer, xp, batch_size=500):
+def evaluate(net, x_uint8, y, normalizer, *, batch_size=500):
     """Error rate (and mean loss) of ``net`` in eval mode: every block, branch scaled by p_l.
 
-    x_uint8: (N, 3, 32, 32) images on the device, y: (N,) labels. Returns (error, loss),
-    or (nan, nan) for an empty set.
+    x_uint8: (N, 3, 32, 32) images on the device, y: (N,) labels, ``batch_size`` images
+    at a time. Returns (error, loss) as floats, or (nan, nan) for an empty set.
     """
     if len(y) == 0:
         return math.nan, math.nan
@@ -119,7 +119,6 @@ class Run:
     def __init__(self, cfg: Config, log=log_line):
         self.cfg, self.log = cfg, log
         self.device = backend.resolve_device(cfg.device)
-        self.xp = backend.xp_for(self.device)
         self.rng = np.random.default_rng(cfg.seed)  # each epoch's shuffle, then each step's augmentation and gates
         self.load_data()
         dtype = np.dtype(cfg.dtype)
@@ -221,8 +220,8 @@ class Run:
     def finish_epoch(self):
         """Evaluate, log a metrics row, write checkpoints. Called after a full epoch."""
         cfg, s = self.cfg, self.epoch_sums
-        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, self.xp, cfg.eval_batch_size)
-        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, self.xp, cfg.eval_batch_size)
+        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, batch_size=cfg.eval_batch_size)
+        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, batch_size=cfg.eval_batch_size)
         row = dict(epoch=self.epoch, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
                    train_error=s["wrong"] / s["seen"], valid_error=ve, test_error=te,
                    epoch_seconds=s["seconds"], mean_blocks=s["blocks"] / s["steps"],
