@@ -169,11 +169,11 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
 
     Real images when minisd.data finds them (``--data-dir``, else
     ``minisd.data.default_data_dir()``); otherwise generated stand-in images
-    (``minisd.data.write_fake_cifar10``), and the lesson says so loudly:
+    (``minisd.fake_data.write_fake_cifar10``), and the lesson says so loudly:
     numbers on generated data say nothing about CIFAR.
     Returns (x_train, y_train, x_test, y_test, source) as NumPy arrays.
     """
-    from minisd import data
+    from minisd import data, fake_data
 
     root = getattr(L.args, "data_dir", None) or data.default_data_dir()
     try:
@@ -184,10 +184,10 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
     except data.DataError as e:
         with tempfile.TemporaryDirectory(prefix="minisd-fake-cifar10-") as tmp:
             per_batch = max(100, -(-(n_train or 500) // 5))
-            data.write_fake_cifar10(tmp, n_per_batch=per_batch, seed=L.seed, n_test=max(100, n_test or 500))
+            fake_data.write_fake_cifar10(tmp, n_per_batch=per_batch, seed=L.seed, n_test=max(100, n_test or 500))
             x_train, y_train, x_test, y_test = data.load_cifar10(tmp)
         source = "GENERATED stand-in"
-        root = "minisd.data.write_fake_cifar10"
+        root = "minisd.fake_data.write_fake_cifar10"
         print(f"NOTE: real CIFAR-10 not available ({e}).\n      Using GENERATED stand-in images "
               f"instead; pass --data-dir to use real data. Accuracies below say nothing about CIFAR-10.")
     if n_train is not None:

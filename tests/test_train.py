@@ -10,7 +10,7 @@ import pytest
 
 from minisd import layers, runs, train
 from minisd.checkpoint import load_checkpoint
-from minisd.data import write_fake_cifar10
+from minisd.fake_data import write_fake_cifar10
 
 
 @pytest.fixture(scope="module")
