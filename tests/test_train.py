@@ -1,7 +1,6 @@
 """The training CLI and loop: outputs, resume, Ctrl-C, NaN, bad input — on generated CIFAR files."""
 import csv
 import json
-import os
 import subprocess
 import sys
 
