@@ -110,7 +110,7 @@ for label, p_last in (("constant depth", 1.0), ("stochastic depth", 0.5)):
     for epoch in range(epochs):
         opt.lr = lr_at_epoch(epoch, base_lr=0.1, epochs=epochs)
         r = train_epoch(net, opt, x_train, y_train, normalizer, rng, batch_size)
-        r["test_error"], r["test_loss"] = evaluate(net, x_test, y_test, normalizer, xp)
+        r["test_error"], r["test_loss"] = evaluate(net, x_test, y_test, normalizer)
         r["lr"] = opt.lr
         rows.append(r)
         print(f"  epoch {epoch + 1}/{epochs}: lr {opt.lr:.3g}  train loss {r['loss']:.3f}  train err "

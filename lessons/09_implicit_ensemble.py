@@ -159,7 +159,7 @@ acc = lambda probs: float((probs.argmax(axis=1) == y_np).mean())
 
 net.eval()
 p_scaled = probabilities(net, x_test)
-err_check, _ = evaluate(net, x_test, y_test, normalizer, xp)  # minisd.train.evaluate: the same thing
+err_check, _ = evaluate(net, x_test, y_test, normalizer)  # minisd.train.evaluate: the same thing
 set_subnetwork(net, [True] * nb)
 p_unscaled = probabilities(net, x_test)
 

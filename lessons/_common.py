@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from minisd import backend
+from minisd.step import train_step
 
 LESSONS_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = LESSONS_DIR / "out"
@@ -168,11 +169,11 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
 
     Real images when minisd.data finds them (``--data-dir``, else
     ``minisd.data.default_data_dir()``); otherwise generated stand-in images
-    (``minisd.data.write_fake_cifar10``), and the lesson says so loudly:
+    (``minisd.fake_data.write_fake_cifar10``), and the lesson says so loudly:
     numbers on generated data say nothing about CIFAR.
     Returns (x_train, y_train, x_test, y_test, source) as NumPy arrays.
     """
-    from minisd import data
+    from minisd import data, fake_data
 
     root = getattr(L.args, "data_dir", None) or data.default_data_dir()
     try:
@@ -183,10 +184,10 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
     except data.DataError as e:
         with tempfile.TemporaryDirectory(prefix="minisd-fake-cifar10-") as tmp:
             per_batch = max(100, -(-(n_train or 500) // 5))
-            data.write_fake_cifar10(tmp, n_per_batch=per_batch, seed=L.seed, n_test=max(100, n_test or 500))
+            fake_data.write_fake_cifar10(tmp, n_per_batch=per_batch, seed=L.seed, n_test=max(100, n_test or 500))
             x_train, y_train, x_test, y_test = data.load_cifar10(tmp)
         source = "GENERATED stand-in"
-        root = "minisd.data.write_fake_cifar10"
+        root = "minisd.fake_data.write_fake_cifar10"
         print(f"NOTE: real CIFAR-10 not available ({e}).\n      Using GENERATED stand-in images "
               f"instead; pass --data-dir to use real data. Accuracies below say nothing about CIFAR-10.")
     if n_train is not None:
@@ -203,45 +204,33 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
 
 
 def train_epoch(net, opt, x_uint8, y, normalizer, rng, batch_size, augment=True, on_step=None):
-    """One epoch of the paper's training loop; the same steps as ``Run.train_step`` in minisd/train.py.
+    """One epoch of the paper's training loop: shuffle, then ``minisd.step.train_step`` per mini-batch.
 
+    The step is the one ``python -m minisd.train`` runs (normalise, augment, draw the gates,
+    forward, loss, backward, SGD update); read it in minisd/step.py.
     x_uint8 (N, 3, 32, 32) and y (N,) on the network's device; the last partial batch is dropped.
     ``on_step(net)`` is called after each backward pass, before the SGD update (lesson 8 reads
     the gradients there). Returns a dict: loss, error (on the augmented training batches),
     seconds, blocks (mean number of blocks that ran per step).
     A loss that is not finite (nan, inf) stops the lesson with one line, as minisd.train does.
-    (``Run.train_step`` itself needs a whole ``Run`` - its config, its data, its network - and has
-    no hook between backward and update, so the lessons keep this short copy of it.)
     """
-    from minisd import SoftmaxCrossEntropy, backend
-    from minisd.augment import augment_batch
-
-    loss_fn = SoftmaxCrossEntropy()
     xp = backend.get_xp(x_uint8)
-    perm = rng.permutation(len(y))
+    perm = rng.permutation(len(y))                  # a new order of the images every epoch
     steps = len(y) // batch_size
     total_loss, wrong, blocks = 0.0, 0, 0
     backend.synchronize(xp)
     t0 = time.perf_counter()
     for s in range(steps):
         idx = xp.asarray(perm[s * batch_size:(s + 1) * batch_size])
-        x = normalizer.apply(x_uint8[idx])          # float32, mean image removed, / std
-        if augment:
-            x = augment_batch(x, rng)               # shift by up to 4 pixels, random flips
-        gates = net.sample_gates(rng, batch_size)   # block l runs with probability p_l
-        logits = net.forward(x)                     # dropped blocks: shortcut only
-        loss = loss_fn.forward(logits, y[idx])
-        if not math.isfinite(float(loss)):          # diverged: stop, as minisd.train does
-            raise SystemExit(f"error: training loss became {float(loss)} at step {s + 1} of {steps}; "
+        loss, step_wrong, step_blocks = train_step(net, opt, x_uint8[idx], y[idx], normalizer, rng,
+                                                   augment=augment, after_backward=on_step)
+        loss = float(loss)                          # a GPU run waits here for the step
+        if not math.isfinite(loss):                 # diverged: stop, as minisd.train does
+            raise SystemExit(f"error: training loss became {loss} at step {s + 1} of {steps}; "
                              "stopped. Try a lower learning rate (or lr_at_epoch(..., warmup_epochs=1)).")
-        net.zero_grad()
-        net.backward(loss_fn.backward())            # dropped blocks: no work, no gradient
-        if on_step is not None:
-            on_step(net)
-        opt.step(inactive=net.inactive_parameter_names())
-        total_loss += float(loss)
-        wrong += int((logits.argmax(axis=1) != y[idx]).sum())
-        blocks += sum(float(np.mean(g)) for g in gates)  # masks in sample mode
+        total_loss += loss
+        wrong += int(step_wrong)
+        blocks += step_blocks
     backend.synchronize(xp)
     return dict(loss=total_loss / steps, error=wrong / (steps * batch_size),
                 seconds=time.perf_counter() - t0, blocks=blocks / steps)

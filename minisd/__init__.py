@@ -8,6 +8,7 @@ from .layers import (BatchNorm2d, Conv2d, GlobalAvgPool, Linear, Module, ReLU, S
                      Shortcut, SoftmaxCrossEntropy)
 from .blocks import ResidualBlock
 from .model import ResNet, expected_blocks, survival_probabilities
+from .optim import SGD
 from .route import reference
 from .tracing import trace
 

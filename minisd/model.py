@@ -86,7 +86,8 @@ class ResNet(Module):
         return [b.survival_prob for b in self.blocks]
 
     def expected_blocks(self) -> float:
-        return float(sum(self.survival_probs))
+        """E[number of blocks that run per step] for this network: :func:`expected_blocks`."""
+        return expected_blocks(len(self.blocks), self.p_last, self.rule)
 
     def sample_gates(self, rng, batch_size=None):
         """Draw each block's gate: open with probability p_l (one draw per mini-batch).

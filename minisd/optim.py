@@ -13,8 +13,7 @@ which is what a stochastic-depth block whose gate was closed is: see
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 from urllib.parse import quote, unquote
 
 from .backend import device_of, get_xp, to_device
@@ -217,14 +216,8 @@ class SGD:
 # ---------------------------------------------------------------------------
 
 
-def _is_int(x) -> bool:
-    """Python or NumPy integer, not bool (True as an epoch count is a mistake, not a 1)."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Step schedule: ``base_lr``, multiplied by ``gamma`` at each milestone, after an optional warm-up.
+def lr_at_epoch(epoch, base_lr=0.1, epochs=500, milestones=None, gamma=0.1, warmup_epochs=0, warmup_lr=0.01):
+    """The learning rate for 0-based ``epoch``: ``base_lr`` times ``gamma`` for each milestone passed.
 
     The paper (CIFAR): lr 0.1, divided by 10 at 50% and 75% of the epochs.
     With ``milestones=None`` the divisions take effect at the first epoch
@@ -239,58 +232,43 @@ class Schedule:
     who start at 0.01 until training error drops below 80% and then go back
     to 0.1. Warm-up epochs count towards ``epochs`` and the milestones.
 
-    Epochs at or past ``epochs`` keep the last rate.
-    """
-    base_lr: float = 0.1
-    epochs: int = 500
-    milestones: Optional[tuple] = None
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    warmup_lr: float = 0.01
-
-    def __post_init__(self):
-        if not _is_int(self.epochs) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
-        if not self.base_lr > 0 or not self.gamma > 0 or not self.warmup_lr > 0:
-            raise ValueError(f"base_lr, gamma and warmup_lr must be > 0, "
-                             f"got {self.base_lr}, {self.gamma}, {self.warmup_lr}")
-        if not _is_int(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"warmup_epochs must be an integer in [0, epochs={self.epochs}], "
-                             f"got {self.warmup_epochs!r}")
-        if self.milestones is not None:
-            ms = tuple(self.milestones)
-            if not all(_is_int(m) for m in ms):
-                raise ValueError(f"milestones must be integer epochs, got {list(ms)}")
-            if any(b <= a for a, b in zip(ms, ms[1:])):
-                raise ValueError(f"milestones must be strictly increasing, got {list(ms)}")
-            if ms and not (0 <= ms[0] and ms[-1] < self.epochs):
-                raise ValueError(f"milestones must lie in [0, epochs={self.epochs}), got {list(ms)}")
-            object.__setattr__(self, "milestones", tuple(int(m) for m in ms))
-
-    def decay_epochs(self) -> tuple:
-        """The 0-based epochs at which the rate is multiplied by ``gamma``."""
-        if self.milestones is not None:
-            return self.milestones
-        half = -(-self.epochs // 2)               # ceil(epochs / 2): first epoch >= 0.5 * epochs
-        three_quarters = -(-3 * self.epochs // 4)  # first epoch >= 0.75 * epochs (integer maths, exact)
-        return (half, three_quarters)
-
-    def __call__(self, epoch: int) -> float:
-        if not _is_int(epoch) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-        if epoch < self.warmup_epochs:
-            return float(self.warmup_lr)
-        lr = float(self.base_lr)
-        for m in self.decay_epochs():
-            if epoch >= m:
-                lr *= self.gamma
-        return lr
-
-
-def lr_at_epoch(epoch, base_lr=0.1, epochs=500, milestones=None, gamma=0.1, warmup_epochs=0, warmup_lr=0.01):
-    """The learning rate for 0-based ``epoch``: see :class:`Schedule` for the rules.
+    Epochs at or past ``epochs`` keep the last rate. Bad arguments raise ``ValueError``.
 
     >>> [lr_at_epoch(e) for e in (0, 249, 250, 374, 375, 499)]  # doctest: +SKIP
     [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]   (up to rounding: 0.1 * 0.1 = 0.010000000000000002)
     """
-    return Schedule(base_lr, epochs, milestones, gamma, warmup_epochs, warmup_lr)(epoch)
+    _check_schedule(epoch, base_lr, epochs, milestones, gamma, warmup_epochs, warmup_lr)
+    if epoch < warmup_epochs:
+        return float(warmup_lr)
+    if milestones is None:  # the first epochs >= 0.5 * epochs and >= 0.75 * epochs (integer maths, exact)
+        milestones = (-(-epochs // 2), -(-3 * epochs // 4))
+    lr = float(base_lr)
+    for m in milestones:
+        if epoch >= m:
+            lr *= gamma
+    return lr
+
+
+def _is_int(x) -> bool:
+    """Python or NumPy integer, not bool (True as an epoch count is a mistake, not a 1)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_schedule(epoch, base_lr, epochs, milestones, gamma, warmup_epochs, warmup_lr):
+    """Raise ``ValueError`` with one line for arguments :func:`lr_at_epoch` cannot use."""
+    if not _is_int(epoch) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    if not _is_int(epochs) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not base_lr > 0 or not gamma > 0 or not warmup_lr > 0:
+        raise ValueError(f"base_lr, gamma and warmup_lr must be > 0, got {base_lr}, {gamma}, {warmup_lr}")
+    if not _is_int(warmup_epochs) or not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"warmup_epochs must be an integer in [0, epochs={epochs}], got {warmup_epochs!r}")
+    if milestones is not None:
+        ms = list(milestones)
+        if not all(_is_int(m) for m in ms):
+            raise ValueError(f"milestones must be integer epochs, got {ms}")
+        if any(b <= a for a, b in zip(ms, ms[1:])):
+            raise ValueError(f"milestones must be strictly increasing, got {ms}")
+        if ms and not (0 <= ms[0] and ms[-1] < epochs):
+            raise ValueError(f"milestones must lie in [0, epochs={epochs}), got {ms}")

@@ -2,22 +2,22 @@
 
 Draws test error (solid) and training error (dashed) against the epoch for
 each run, as in the paper's Figure 3: constant depth vs stochastic depth on
-one figure. Each run is labelled from its config.json.
+one figure. Each run is labelled from its config.json. The run folder's files
+are read with minisd.runs.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+
+from .runs import read_config, read_metrics
 
 
 def run_label(run_dir):
     """'ResNet-110, stochastic depth p_L=0.5 (linear), seed 0' (or 'constant depth' when p_L = 1), from config.json."""
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError):
+    cfg = read_config(run_dir)
+    if cfg is None:
         return os.path.basename(os.path.normpath(run_dir))
     depth = f"ResNet-{cfg.get('depth', '?')}"
     p = cfg.get("p_last", 1.0)
@@ -30,8 +30,6 @@ def plot_runs(run_dirs, out_path, title=None):
     import matplotlib
     matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
-
-    from .train import read_metrics
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, run in enumerate(run_dirs):

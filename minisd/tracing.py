@@ -126,11 +126,6 @@ class Trace:
 
     # -- summaries -----------------------------------------------------------
 
-    def calls(self, kind=None, phase=None):
-        """Events filtered by layer class name and/or phase."""
-        return [e for e in self.events
-                if (kind is None or e.kind == kind) and (phase is None or e.phase == phase)]
-
     def bytes_held(self, events=None) -> int:
         """Memory held for backward by the forward calls among ``events`` (default: all),
         each buffer counted once (see :func:`held_nbytes`)."""

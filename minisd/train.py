@@ -13,32 +13,31 @@ The loop, top to bottom, is the paper's recipe:
 Defaults are the paper's CIFAR-10 run: 110 layers, p_L = 0.5, linear decay,
 500 epochs, batch 128. Outputs in the run folder (``--out``): config.json,
 metrics.csv (one row per epoch), last.npz and best.npz checkpoints,
-summary.json and curves.png.
+summary.json and curves.png (the run folder: minisd.runs).
+
+The step itself - normalise, augment, gates, forward, loss, backward, update -
+is minisd.step.train_step, the same function the lessons call.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
 
-from . import backend, data
-from .augment import augment_batch
+from . import backend, data, step
 from .checkpoint import CheckpointError, load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .layers import SoftmaxCrossEntropy
 from .model import ResNet
 from .optim import SGD, lr_at_epoch
-
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_error", "valid_error", "test_error",
-                 "epoch_seconds", "mean_blocks", "expected_blocks"]
+from .plot import plot_runs
+from .runs import read_metrics, summarize, write_json, write_metrics
 
 
 @dataclass
@@ -87,11 +86,11 @@ class TrainingError(Exception):
 # ---------------------------------------------------------------------------
 
 
-def evaluate(net, x_uint8, y, normalizer, xp, batch_size=500):
+def evaluate(net, x_uint8, y, normalizer, *, batch_size=500):
     """Error rate (and mean loss) of ``net`` in eval mode: every block, branch scaled by p_l.
 
-    x_uint8: (N, 3, 32, 32) images on the device, y: (N,) labels. Returns (error, loss),
-    or (nan, nan) for an empty set.
+    x_uint8: (N, 3, 32, 32) images on the device, y: (N,) labels, ``batch_size`` images
+    at a time. Returns (error, loss) as floats, or (nan, nan) for an empty set.
     """
     if len(y) == 0:
         return math.nan, math.nan
@@ -99,7 +98,7 @@ def evaluate(net, x_uint8, y, normalizer, xp, batch_size=500):
     loss_fn = SoftmaxCrossEntropy()
     wrong, total_loss = 0, 0.0
     for i in range(0, len(y), batch_size):
-        logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size]))
+        logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size], dtype=net.dtype))
         yb = y[i:i + batch_size]
         total_loss += float(loss_fn.forward(logits, yb)) * len(yb)
         wrong += int((logits.argmax(axis=1) != yb).sum())
@@ -107,52 +106,6 @@ def evaluate(net, x_uint8, y, normalizer, xp, batch_size=500):
     loss_fn.cache = None
     net.train()
     return wrong / len(y), total_loss / len(y)
-
-
-# ---------------------------------------------------------------------------
-# run folder: metrics, checkpoints, summary
-# ---------------------------------------------------------------------------
-
-
-def read_metrics(path):
-    """metrics.csv as a list of dicts of floats (empty if the file does not exist)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", "nan") else math.nan for k, v in row.items()}
-                for row in csv.DictReader(f)]
-
-
-def write_metrics(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in METRIC_FIELDS})
-    os.replace(tmp, path)
-
-
-def summarize(rows):
-    """The paper's number: the test error at the epoch of lowest validation error.
-
-    Without a validation set the final test error is reported instead (and said so).
-    """
-    if not rows:
-        return {}
-    last = rows[-1]
-    out = {"epochs_run": int(last["epoch"]) + 1, "final_test_error": last["test_error"],
-           "final_train_error": last["train_error"],
-           "mean_epoch_seconds": float(np.mean([r["epoch_seconds"] for r in rows]))}
-    valid = [r for r in rows if not math.isnan(r["valid_error"])]
-    if valid:
-        best = min(valid, key=lambda r: r["valid_error"])
-        out.update(best_epoch=int(best["epoch"]), best_valid_error=best["valid_error"],
-                   test_error=best["test_error"],
-                   test_error_rule="test error at the epoch of lowest validation error")
-    else:
-        out.update(test_error=last["test_error"], test_error_rule="no validation set: final test error")
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -166,13 +119,11 @@ class Run:
     def __init__(self, cfg: Config, log=log_line):
         self.cfg, self.log = cfg, log
         self.device = backend.resolve_device(cfg.device)
-        self.xp = backend.xp_for(self.device)
-        self.rng = np.random.default_rng(cfg.seed)  # shuffles, gates and augmentation, in that order
+        self.rng = np.random.default_rng(cfg.seed)  # each epoch's shuffle, then each step's augmentation and gates
         self.load_data()
         dtype = np.dtype(cfg.dtype)
         self.net = ResNet(cfg.depth, self.num_classes, cfg.p_last, cfg.rule, dtype=dtype,
                           scale=cfg.scale, mode=cfg.mode, seed=cfg.seed).to(self.device)
-        self.loss_fn = SoftmaxCrossEntropy()
         self.opt = SGD(self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                        nesterov=cfg.nesterov, dropped=cfg.dropped)
         self.epoch, self.step_in_epoch, self.perm = 0, 0, None
@@ -209,26 +160,20 @@ class Run:
     # -- one step, one epoch -----------------------------------------------------
 
     def train_step(self, idx):
-        """One SGD step on the images ``idx``; returns (loss, wrong, blocks run)."""
-        cfg, net = self.cfg, self.net
-        x = self.normalizer.apply(self.x_train[idx])
-        if cfg.augment:
-            x = augment_batch(x, self.rng)
-        y = self.y_train[idx]
-        gates = net.sample_gates(self.rng, batch_size=len(idx))
-        logits = net.forward(x)
-        loss = float(self.loss_fn.forward(logits, y))
+        """One SGD step on the training images ``idx`` (minisd.step.train_step).
+
+        Returns (loss, wrong, blocks run) as Python numbers; a loss that is not
+        finite stops the run with a TrainingError.
+        """
+        loss, wrong, blocks = step.train_step(self.net, self.opt, self.x_train[idx], self.y_train[idx],
+                                              self.normalizer, self.rng, augment=self.cfg.augment)
+        loss = float(loss)  # on a GPU, this is where the host waits for the step
         if not math.isfinite(loss):
             kept = (f"the last good checkpoint is {self.path('last.npz')}"
                     if os.path.exists(self.path("last.npz")) else "no checkpoint was written yet")
             raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; "
                                 f"stopped ({kept}). Try a lower --lr or --warmup-epochs.")
-        wrong = int((logits.argmax(axis=1) != y).sum())
-        net.zero_grad()
-        net.backward(self.loss_fn.backward())
-        self.opt.step(inactive=net.inactive_parameter_names())
-        blocks = float(np.mean([np.mean(g) for g in gates]) * len(gates))
-        return loss, wrong, blocks
+        return loss, int(wrong), blocks
 
     def train_epoch(self, bar=None):
         cfg = self.cfg
@@ -275,8 +220,8 @@ class Run:
     def finish_epoch(self):
         """Evaluate, log a metrics row, write checkpoints. Called after a full epoch."""
         cfg, s = self.cfg, self.epoch_sums
-        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, self.xp, cfg.eval_batch_size)
-        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, self.xp, cfg.eval_batch_size)
+        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, batch_size=cfg.eval_batch_size)
+        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, batch_size=cfg.eval_batch_size)
         row = dict(epoch=self.epoch, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
                    train_error=s["wrong"] / s["seen"], valid_error=ve, test_error=te,
                    epoch_seconds=s["seconds"], mean_blocks=s["blocks"] / s["steps"],
@@ -340,8 +285,7 @@ def train(cfg: Config, resume: Optional[str] = None, log=log_line):
     run = Run(cfg, log=log)
     if resume:
         run.resume(resume)
-    with open(run.path("config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=2)
+    write_json(run.path("config.json"), asdict(cfg))
     log(f"model: {run.net!r}; expected blocks per step {run.net.expected_blocks():.2f}; "
         f"device {run.device}; output {cfg.out}")
 
@@ -364,10 +308,8 @@ def train(cfg: Config, resume: Optional[str] = None, log=log_line):
                 f"{run.step_in_epoch}); continue with --resume {run.path('last.npz')}")
             return None
     summary = summarize(run.metrics)
-    with open(run.path("summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(run.path("summary.json"), summary)
     try:
-        from .plot import plot_runs
         plot_runs([cfg.out], run.path("curves.png"))
     except Exception as e:  # a missing plotting backend must not fail a finished run
         log(f"(curves.png not written: {e})")

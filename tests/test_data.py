@@ -1,4 +1,5 @@
-"""Tests for minisd.data: CIFAR/SVHN loading, safe unpickling, download, split, normalisation.
+"""Tests for minisd.data (loading, split, normalisation), minisd.data_files (file formats, safe
+unpickling, download) and minisd.fake_data (the stand-in files).
 
 Real data: the small official-format CIFAR subsets in ``minisd.data.default_data_dir()``
 (``$MINISD_DATA`` or ``<repo>/../shared/data``); those tests skip when absent.
@@ -20,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minisd import backend, data
-from minisd.data import DataError, DataNotFoundError, Resource
+from minisd import backend, data, data_files, fake_data
+from minisd.data import DataError, DataNotFoundError
+from minisd.data_files import Resource
 
 _REAL_URLOPEN = urllib.request.urlopen
 
@@ -47,13 +49,13 @@ def _real_root(folder):
 @pytest.fixture
 def fake10(tmp_path):
     """A generated CIFAR-10: 5 x 20 training images, 30 test images, under tmp_path/cifar-10-batches-py."""
-    data.write_fake_cifar10(tmp_path, n_per_batch=20, seed=0, n_test=30)
+    fake_data.write_fake_cifar10(tmp_path, n_per_batch=20, seed=0, n_test=30)
     return tmp_path
 
 
 @pytest.fixture
 def fake100(tmp_path):
-    data.write_fake_cifar100(tmp_path, n_per_batch=150, seed=1, n_test=120)
+    fake_data.write_fake_cifar100(tmp_path, n_per_batch=150, seed=1, n_test=120)
     return tmp_path
 
 
@@ -85,7 +87,7 @@ def test_real_cifar10_shapes_labels_and_names():
     _assert_images(xt, yt, 1017, 10)
     # the official test_batch starts: cat, ship, ship, airplane, frog, frog, automobile, frog, cat, automobile
     assert yt[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
-    assert data.cifar_class_names(root) == list(data.CIFAR10_CLASSES)
+    assert data_files.cifar_class_names(root) == list(data_files.CIFAR10_CLASSES)
     assert 100 < x.mean() < 140 and x.std() > 40  # natural images, not noise or zeros
     # the folder itself works as root too
     x2, *_ = data.load_cifar10(root / "cifar-10-batches-py")
@@ -100,7 +102,7 @@ def test_real_cifar100_fine_and_coarse():
     assert len(np.unique(np.concatenate([y, yt]))) > 90
     _, yc, _, ytc = data.load_cifar100(root, label_mode="coarse")
     assert yc.max() < 20 and ytc.max() < 20 and len(np.unique(yc)) == 20
-    fine, coarse = data.cifar_class_names(root, "cifar100"), data.cifar_class_names(root, "cifar100", "coarse")
+    fine, coarse = data_files.cifar_class_names(root, "cifar100"), data_files.cifar_class_names(root, "cifar100", "coarse")
     assert len(fine) == 100 and len(coarse) == 20 and fine[0] == "apple"
 
 
@@ -109,12 +111,12 @@ def test_real_files_match_md5sums():
     sums = (root / "MD5SUMS").read_text().split("\n")
     for line in filter(None, sums):
         md5, name = line.split()
-        assert data.file_md5(root / name) == md5, name
+        assert data_files.file_md5(root / name) == md5, name
 
 
 def test_real_and_generated_files_import_the_same_globals(tmp_path):
     root = _real_root("cifar-10-batches-py")
-    fake = data.write_fake_cifar10(tmp_path, n_per_batch=3)
+    fake = fake_data.write_fake_cifar10(tmp_path, n_per_batch=3)
 
     def globals_of(path):
         return [arg for op, arg, _ in pickletools.genops(path.read_bytes()) if "GLOBAL" in op.name]
@@ -130,7 +132,7 @@ def test_fake_cifar10_shapes_and_names(fake10):
     x, y, xt, yt = data.load_cifar10(fake10)
     _assert_images(x, y, 100, 10)
     _assert_images(xt, yt, 30, 10)
-    assert data.cifar_class_names(fake10) == list(data.CIFAR10_CLASSES)
+    assert data_files.cifar_class_names(fake10) == list(data_files.CIFAR10_CLASSES)
 
 
 def test_fake_cifar100_fine_and_coarse(fake100):
@@ -139,7 +141,7 @@ def test_fake_cifar100_fine_and_coarse(fake100):
     _assert_images(xt, yt, 120, 100, all_classes=False)
     _, yc, _, _ = data.load_cifar100(fake100, label_mode="coarse")
     assert np.array_equal(yc, y // 5)  # the generator's coarse rule
-    assert len(data.cifar_class_names(fake100, "cifar100", "coarse")) == 20
+    assert len(data_files.cifar_class_names(fake100, "cifar100", "coarse")) == 20
     with pytest.raises(ValueError, match="label_mode"):
         data.load_cifar100(fake100, label_mode="medium")
 
@@ -153,7 +155,7 @@ def test_generated_images_are_class_dependent(fake10):
 
 @pytest.mark.parametrize("form", ["parent", "folder", "tarball", "folder_with_tarball"])
 def test_every_root_form_gives_the_same_arrays(tmp_path, form):
-    src = data.write_fake_cifar10(tmp_path / "src", n_per_batch=8, n_test=9, seed=3)
+    src = fake_data.write_fake_cifar10(tmp_path / "src", n_per_batch=8, n_test=9, seed=3)
     expected = data.load_cifar10(tmp_path / "src")
     if form == "parent":
         root = tmp_path / "src"
@@ -166,27 +168,27 @@ def test_every_root_form_gives_the_same_arrays(tmp_path, form):
     got = data.load_cifar10(root)
     for a, b in zip(expected, got):
         assert np.array_equal(a, b)
-    assert data.cifar_class_names(root)[0] == "airplane"
+    assert data_files.cifar_class_names(root)[0] == "airplane"
 
 
 def test_cifar100_tarball(tmp_path):
-    src = data.write_fake_cifar100(tmp_path / "src", n_per_batch=110, n_test=100)
+    src = fake_data.write_fake_cifar100(tmp_path / "src", n_per_batch=110, n_test=100)
     tar = _make_tarball(src, tmp_path / "cifar-100-python.tar.gz")
     for a, b in zip(data.load_cifar100(tmp_path / "src"), data.load_cifar100(tar)):
         assert np.array_equal(a, b)
-    assert len(data.cifar_class_names(tar, "cifar100")) == 100
+    assert len(data_files.cifar_class_names(tar, "cifar100")) == 100
 
 
 def test_pixel_layout_round_trip(tmp_path):
     """A known image written as the official row (1024 R, 1024 G, 1024 B, rows of 32) comes back as CHW."""
-    folder = data.write_fake_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    folder = fake_data.write_fake_cifar10(tmp_path, n_per_batch=2, n_test=2)
     r = np.arange(32)[:, None] * 8 + np.zeros(32, int)    # red grows down the rows
     g = np.arange(32)[None, :] * 8 + np.zeros((32, 1), int)  # green grows along the columns
     b = np.full((32, 32), 7)
     b[0, 31] = 250                                         # one marked pixel: top right
     row = np.concatenate([r.ravel(), g.ravel(), b.ravel()]).astype(np.uint8)  # built by hand, not by data.py
     other = np.zeros(3072, np.uint8)
-    data.write_cifar_pickle(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1",
+    fake_data.write_cifar_pickle(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1",
                                                     b"labels": [4, 2], b"data": np.stack([other, row])})
     _, _, xt, yt = data.load_cifar10(tmp_path)
     img = xt[1]
@@ -220,7 +222,7 @@ def _evil_pickle(marker: Path):
 def test_malicious_pickle_is_refused_and_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
     with pytest.raises(pickle.UnpicklingError, match="refused to load global '(os|posix).system'"):
-        data.safe_loads(_evil_pickle(marker))
+        data_files.safe_loads(_evil_pickle(marker))
     assert not marker.exists()
 
 
@@ -237,8 +239,8 @@ def test_other_globals_are_refused(obj):
     class R:
         def __reduce__(self):
             return (obj, ("1",))
-    with pytest.raises(data.UnsafePickleError):
-        data.safe_loads(pickle.dumps(R(), protocol=2))
+    with pytest.raises(data_files.UnsafePickleError):
+        data_files.safe_loads(pickle.dumps(R(), protocol=2))
 
 
 def test_python3_pickles_of_arrays():
@@ -246,10 +248,10 @@ def test_python3_pickles_of_arrays():
     Python 3 writes bytes as a call to _codecs.encode, which is refused like any other call."""
     arr = np.arange(12, dtype=np.uint8).reshape(2, 6)
     for proto in (3, 4):  # protocol 5 rebuilds arrays with numpy._core.numeric._frombuffer: refused
-        back = data.safe_loads(pickle.dumps({"data": arr, "labels": [1, 2]}, protocol=proto))
+        back = data_files.safe_loads(pickle.dumps({"data": arr, "labels": [1, 2]}, protocol=proto))
         assert np.array_equal(back["data"], arr) and back["labels"] == [1, 2]
-    with pytest.raises(data.UnsafePickleError, match="_codecs.encode"):
-        data.safe_loads(pickle.dumps({"data": arr}, protocol=2))
+    with pytest.raises(data_files.UnsafePickleError, match="_codecs.encode"):
+        data_files.safe_loads(pickle.dumps({"data": arr}, protocol=2))
 
 
 def test_truncated_and_wrong_files(fake10):
@@ -258,10 +260,10 @@ def test_truncated_and_wrong_files(fake10):
     (folder / "data_batch_1").write_bytes(good[: len(good) // 2])
     with pytest.raises(DataError, match="cannot read CIFAR-10 file data_batch_1"):
         data.load_cifar10(fake10)
-    data.write_cifar_pickle(folder / "data_batch_1", {b"labels": [1], b"data": np.zeros((1, 100), np.uint8)})
+    fake_data.write_cifar_pickle(folder / "data_batch_1", {b"labels": [1], b"data": np.zeros((1, 100), np.uint8)})
     with pytest.raises(DataError, match="N x 3072"):
         data.load_cifar10(fake10)
-    data.write_cifar_pickle(folder / "data_batch_1", {b"labels": [12], b"data": np.zeros((1, 3072), np.uint8)})
+    fake_data.write_cifar_pickle(folder / "data_batch_1", {b"labels": [12], b"data": np.zeros((1, 3072), np.uint8)})
     with pytest.raises(DataError, match="labels must lie in 0..9"):
         data.load_cifar10(fake10)
 
@@ -307,7 +309,7 @@ def test_svhn_layout_and_label_mapping(tmp_path):
 
 def test_fake_svhn_writer(tmp_path):
     pytest.importorskip("scipy.io")
-    data.write_fake_svhn(tmp_path, n_train=40, n_test=20)
+    fake_data.write_fake_svhn(tmp_path, n_train=40, n_test=20)
     x, y, xt, yt = data.load_svhn(tmp_path)
     _assert_images(x, y, 40, 10)
     _assert_images(xt, yt, 20, 10)
@@ -357,7 +359,7 @@ def _serve(payload: bytes, fail_after=None):
 def _fake_resource(monkeypatch, payload, name="cifar-10-python.tar.gz", dataset="cifar10", url=None):
     import hashlib
     res = Resource(name, url or f"https://example.invalid/{name}", hashlib.md5(payload).hexdigest())
-    monkeypatch.setitem(data.RESOURCES, dataset, (res,))
+    monkeypatch.setitem(data_files.RESOURCES, dataset, (res,))
     return res
 
 
@@ -366,26 +368,26 @@ def _leftovers(folder):
 
 
 def test_official_resources():
-    r = {d: [(x.filename, x.md5) for x in v] for d, v in data.RESOURCES.items()}
+    r = {d: [(x.filename, x.md5) for x in v] for d, v in data_files.RESOURCES.items()}
     assert r["cifar10"] == [("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")]
     assert r["cifar100"] == [("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")]
     assert r["svhn"] == [("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
                          ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3")]
-    assert data.RESOURCES["cifar10"][0].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert data_files.RESOURCES["cifar10"][0].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
 def test_download_success_then_skip(tmp_path, monkeypatch):
     payload = os.urandom(3 * (1 << 20) + 123)  # several read chunks
     _fake_resource(monkeypatch, payload)
     opener = _serve(payload)
-    paths = data.download("cifar10", tmp_path / "cache", urlopen=opener, log=None)
+    paths = data_files.download("cifar10", tmp_path / "cache", urlopen=opener, log=None)
     assert paths == [tmp_path / "cache" / "cifar-10-python.tar.gz"]
     assert paths[0].read_bytes() == payload and len(opener.calls) == 1
     assert _leftovers(tmp_path / "cache") == ["cifar-10-python.tar.gz"]
 
     def offline(url, timeout=None):
         raise AssertionError("must not download a file that is already there")
-    assert data.download("cifar10", tmp_path / "cache", urlopen=offline, log=None) == paths
+    assert data_files.download("cifar10", tmp_path / "cache", urlopen=offline, log=None) == paths
 
 
 def test_download_file_url_with_default_opener(tmp_path, monkeypatch):
@@ -393,14 +395,14 @@ def test_download_file_url_with_default_opener(tmp_path, monkeypatch):
     src.write_bytes(b"hello cifar" * 1000)
     _fake_resource(monkeypatch, src.read_bytes(), url=src.as_uri())
     lines = []
-    (path,) = data.download("cifar10", tmp_path / "cache", log=lines.append)  # urllib.request.urlopen
+    (path,) = data_files.download("cifar10", tmp_path / "cache", log=lines.append)  # urllib.request.urlopen
     assert path.read_bytes() == src.read_bytes() and any("downloaded" in s for s in lines)
 
 
 def test_download_bad_md5_leaves_nothing(tmp_path, monkeypatch):
     _fake_resource(monkeypatch, b"the real bytes")
     with pytest.raises(DataError, match="corrupt: MD5") as e:
-        data.download("cifar10", tmp_path, urlopen=_serve(b"other bytes"), log=None)
+        data_files.download("cifar10", tmp_path, urlopen=_serve(b"other bytes"), log=None)
     assert _leftovers(tmp_path) == []
     assert "\n" not in str(e.value)
 
@@ -408,7 +410,7 @@ def test_download_bad_md5_leaves_nothing(tmp_path, monkeypatch):
 def test_download_replaces_a_damaged_file(tmp_path, monkeypatch):
     _fake_resource(monkeypatch, b"complete file")
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"compl")  # an earlier, interrupted copy
-    (path,) = data.download("cifar10", tmp_path, urlopen=_serve(b"complete file"), log=None)
+    (path,) = data_files.download("cifar10", tmp_path, urlopen=_serve(b"complete file"), log=None)
     assert path.read_bytes() == b"complete file" and _leftovers(tmp_path) == ["cifar-10-python.tar.gz"]
 
 
@@ -418,7 +420,7 @@ def test_download_network_failure_is_one_clear_error(tmp_path, monkeypatch):
     def offline(url, timeout=None):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
     with pytest.raises(DataError) as e:
-        data.download("cifar10", tmp_path, urlopen=offline, log=None)
+        data_files.download("cifar10", tmp_path, urlopen=offline, log=None)
     msg = str(e.value)
     assert "could not download" in msg and "name resolution" in msg
     assert str(tmp_path) in msg and "cifar-10-python.tar.gz" in msg and "\n" not in msg
@@ -429,13 +431,13 @@ def test_download_interrupted_midway_leaves_nothing(tmp_path, monkeypatch):
     payload = os.urandom(2 * (1 << 20) + 5)
     _fake_resource(monkeypatch, payload)
     with pytest.raises(DataError, match="connection reset"):
-        data.download("cifar10", tmp_path, urlopen=_serve(payload, fail_after=1 << 20), log=None)
+        data_files.download("cifar10", tmp_path, urlopen=_serve(payload, fail_after=1 << 20), log=None)
     assert _leftovers(tmp_path) == []
 
 
 def test_download_unknown_dataset(tmp_path):
     with pytest.raises(DataError, match="unknown data set 'mnist'"):
-        data.download("mnist", tmp_path)
+        data_files.download("mnist", tmp_path)
 
 
 # ---------------------------------------------------------------------------
@@ -459,7 +461,7 @@ def test_load_dataset_missing_says_where(tmp_path):
 
 
 def test_load_dataset_downloads_when_asked(tmp_path, monkeypatch):
-    src = data.write_fake_cifar10(tmp_path / "src", n_per_batch=4, n_test=5)
+    src = fake_data.write_fake_cifar10(tmp_path / "src", n_per_batch=4, n_test=5)
     tar = _make_tarball(src, tmp_path / "official.tar.gz")
     _fake_resource(monkeypatch, tar.read_bytes(), url=tar.as_uri())
     x, y, xt, yt, k = data.load_dataset("cifar10", tmp_path / "data", download=True)
@@ -555,15 +557,10 @@ def test_normalizer_on_device(device):
     np.testing.assert_allclose(fitted_there.mean, norm.mean, rtol=1e-12)
 
 
-def test_iterate_minibatches():
-    batches = list(data.iterate_minibatches(10, 4))
-    assert [b.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert all(b.dtype == np.int64 for b in batches)
-    assert [len(b) for b in data.iterate_minibatches(10, 4, drop_last=True)] == [4, 4]
-    shuffled = np.concatenate(list(data.iterate_minibatches(10, 3, rng=np.random.default_rng(0))))
-    assert sorted(shuffled.tolist()) == list(range(10)) and shuffled.tolist() != list(range(10))
-    again = np.concatenate(list(data.iterate_minibatches(10, 3, rng=np.random.default_rng(0))))
-    assert np.array_equal(shuffled, again)
-    assert list(data.iterate_minibatches(0, 4)) == []
-    with pytest.raises(ValueError):
-        list(data.iterate_minibatches(10, 0))
+def test_one_error_class_across_the_data_modules(tmp_path):
+    """``except minisd.data.DataError`` (train.py, the lessons) catches what the file readers raise."""
+    assert data.DataError is data_files.DataError and data.DataNotFoundError is data_files.DataNotFoundError
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(data.DataError):
+        data_files.read_cifar(tmp_path, "cifar10")

@@ -41,6 +41,13 @@ def test_uniform_rule_and_p_last_one():
     assert expected_blocks(10, 0.7, "uniform") == pytest.approx(7.0)
 
 
+@pytest.mark.parametrize("depth,p_last,rule", [(20, 0.5, "linear"), (32, 0.8, "uniform"), (8, 1.0, "linear")])
+def test_net_expected_blocks_is_the_sum_of_its_blocks_survival_probabilities(depth, p_last, rule):
+    net = minisd.ResNet(depth, 10, p_last=p_last, rule=rule)
+    assert net.expected_blocks() == expected_blocks(len(net.blocks), p_last, rule)
+    assert net.expected_blocks() == pytest.approx(sum(b.survival_prob for b in net.blocks), rel=1e-15)
+
+
 @pytest.mark.parametrize("args", [(0, 0.5, "linear"), (5, 0.0, "linear"), (5, 1.5, "linear"), (5, 0.5, "cubic")])
 def test_bad_survival_arguments(args):
     with pytest.raises(ValueError):

@@ -6,7 +6,7 @@ import pytest
 
 from minisd import backend
 from minisd.model import ResNet
-from minisd.optim import SGD, Schedule, lr_at_epoch
+from minisd.optim import SGD, lr_at_epoch
 
 # ---------------------------------------------------------------------------
 # the update rule, by hand
@@ -255,15 +255,22 @@ def test_state_dict_key_format_and_checks():
 # ---------------------------------------------------------------------------
 
 
+def decay_epochs(**kwargs):
+    """The epochs at which lr_at_epoch lowers the rate."""
+    lr = [lr_at_epoch(e, **kwargs) for e in range(kwargs["epochs"])]
+    return [e for e in range(1, len(lr)) if lr[e] < lr[e - 1]]
+
+
 def test_paper_schedule_for_500_epochs():
     got = [lr_at_epoch(e, base_lr=0.1, epochs=500) for e in (0, 249, 250, 374, 375, 499)]
     assert got == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rel=1e-12)
-    assert Schedule(epochs=500).decay_epochs() == (250, 375)
+    assert decay_epochs(epochs=500) == [250, 375]
 
 
 def test_default_milestones_are_exact_fractions_for_odd_epochs():
     # epoch >= 0.5 * 7 = 3.5 -> 4;  epoch >= 0.75 * 7 = 5.25 -> 6
-    assert Schedule(epochs=7).decay_epochs() == (4, 6)
+    assert decay_epochs(epochs=7) == [4, 6]
+    assert decay_epochs(epochs=4) == [2, 3]   # exactly 50% and 75%
     assert [lr_at_epoch(e, epochs=7) for e in range(7)] == pytest.approx(
         [0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001], rel=1e-12)
 
@@ -272,6 +279,15 @@ def test_explicit_milestones_and_gamma():
     lr = [lr_at_epoch(e, base_lr=0.2, epochs=10, milestones=[3, 8], gamma=0.5) for e in range(10)]
     assert lr == pytest.approx([0.2] * 3 + [0.1] * 5 + [0.05] * 2)
     assert lr_at_epoch(9, epochs=10, milestones=[]) == 0.1  # no milestones: constant
+
+
+def test_past_the_last_epoch_the_last_rate_holds():
+    assert lr_at_epoch(10, epochs=8) == lr_at_epoch(7, epochs=8) == pytest.approx(0.001)
+
+
+def test_schedule_is_deterministic_arithmetic():
+    """The rate is base_lr times gamma, once per milestone passed, in that order (bit-exact resume relies on it)."""
+    assert lr_at_epoch(499, base_lr=0.1, epochs=500) == 0.1 * 0.1 * 0.1
 
 
 def test_warmup():

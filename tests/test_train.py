@@ -1,21 +1,21 @@
 """The training CLI and loop: outputs, resume, Ctrl-C, NaN, bad input — on generated CIFAR files."""
 import csv
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from minisd import data, train
+from minisd import layers, runs, train
 from minisd.checkpoint import load_checkpoint
+from minisd.fake_data import write_fake_cifar10
 
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    data.write_fake_cifar10(root, n_per_batch=40, seed=0)
+    write_fake_cifar10(root, n_per_batch=40, seed=0)
     return str(root)
 
 
@@ -39,7 +39,7 @@ def test_run_writes_every_output(fake_root, tmp_path):
         assert (out / name).exists(), name
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
-    assert set(train.METRIC_FIELDS) == set(rows[0])
+    assert set(runs.METRIC_FIELDS) == set(rows[0])
     for r in rows:
         assert 0 <= float(r["train_error"]) <= 1 and 0 <= float(r["test_error"]) <= 1
         assert 0 < float(r["mean_blocks"]) <= 3
@@ -96,12 +96,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(fake_root, tmp_path, monk
     out = tmp_path / "nan"
     train.train(quick_config(fake_root, out, epochs=1), log=lambda *a: None)
     before = open(out / "last.npz", "rb").read()
-    original = train.SoftmaxCrossEntropy.forward
-    monkeypatch.setattr(train.SoftmaxCrossEntropy, "forward",
+    original = layers.SoftmaxCrossEntropy.forward
+    monkeypatch.setattr(layers.SoftmaxCrossEntropy, "forward",
                         lambda self, logits, labels: original(self, logits * np.nan, labels))
     with pytest.raises(train.TrainingError, match="loss became nan.*last good checkpoint"):
         train.train(quick_config(fake_root, out, epochs=2), resume=str(out / "last.npz"), log=lambda *a: None)
     assert open(out / "last.npz", "rb").read() == before
+
+
+def test_float64_run(fake_root, tmp_path):
+    """--dtype float64: the images are normalised to the network's dtype (they were float32 once, and failed)."""
+    cfg = quick_config(fake_root, tmp_path / "f64", epochs=1, dtype="float64")
+    summary = train.train(cfg, log=lambda *a: None)
+    arrays, _ = model_arrays(tmp_path / "f64" / "last.npz")
+    assert arrays["model/fc.weight"].dtype == np.float64
+    assert 0 <= summary["test_error"] <= 1
 
 
 def run_cli(*args, cwd=None):

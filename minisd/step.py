@@ -1,0 +1,58 @@
+"""One training step of the paper, the only copy: ``minisd.train`` and the lessons both call it.
+
+Read it top to bottom; every line is one step of the recipe::
+
+    normalise -> augment -> draw the gates -> forward -> loss
+              -> zero the gradients -> backward -> (look at the gradients) -> SGD update
+
+The step takes one mini-batch that the caller has already picked (the caller
+shuffles once per epoch). Random numbers come from one NumPy ``Generator``
+in a fixed order - the augmentation first, then the gates - so a seed fixes a
+whole run and a resumed run continues bit-exactly.
+
+The step never waits for the device: the loss and the count of wrong
+predictions come back as 0-d arrays on the network's device (NumPy or CuPy),
+and the caller turns them into Python numbers when it wants them (that
+``float(...)`` is where a GPU run waits). The caller also checks that the loss
+is finite; by then this step's update has been applied, and the run stops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .augment import augment_batch
+from .layers import SoftmaxCrossEntropy
+
+
+def train_step(net, opt, x_uint8, y, normalizer, rng, augment=True, after_backward=None):
+    """One SGD step on one mini-batch; returns ``(loss, wrong, blocks)``.
+
+    net: a :class:`minisd.ResNet` in training mode; opt: its :class:`minisd.SGD`.
+    x_uint8: (B, 3, 32, 32) uint8 images and y: (B,) integer labels, both on the
+    network's device. normalizer: a fitted :class:`minisd.data.Normalizer`.
+    rng: a NumPy ``Generator``; the augmentation draws from it first, then the gates.
+    augment: translate by up to 4 pixels and flip (the paper); False for neither.
+    after_backward: ``None`` or a function ``after_backward(net)``, called when every
+    gradient is computed and before the update (lesson 8 reads the gradients there).
+
+    Returns
+      loss:   0-d float array on the device, the mean cross-entropy of the batch;
+      wrong:  0-d integer array on the device, how many of the B images were misclassified;
+      blocks: float, the number of residual blocks that ran (in sample mode, where each
+              image has its own gates, the mean over the images, summed over the blocks).
+    """
+    x = normalizer.apply(x_uint8, dtype=net.dtype)  # mean image removed, / std; uint8 -> float
+    if augment:
+        x = augment_batch(x, rng)                   # shift by up to 4 pixels, random flips
+    gates = net.sample_gates(rng, batch_size=len(y))  # block l runs with probability p_l
+    logits = net.forward(x)                         # dropped blocks: shortcut only
+    loss_fn = SoftmaxCrossEntropy()
+    loss = loss_fn.forward(logits, y)
+    wrong = (logits.argmax(axis=1) != y).sum()      # counted before anything reuses the logits
+    net.zero_grad()
+    net.backward(loss_fn.backward())                # dropped blocks: no work, no gradient
+    if after_backward is not None:
+        after_backward(net)
+    opt.step(inactive=net.inactive_parameter_names())  # SGD; what a dropped block gets: see SGD
+    blocks = sum(float(np.mean(g)) for g in gates)  # gates live on the CPU: no wait for the device
+    return loss, wrong, blocks
