@@ -60,9 +60,16 @@ def survival_probs(num_blocks: int, p_last: float, rule: str = "linear") -> list
     raise ValueError(f"unknown survival rule {rule!r}")
 
 
-def option_a_shortcut(x: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
-    """Identity, or: subsample by ``stride`` and append zero channels (He et al.'s option A)."""
-    if stride != 1:
+def option_a_shortcut(x: torch.Tensor, out_channels: int, stride: int, downsample: str = "subsample") -> torch.Tensor:
+    """Identity, or: downsample by ``stride`` and append zero channels (He et al.'s option A).
+
+    ``downsample``: "subsample" keeps every stride-th pixel (the paper's runs); "avg" averages
+    each stride x stride window (the authors' 2017 code; partial windows at an odd border
+    average the pixels they have).
+    """
+    if stride != 1 and downsample == "avg":
+        x = F.avg_pool2d(x, stride, stride, ceil_mode=True, count_include_pad=False)
+    elif stride != 1:
         x = x[:, :, ::stride, ::stride]
     extra = out_channels - x.shape[1]
     if extra:

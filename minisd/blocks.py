@@ -45,10 +45,13 @@ class ResidualBlock(Module):
       mode: ``"batch"`` (the paper): one gate per block per mini-batch, the only mode that
         can skip work. ``"sample"``: one draw per image (``mask``); the branch must then run
         on the whole batch and the dropped images are multiplied by zero. Nothing is saved.
+      shortcut: how the option-A shortcut downsamples, ``"subsample"`` or ``"avg"``
+        (see :class:`~minisd.layers.Shortcut`); bn_weight_init: ``"one"`` or ``"uniform"``
+        (see :class:`~minisd.layers.BatchNorm2d`).
     """
 
     def __init__(self, in_channels, out_channels, stride=1, survival_prob=1.0, dtype=np.float32,
-                 scale="test", mode="batch", rng=None):
+                 scale="test", mode="batch", rng=None, shortcut="subsample", bn_weight_init="one"):
         super().__init__()
         if not 0.0 < survival_prob <= 1.0:
             raise ValueError(f"ResidualBlock: survival_prob must be in (0, 1], got {survival_prob!r}")
@@ -61,13 +64,14 @@ class ResidualBlock(Module):
         self.gate = True   # batch mode: does the branch run for this mini-batch?
         self.mask = None   # sample mode: (N,) bools, one draw per image
         rng = rng if rng is not None else np.random.default_rng()
-        self.shortcut = Shortcut(in_channels, out_channels, stride)
+        self.shortcut = Shortcut(in_channels, out_channels, stride, downsample=shortcut)
+        bn = dict(dtype=dtype, weight_init=bn_weight_init, rng=rng)
         self.branch = Sequential(
             Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, dtype=dtype, rng=rng),
-            BatchNorm2d(out_channels, dtype=dtype),
+            BatchNorm2d(out_channels, **bn),
             ReLU(),
             Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False, dtype=dtype, rng=rng),
-            BatchNorm2d(out_channels, dtype=dtype),
+            BatchNorm2d(out_channels, **bn),
         )
         self.relu = ReLU()
         self.branch_ran = None  # what forward decided, so backward mirrors it exactly

@@ -319,35 +319,77 @@ def linear_backward(dout, cache):
 # ---------------------------------------------------------------------------
 
 
-def shortcut_forward(x, out_channels: int, stride: int):
+DOWNSAMPLES = ("subsample", "avg")
+
+
+def shortcut_forward(x, out_channels: int, stride: int, downsample: str = "subsample"):
     """The paper's parameter-free shortcut (He et al.'s option A).
 
-    Spatial: a 1x1 average pool with stride ``stride`` (the paper's code,
-    ``SpatialAveragePooling(1, 1, stride, stride)``), i.e. keep every
-    stride-th pixel. Channels: the new ``out_channels - C`` channels are zeros,
-    appended after the old ones (``nn.Padding`` in the paper's code).
+    Spatial, when ``stride`` > 1, one of the two versions of the authors' Torch7 code:
+      ``"subsample"``: keep every stride-th pixel. The paper's 2016 results came from
+        ``SpatialAveragePooling(1, 1, stride, stride)``: a 1x1 "average" with stride s.
+      ``"avg"``: the mean of each stride x stride window: the authors' February 2017 fix
+        ("Average pooling should be done in stride by stride window"). A window cut by
+        an odd border averages the pixels it has.
+    Channels: the new ``out_channels - C`` channels are zeros, appended after the
+    old ones (``nn.Padding`` in the paper's code).
     x: (N, C, H, W) -> (N, out_channels, ceil(H/s), ceil(W/s)); identity when nothing changes.
+    returns out, cache = (x.shape, stride, downsample)
     """
     xp = get_xp(x)
     N, C = x.shape[:2]
-    y = x[:, :, ::stride, ::stride] if stride > 1 else x
+    if stride == 1:
+        y = x
+    elif downsample == "subsample":
+        y = x[:, :, ::stride, ::stride]
+    else:
+        y = _window_sums(x, stride) / _window_sizes(xp, x.shape, stride, x.dtype)
+    cache = (x.shape, stride, downsample)
     if out_channels == C:
-        return y, (x.shape, stride)
+        return y, cache
     out = xp.zeros((N, out_channels) + y.shape[2:], dtype=x.dtype)
     out[:, :C] = y
-    return out, (x.shape, stride)
+    return out, cache
 
 
 def shortcut_backward(dout, cache):
-    """The kept pixels of the old channels get their gradient back; the rest got none."""
-    x_shape, stride = cache
+    """The old channels' gradient goes back to the pixels they came from; the new channels
+    got none. ``"subsample"``: to the kept pixels; ``"avg"``: shared equally by the pixels
+    of each window (dout / window size to each)."""
+    x_shape, stride, downsample = cache
     if tuple(dout.shape) == tuple(x_shape):
         return dout
     xp = get_xp(dout)
-    C = x_shape[1]
-    dx = xp.zeros(x_shape, dtype=dout.dtype)
-    dx[:, :, ::stride, ::stride] = dout[:, :C]
-    return dx
+    N, C, H, W = x_shape
+    d = dout[:, :C]
+    if stride == 1:
+        return xp.ascontiguousarray(d)
+    if downsample == "subsample":
+        dx = xp.zeros(x_shape, dtype=dout.dtype)
+        dx[:, :, ::stride, ::stride] = d
+        return dx
+    d = d / _window_sizes(xp, x_shape, stride, dout.dtype)          # (N, C, Ho, Wo)
+    Ho, Wo = d.shape[2:]
+    spread = xp.broadcast_to(d[:, :, :, None, :, None], (N, C, Ho, stride, Wo, stride))
+    return spread.reshape(N, C, Ho * stride, Wo * stride)[:, :, :H, :W].copy()
+
+
+def _window_sums(x, s):
+    """(N, C, H, W) -> (N, C, ceil(H/s), ceil(W/s)): sums over s x s windows (zero-padded at the border)."""
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    Ho, Wo = -(-H // s), -(-W // s)
+    padded = xp.zeros((N, C, Ho * s, Wo * s), dtype=x.dtype)
+    padded[:, :, :H, :W] = x
+    return padded.reshape(N, C, Ho, s, Wo, s).sum(axis=(3, 5))
+
+
+def _window_sizes(xp, x_shape, s, dtype):
+    """(ceil(H/s), ceil(W/s)): how many real pixels each s x s window holds (s*s inside)."""
+    H, W = x_shape[2:]
+    rows = xp.minimum(s, H - s * xp.arange(-(-H // s))).astype(dtype)
+    cols = xp.minimum(s, W - s * xp.arange(-(-W // s))).astype(dtype)
+    return rows[:, None] * cols[None, :]
 
 
 # ---------------------------------------------------------------------------

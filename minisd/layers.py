@@ -191,8 +191,8 @@ class Conv2d(Module):
 
     weight: (out_channels, in_channels, k, k), bias: (out_channels,)
     forward: (N, in_channels, H, W) -> (N, out_channels, Ho, Wo)
-    Initialised as in the paper's code: He normal with std sqrt(2 / (k*k*out_channels)),
-    bias zero.
+    Initialised as in the paper's code (``nninit.kaiming``): He normal with
+    std sqrt(2 / fan_in), fan_in = in_channels * k * k; bias zero.
     """
 
     backward_flops_factor = 2  # dx and dweight each cost one forward
@@ -209,7 +209,7 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         rng = rng if rng is not None else np.random.default_rng()
-        std = math.sqrt(2.0 / (kernel_size * kernel_size * out_channels))
+        std = math.sqrt(2.0 / (in_channels * kernel_size * kernel_size))  # He et al., fan-in
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.params["weight"] = (rng.standard_normal(shape) * std).astype(dtype)
         self.grads["weight"] = np.zeros(shape, dtype=dtype)
@@ -252,7 +252,9 @@ class Conv2d(Module):
 class BatchNorm2d(Module):
     """Batch normalisation over N, H, W for each of ``num_features`` channels.
 
-    weight (gamma) 1 and bias (beta) 0 at first; buffers ``running_mean`` and
+    weight (gamma) 1 and bias (beta) 0 at first, as PyTorch does (the paper's Torch7 code ran
+    cudnn's batch norm, which starts gamma uniform in [0, 1): ``weight_init="uniform"``
+    gives that, from ``rng``); buffers ``running_mean`` and
     ``running_var`` are updated in training as PyTorch does:
     running = (1 - momentum) * running + momentum * batch, with the *unbiased*
     batch variance. Eval mode normalises with the running statistics.
@@ -260,12 +262,17 @@ class BatchNorm2d(Module):
 
     backward_flops_factor = 2
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32, weight_init="one", rng=None):
         super().__init__()
+        if weight_init not in ("one", "uniform"):
+            raise ValueError(f"BatchNorm2d: weight_init must be 'one' or 'uniform', got {weight_init!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         for key, value in (("weight", 1.0), ("bias", 0.0)):
             self.params[key] = np.full(num_features, value, dtype=dtype)
             self.grads[key] = np.zeros(num_features, dtype=dtype)
+        if weight_init == "uniform":
+            rng = rng if rng is not None else np.random.default_rng()
+            self.params["weight"][...] = rng.uniform(0.0, 1.0, num_features)
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
 
@@ -391,24 +398,30 @@ class Linear(Module):
 
 
 class Shortcut(Module):
-    """The paper's option-A shortcut: subsample by ``stride``, zero-pad new channels.
+    """The paper's option-A shortcut: downsample by ``stride``, zero-pad new channels.
 
     (N, in_channels, H, W) -> (N, out_channels, ceil(H/stride), ceil(W/stride));
-    the identity when the shapes match. No parameters.
+    the identity when the shapes match. No parameters. ``downsample``:
+    ``"subsample"`` (keep every stride-th pixel: the paper's 2016 runs, the default) or
+    ``"avg"`` (the mean of each stride x stride window: the authors' 2017 code); see
+    :func:`minisd.functional.shortcut_forward`.
     """
 
-    def __init__(self, in_channels, out_channels, stride=1):
+    def __init__(self, in_channels, out_channels, stride=1, downsample="subsample"):
         super().__init__()
         if out_channels < in_channels:
             raise ValueError(f"Shortcut: option A can only add channels ({in_channels} -> {out_channels})")
+        if downsample not in F.DOWNSAMPLES:
+            raise ValueError(f"Shortcut: downsample must be one of {F.DOWNSAMPLES}, got {downsample!r}")
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.downsample = downsample
 
     @traced
     def forward(self, x):
         self._check_input(x, 4, self.in_channels)
         self.in_shape = x.shape
         impl = route.choose(x)
-        out, cache = impl.shortcut_forward(x, self.out_channels, self.stride)
+        out, cache = impl.shortcut_forward(x, self.out_channels, self.stride, self.downsample)
         self.cache = (impl, cache)
         return out
 

@@ -50,10 +50,14 @@ class ResNet(Module):
     ``blocks`` is the list of the 3N residual blocks in order; block l (1-based)
     has survival probability p_l from :func:`survival_probabilities`.
     ``p_last=1`` gives the plain ResNet. ``seed`` makes the initial weights reproducible.
+    ``shortcut``: ``"subsample"`` (the paper's 2016 runs, default) or ``"avg"`` (the
+    authors' 2017 code), see :class:`~minisd.layers.Shortcut`. ``bn_weight_init``:
+    ``"one"`` (PyTorch, default) or ``"uniform"`` (Torch7 cudnn: gamma ~ U(0, 1)).
     """
 
     def __init__(self, depth=110, num_classes=10, p_last=0.5, rule="linear", dtype=np.float32,
-                 scale="test", mode="batch", in_channels=3, widths=(16, 32, 64), seed=None):
+                 scale="test", mode="batch", in_channels=3, widths=(16, 32, 64), seed=None,
+                 shortcut="subsample", bn_weight_init="one"):
         super().__init__()
         if not isinstance(depth, (int, np.integer)) or depth < 8 or (depth - 2) % 6:
             shown = ", ".join(map(str, valid_depths(110))) + ", ..., 1202"
@@ -62,19 +66,21 @@ class ResNet(Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         n = (depth - 2) // 6
         self.depth, self.num_classes, self.p_last, self.rule = depth, num_classes, p_last, rule
+        self.downsample = shortcut  # how the shortcuts downsample: "subsample" or "avg"
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         probs = survival_probabilities(3 * n, p_last, rule)
 
         self.conv1 = Conv2d(in_channels, widths[0], 3, padding=1, bias=False, dtype=dtype, rng=rng)
-        self.bn1 = BatchNorm2d(widths[0], dtype=dtype)
+        self.bn1 = BatchNorm2d(widths[0], dtype=dtype, weight_init=bn_weight_init, rng=rng)
         self.relu = ReLU()
         blocks, channels = [], widths[0]
         for stage, width in enumerate(widths):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(ResidualBlock(channels, width, stride, probs[len(blocks)], dtype=dtype,
-                                            scale=scale, mode=mode, rng=rng))
+                                            scale=scale, mode=mode, rng=rng, shortcut=shortcut,
+                                            bn_weight_init=bn_weight_init))
                 channels = width
         self.blocks = blocks
         self.pool = GlobalAvgPool()

@@ -33,13 +33,18 @@ def relu(x):
     return np.where(x > 0, x, 0.0)
 
 
-def shortcut(x, out_channels, stride):
-    y = x[:, :, ::stride, ::stride]
+def shortcut(x, out_channels, stride, downsample="subsample"):
+    if downsample == "subsample" or stride == 1:
+        y = x[:, :, ::stride, ::stride]
+    else:  # mean of each stride x stride window (these tests use even sizes)
+        N, C, H, W = x.shape
+        y = x.reshape(N, C, H // stride, stride, W // stride, stride).mean(axis=(3, 5))
     pad = np.zeros((y.shape[0], out_channels - y.shape[1]) + y.shape[2:])
     return np.concatenate([y, pad], axis=1)
 
 
-def resnet_forward(x, sd, depth, gates, survival_probs, training, scale="test", widths=(16, 32, 64)):
+def resnet_forward(x, sd, depth, gates, survival_probs, training, scale="test", widths=(16, 32, 64),
+                   downsample="subsample"):
     """Logits of the CIFAR ResNet for a fixed gate pattern.
 
     training: closed gate -> relu(shortcut); open -> relu(shortcut + f) (or f / p for scale "train").
@@ -52,7 +57,7 @@ def resnet_forward(x, sd, depth, gates, survival_probs, training, scale="test", 
         for j in range(n):
             stride = 2 if stage > 0 and j == 0 else 1
             pre = f"blocks.{i}.branch"
-            s = shortcut(out, width, stride)
+            s = shortcut(out, width, stride, downsample)
             p = survival_probs[i]
             if training and not gates[i]:
                 out = relu(s)

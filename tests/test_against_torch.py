@@ -242,6 +242,23 @@ def test_softmax_cross_entropy(n, k, spread, dout_scale, rng):
 
 @pytest.mark.parametrize("cin,cout,stride,h,w", [(4, 4, 1, 5, 5), (3, 6, 2, 8, 8), (3, 8, 2, 7, 9),
                                                   (2, 2, 2, 6, 5), (2, 5, 1, 4, 3)])
+def test_shortcut_avg(cin, cout, stride, h, w, rng):
+    """Option A with the authors' 2017 2x2 average (ceil mode: a cut window averages what it has)."""
+    x = rng.standard_normal((3, cin, h, w))
+    sc = Shortcut(cin, cout, stride, downsample="avg")
+    out = sc.forward(x)
+    dout = rng.standard_normal(out.shape)
+    dx = sc.backward(dout)
+    xt = T(x, True)
+    ot = tr.option_a_shortcut(xt, cout, stride, "avg")
+    (ot * T(dout)).sum().backward()
+    assert out.shape == tuple(ot.shape)
+    close(out, N(ot), LAYER_TOL, "output")
+    close(dx, N(xt.grad), LAYER_TOL, "dx")
+
+
+@pytest.mark.parametrize("cin,cout,stride,h,w", [(4, 4, 1, 5, 5), (3, 6, 2, 8, 8), (3, 8, 2, 7, 9),
+                                                  (2, 2, 2, 6, 5), (2, 5, 1, 4, 3)])
 def test_shortcut(cin, cout, stride, h, w, rng):
     """Option A: subsample, then zero channels appended after the existing ones."""
     x = rng.standard_normal((3, cin, h, w))

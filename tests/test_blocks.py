@@ -66,7 +66,7 @@ def test_closed_gate_skips_the_branch_entirely(rng, monkeypatch):
     assert all(layer.cache is None for layer in block.branch.layers)     # nothing cached
     dout = randn(rng, out.shape)
     dx = block.backward(dout)
-    np.testing.assert_array_equal(dx, F.shortcut_backward(dout * (sc > 0), (x.shape, 2)))
+    np.testing.assert_array_equal(dx, F.shortcut_backward(dout * (sc > 0), (x.shape, 2, "subsample")))
     assert counter.calls == 0                                            # branch never called
     for n, _, g in block.parameters():
         np.testing.assert_array_equal(g, grads[n])                       # gradients untouched

@@ -74,11 +74,12 @@ def test_im2col_col2im_are_adjoint(rng):
     assert abs(lhs - rhs) < 1e-10 * abs(lhs)
 
 
-def test_conv2d_init_is_he_normal():
+def test_conv2d_init_is_he_normal_fan_in():
+    """nninit.kaiming in the paper's code: std sqrt(2 / (C_in k k)), not the fan-out."""
     layer = minisd.Conv2d(16, 64, 3, rng=np.random.default_rng(0))
     w = layer.params["weight"]
     assert w.dtype == np.float32 and w.shape == (64, 16, 3, 3)
-    assert abs(w.std() - np.sqrt(2 / (9 * 64))) < 0.05 * np.sqrt(2 / (9 * 64))
+    assert abs(w.std() - np.sqrt(2 / (16 * 9))) < 0.05 * np.sqrt(2 / (16 * 9))
     assert not layer.params["bias"].any()
 
 
@@ -147,16 +148,28 @@ def test_linear_gradients(N, rng, device):
 
 
 @pytest.mark.parametrize("Cin,Cout,s,H,W", [(3, 3, 1, 4, 5), (2, 4, 2, 5, 6), (2, 5, 2, 4, 4), (3, 3, 2, 5, 5)])
-def test_shortcut_gradients_and_values(Cin, Cout, s, H, W, rng, device):
+@pytest.mark.parametrize("downsample", ["subsample", "avg"])
+def test_shortcut_gradients_and_values(Cin, Cout, s, H, W, downsample, rng, device):
     xp = minisd.backend.xp_for(device)
-    layer = minisd.Shortcut(Cin, Cout, s)
+    layer = minisd.Shortcut(Cin, Cout, s, downsample=downsample)
     x = randn(rng, (2, Cin, H, W), xp)
     out = minisd.to_numpy(layer.forward(x))
     xn = minisd.to_numpy(x)
-    assert out.shape == (2, Cout, -(-H // s), -(-W // s))
-    np.testing.assert_array_equal(out[:, :Cin], xn[:, :, ::s, ::s])  # subsampled old channels
+    Ho, Wo = -(-H // s), -(-W // s)
+    assert out.shape == (2, Cout, Ho, Wo)
+    if downsample == "subsample":
+        np.testing.assert_array_equal(out[:, :Cin], xn[:, :, ::s, ::s])  # subsampled old channels
+    else:  # the mean of each s x s window (fewer pixels at an odd border), by a loop
+        expected = np.array([[[[xn[n, c, i * s:(i + 1) * s, j * s:(j + 1) * s].mean() for j in range(Wo)]
+                               for i in range(Ho)] for c in range(Cin)] for n in range(2)])
+        np.testing.assert_allclose(out[:, :Cin], expected, rtol=1e-12)
     assert not out[:, Cin:].any()                                     # new channels are zeros
     check_layer_gradients(layer, x, rng)
+
+
+def test_shortcut_rejects_unknown_downsample():
+    with pytest.raises(ValueError, match="downsample must be one of"):
+        minisd.Shortcut(2, 4, 2, downsample="max")
 
 
 def test_softmax_cross_entropy(rng, device):

@@ -137,9 +137,9 @@ def test_deeper_network_gradients_sampled():
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("scale", ["test", "train"])
-def test_logits_equal_independent_implementation(training, scale):
-    net = minisd.ResNet(14, num_classes=5, p_last=0.5, dtype=F64, seed=3, scale=scale)
+@pytest.mark.parametrize("scale,shortcut", [("test", "subsample"), ("train", "subsample"), ("test", "avg")])
+def test_logits_equal_independent_implementation(training, scale, shortcut):
+    net = minisd.ResNet(14, num_classes=5, p_last=0.5, dtype=F64, seed=3, scale=scale, shortcut=shortcut)
     rng = np.random.default_rng(0)
     sd = net.state_dict()
     for k in sd:
@@ -153,8 +153,18 @@ def test_logits_equal_independent_implementation(training, scale):
     net.set_gates(gates)
     net.train(training)
     logits = net.forward(x)
-    ref = resnet_forward(x, sd, 14, gates, net.survival_probs, training, scale)
+    ref = resnet_forward(x, sd, 14, gates, net.survival_probs, training, scale, downsample=shortcut)
     assert minisd.relative_error(logits, ref) < 1e-10
+
+
+def test_shortcut_and_bn_init_options_reach_every_block():
+    net = minisd.ResNet(14, shortcut="avg", bn_weight_init="uniform", seed=0)
+    assert {b.shortcut.downsample for b in net.blocks} == {"avg"} and net.downsample == "avg"
+    gammas = np.concatenate([m.params["weight"] for m in net.modules() if isinstance(m, minisd.BatchNorm2d)])
+    assert gammas.min() >= 0 and gammas.max() < 1 and len(np.unique(gammas)) == len(gammas)  # U(0, 1) draws
+    plain = minisd.ResNet(14, seed=0)
+    assert all(m.params["weight"].min() == 1 for m in plain.modules() if isinstance(m, minisd.BatchNorm2d))
+    assert {b.shortcut.downsample for b in plain.blocks} == {"subsample"}
 
 
 def test_p_last_one_is_the_plain_resnet():
