@@ -12,6 +12,7 @@ lesson's own docstring (so the exercises are written once).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+import minisd
 from minisd import backend
 from minisd.step import train_step
 
@@ -109,6 +111,9 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="folder for figures and files (default: lessons/out, ignored by git)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--reference", action="store_true",
+                   help="run every layer on the readable code of minisd/functional.py only "
+                        "(minisd.reference()), never the CPU fast path: slower, the same numbers")
     if extra_args is not None:
         extra_args(p)
     if "ipykernel" in sys.modules and argv is None:  # running as a notebook
@@ -123,7 +128,13 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
         sys.exit(1)
     L = Lesson(doc, args, device, name)
     mode = "quick" if args.quick else "default"
-    print(f"{name}: device {device}, {mode} sizes, outputs in {L.out}")
+    if args.reference:  # for the rest of the lesson (this thread): kept open, closed at exit
+        L.reference_mode = contextlib.ExitStack()
+        L.reference_mode.enter_context(minisd.reference())
+    code = ("the readable code only (--reference)" if args.reference else
+            "the CPU fast path (minisd/fast_cpu.py; --reference for the readable code)" if device == "cpu" else
+            "the readable code")
+    print(f"{name}: device {device}, {mode} sizes, {code}, outputs in {L.out}")
     return L
 
 

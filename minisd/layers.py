@@ -25,7 +25,7 @@ import numpy as np
 
 from . import functional as F
 from . import route
-from .backend import device_of, get_xp, to_device
+from .backend import device_of, get_xp, resolve_device, to_device
 from .tracing import traced
 
 
@@ -123,7 +123,18 @@ class Module:
         return self
 
     def to(self, device: str):
-        """Move parameters, gradients and buffers to ``"cpu"`` or ``"gpu"``."""
+        """Move parameters, gradients and buffers to ``"cpu"`` or ``"gpu"``.
+
+        Moving makes new arrays. An optimizer built earlier would go on updating the
+        old ones, so that case is refused: move the model first, then build the optimizer.
+        """
+        from .optim import held_by_an_optimizer  # optim imports nothing of the layers: no cycle
+        moving = [a for m in self.modules() for a in list(m.params.values()) + list(m.grads.values())
+                  if device_of(a) != resolve_device(device)]
+        if any(held_by_an_optimizer(a) for a in moving):
+            raise RuntimeError(f"{self._label()}.to({device!r}): an optimizer was built on this model's "
+                               "parameters and would keep updating the old arrays; call .to() first, "
+                               "then build the optimizer")
         for m in self.modules():
             for store in (m.params, m.grads, m.buffers):
                 for key in store:

@@ -13,6 +13,7 @@ which is what a stochastic-depth block whose gate was closed is: see
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import Sequence
 from urllib.parse import quote, unquote
 
@@ -98,6 +99,10 @@ class SGD:
         self.num_steps = 0                     # calls to step()
         self.steps = {n: 0 for n in names}     # updates each parameter received
         self.buffers = {n: None for n in names}  # momentum buffers, made on a parameter's first update
+        # So that Module.to() can refuse to strand this optimizer on arrays it no longer uses
+        # (the ids stay valid: this optimizer holds the arrays).
+        self._array_ids = {id(a) for _, p, g in self.params for a in (p, g)}
+        _OPTIMIZERS.add(self)
 
     def step(self, inactive: Sequence[str] = ()):
         """Update every parameter in place from its grad buffer.
@@ -247,6 +252,15 @@ def lr_at_epoch(epoch, base_lr=0.1, epochs=500, milestones=None, gamma=0.1, warm
         if epoch >= m:
             lr *= gamma
     return lr
+
+
+# Every SGD that still exists (weakly held: an optimizer that is gone strands nothing).
+_OPTIMIZERS = weakref.WeakSet()
+
+
+def held_by_an_optimizer(array) -> bool:
+    """True if an optimizer that still exists updates ``array`` in place (see ``Module.to``)."""
+    return any(id(array) in opt._array_ids for opt in list(_OPTIMIZERS))
 
 
 def _is_int(x) -> bool:

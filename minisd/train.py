@@ -37,6 +37,7 @@ from .layers import SoftmaxCrossEntropy
 from .model import ResNet
 from .optim import SGD, lr_at_epoch
 from .plot import plot_runs
+from .route import reference
 from .runs import read_metrics, summarize, write_json, write_metrics
 
 
@@ -67,6 +68,7 @@ class Config:
     seed: int = 0
     device: str = "auto"               # cpu | gpu | auto
     dtype: str = "float32"
+    reference: bool = False            # run the readable code only (minisd.reference()); slower on the CPU
     eval_batch_size: int = 500
     out: str = "runs/run"
     progress: bool = True
@@ -280,7 +282,19 @@ def format_seconds(s):
 
 
 def train(cfg: Config, resume: Optional[str] = None, log=log_line):
-    """Run (or continue) training; returns the summary dict. Raises TrainingError on failure."""
+    """Run (or continue) training; returns the summary dict. Raises TrainingError on failure.
+
+    With ``cfg.reference`` every layer runs the readable code of minisd/functional.py
+    (``with minisd.reference():``), never the CPU fast path: slower, the same numbers to rounding.
+    """
+    if cfg.reference:
+        log("--reference: every layer runs the readable code of minisd/functional.py")
+        with reference():
+            return _train(cfg, resume, log)
+    return _train(cfg, resume, log)
+
+
+def _train(cfg: Config, resume: Optional[str], log):
     os.makedirs(cfg.out, exist_ok=True)
     run = Run(cfg, log=log)
     if resume:
@@ -398,6 +412,8 @@ def build_parser(suppress_defaults=False):
     a("--device", choices=["cpu", "gpu", "auto"], default=d.device,
       help="auto: the GPU when CuPy finds one (default: %(default)s)")
     a("--dtype", choices=["float32", "float64"], default=d.dtype, help="(default: %(default)s)")
+    a("--reference", action="store_true",
+      help="run the readable code of minisd/functional.py only (minisd.reference()), not the CPU fast path")
     a("--eval-batch-size", type=int, default=d.eval_batch_size, help="(default: %(default)s)")
     a("--out", default=None, help="run folder (default: runs/<dataset>-d<depth>-p<p_last>-s<seed>)")
     a("--resume", default=None, help="checkpoint to continue from (e.g. RUN/last.npz)")

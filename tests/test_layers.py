@@ -311,3 +311,19 @@ def test_layers_run_on_gpu_like_cpu(rng):
     assert minisd.relative_error(dx_cpu, minisd.to_numpy(dx_gpu)) < 1e-4
     for n, _, g in net.parameters():
         assert minisd.relative_error(grads_cpu[n], minisd.to_numpy(g)) < 1e-4, n
+
+
+def test_to_refuses_to_strand_an_optimizer(monkeypatch):
+    """Module.to() after an optimizer was built would leave it updating stale arrays: refused."""
+    net = minisd.Sequential(minisd.Conv2d(2, 3, 3), minisd.BatchNorm2d(3))
+    assert net.to("cpu") is net  # a move to where it already is stays allowed
+    opt = minisd.SGD(net.parameters(), 0.1)
+    monkeypatch.setattr(minisd.layers, "resolve_device", lambda device: "gpu")  # pretend a GPU exists
+    with pytest.raises(RuntimeError, match="optimizer was built on this model's parameters"):
+        net.to("gpu")
+    assert all(minisd.backend.device_of(p) == "cpu" for _, p, _ in net.parameters())  # nothing moved
+    del opt  # once the optimizer is gone, nothing is stranded
+    import gc
+    gc.collect()
+    monkeypatch.setattr(minisd.layers, "to_device", lambda a, device: a.copy())
+    net.to("gpu")

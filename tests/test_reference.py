@@ -109,3 +109,40 @@ def test_unknown_route_in_a_cache_raises():
     relu.cache = ("not-a-route", relu.cache[1])
     with pytest.raises(RuntimeError, match="unknown route"):
         relu.backward(np.ones_like(out))
+
+
+def test_train_cli_reference_flag_runs_the_readable_code_only(tmp_path, monkeypatch):
+    from minisd import train
+    from minisd.checkpoint import load_checkpoint
+    from minisd.fake_data import write_fake_cifar10
+    write_fake_cifar10(tmp_path / "data", n_per_batch=20, seed=0, n_test=20)
+    common = ["--data-dir", str(tmp_path / "data"), "--depth", "8", "--epochs", "1", "--batch-size", "25",
+              "--valid-size", "0", "--dtype", "float64", "--device", "cpu", "--no-progress"]
+    assert train.main(common + ["--out", str(tmp_path / "fast")]) == 0
+    with monkeypatch.context() as m:  # with --reference the fast module must not run at all
+        for name in ("conv2d_forward", "conv2d_backward", "batchnorm_train_forward", "relu_forward"):
+            m.setattr(fast_cpu, name, lambda *a, **k: pytest.fail("fast_cpu ran under --reference"))
+        assert train.main(common + ["--out", str(tmp_path / "ref"), "--reference"]) == 0
+    assert not route.in_reference_mode()  # the switch is off again after the run
+    fast, _ = load_checkpoint(tmp_path / "fast" / "last.npz")
+    ref, meta = load_checkpoint(tmp_path / "ref" / "last.npz")
+    assert meta["config"]["reference"] is True
+    weights = [k for k in fast if k.startswith("model/")]
+    assert weights and all(minisd.relative_error(fast[k], ref[k]) < 1e-8 for k in weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", ["02_convolution.py", "05_the_gate.py"])
+def test_lessons_take_reference(lesson, tmp_path):
+    """Every lesson takes --reference (lessons/_common.setup); these two run with it and say so."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, lesson, "--quick", "--reference", "--out", str(tmp_path)],
+                          cwd=root / "lessons", capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "the readable code only (--reference)" in proc.stdout
+    assert "fast CPU path (fast_cpu.py)" not in proc.stdout  # lesson 02 times no fast code then
