@@ -10,12 +10,14 @@ is 150 MB as bytes and 600 MB as float32, and the bytes are what travel to
 the GPU. The training pipeline is::
 
     split  = train_valid_split(x_train, y_train, valid_size=5000, seed=0)
+             # SVHN as the paper: stratified_split(x, y, [400, 200], files=...), 400 + 200 of each digit
     norm   = Normalizer.fit(split_x_train)      # training split only
     batch  = norm.apply(x_uint8[idx])           # float32, per-pixel mean removed, / one scalar std
     batch  = minisd.augment.augment_batch(batch, rng)   # zero fill = the mean pixel
 
 ``root`` is a folder holding the official files (``cifar-10-batches-py/``, the
-tarball, or SVHN's ``.mat`` files); :func:`default_data_dir` finds the shared one.
+tarball, or SVHN's ``.mat`` files, ``extra_32x32.mat`` included for the
+paper's SVHN runs); :func:`default_data_dir` finds the shared one.
 
 What is elsewhere: reading the official file formats (CIFAR pickles, safely;
 tarballs; SVHN .mat), downloads and their MD5 checks are in
@@ -67,40 +69,61 @@ def load_svhn(root, include_extra: bool = False):
     """SVHN (cropped digits) from ``root/train_32x32.mat`` and ``root/test_32x32.mat``.
 
     Returns ``(x_train, y_train, x_test, y_test)``: uint8 (N, 3, 32, 32), int64
-    labels 0..9 (label = digit). ``include_extra=True`` appends
-    ``extra_32x32.mat`` (531,131 images) to the training set, as the paper
-    did; it is not part of the download. Needs SciPy.
+    labels 0..9 (label = digit); 73,257 training and 26,032 test images.
+    ``include_extra=True`` appends the 531,131 images of ``extra_32x32.mat``
+    to the training set, as the paper did (604,388 in all; which image came
+    from which file: :func:`svhn_file_of_each_image`). Needs SciPy.
+
+    Memory with the extra images: 604,388 x 3,072 bytes = 1.86 GB of training
+    images, 80 MB of test images, and while the extra file is read its own
+    1.63 GB copy as well (see README, "The paper's recipes").
     """
     return data_files.read_svhn(root, include_extra)
+
+
+def svhn_file_of_each_image(root, include_extra: bool = False):
+    """For each training image :func:`load_svhn` returns, the file it came from: int64 (N,),
+    0 for ``train_32x32.mat``, 1 for ``extra_32x32.mat``. Read from the files' headers."""
+    names = ["train"] + (["extra"] if include_extra else [])
+    paths = data_files._svhn_paths(root, [data_files.SVHN_FILES[n] for n in names])
+    sizes = [data_files.svhn_file_size(p) for p in paths]
+    return np.repeat(np.arange(len(sizes)), sizes)
 
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
 _LOADERS = {"cifar10": load_cifar10, "cifar100": load_cifar100, "svhn": load_svhn}
 
 
-def load_dataset(name: str, data_dir, download: bool = False):
+def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool = False):
     """``(x_train, y_train, x_test, y_test, num_classes)`` for ``name`` in cifar10 | cifar100 | svhn.
 
     ``data_dir`` is the ``root`` of the loaders (``None``: :func:`default_data_dir`).
+    ``svhn_extra`` (SVHN only) adds ``extra_32x32.mat`` to the training set.
     Missing files are fetched into ``data_dir`` when ``download`` is true;
     otherwise, and for damaged files, one :class:`DataError` says where the
     files are expected.
     """
     if name not in _LOADERS:
         raise DataError(f"unknown data set {name!r}: choose one of {', '.join(_LOADERS)}")
+    if svhn_extra and name != "svhn":
+        raise DataError(f"svhn_extra (--svhn-extra) is for SVHN, not {name}")
     if data_dir is None:
         data_dir = default_data_dir()
         if data_dir is None:
             raise DataError("no data folder given and none found (set MINISD_DATA or pass a folder)")
+    load = (lambda root: load_svhn(root, include_extra=True)) if svhn_extra else _LOADERS[name]
+    parts = [name] + (["svhn-extra"] if svhn_extra else [])  # the keys of data_files.RESOURCES
     try:
-        arrays = _LOADERS[name](data_dir)
+        arrays = load(data_dir)
     except DataNotFoundError as e:
         if not download:
+            urls = [r.url for part in parts for r in data_files.RESOURCES[part]]
             raise DataNotFoundError(f"{e}. Use download=True (--download) to fetch "
-                                    f"{', '.join(r.url for r in data_files.RESOURCES[name])} into {data_dir}, "
+                                    f"{', '.join(urls)} into {data_dir}, "
                                     f"or put the files there by hand") from None
-        data_files.download(name, data_dir)
-        arrays = _LOADERS[name](data_dir)
+        for part in parts:
+            data_files.download(part, data_dir)
+        arrays = load(data_dir)
     return (*arrays, NUM_CLASSES[name])
 
 
@@ -159,6 +182,51 @@ def train_valid_split(x, y, valid_size, seed=0):
     k = _valid_count(valid_size, n)
     perm = np.random.default_rng(seed).permutation(n)
     valid_idx, train_idx = np.sort(perm[:k]), np.sort(perm[k:])
+    xp = get_xp(x)
+    pick = lambda a, i: a[xp.asarray(i)] if get_xp(a) is not np else a[i]  # noqa: E731
+    return (pick(x, train_idx), pick(y, train_idx)), (pick(x, valid_idx), pick(y, valid_idx))
+
+
+def stratified_split(x, y, per_class, files=None, seed=0):
+    """Hold out ``per_class[f]`` random images of every class from file ``f``: the paper's SVHN split.
+
+    The paper's SVHN validation set is "400 samples per class from the training
+    set and 200 samples per class from the additional set": ``per_class=[400,
+    200]`` with ``files`` saying where each image came from (0: train_32x32.mat,
+    1: extra_32x32.mat; :func:`svhn_file_of_each_image`), 10 x 600 = 6,000
+    images; every other image is trained on. With ``files=None`` all images
+    count as file 0, so ``per_class=[500]`` is a class-balanced CIFAR-10
+    split of 5,000.
+
+    The draw, with ``rng = np.random.default_rng(seed)``: for each file, then
+    each class in label order, ``k`` of its images without replacement
+    (``rng.choice``), i.e. the first ``k`` of a random shuffle of that
+    class, as the authors' svhn-dataset.lua takes them. Both parts keep the
+    original order of the images. Returns ``((x_train, y_train), (x_valid,
+    y_valid))``. Raises ``ValueError`` when a file holds fewer than ``k``
+    images of some class, or nothing would be left to train on.
+    """
+    labels = to_numpy(y)
+    n = len(labels)
+    if len(x) != n:
+        raise ValueError(f"x has {len(x)} images but y has {n} labels")
+    files = np.zeros(n, dtype=np.int64) if files is None else np.asarray(files)
+    if files.shape != (n,):
+        raise ValueError(f"files must give one file number per image ({n}), got shape {files.shape}")
+    if n and files.max() >= len(per_class):
+        raise ValueError(f"images come from {files.max() + 1} files but per_class has {len(per_class)} counts")
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for f, k in enumerate(per_class):
+        for c in np.unique(labels):
+            members = np.flatnonzero((files == f) & (labels == c))
+            if len(members) < k:
+                raise ValueError(f"class {c} has {len(members)} images in file {f}, fewer than the {k} to hold out")
+            held_out.append(rng.choice(members, size=k, replace=False))
+    valid_idx = np.sort(np.concatenate(held_out)) if held_out else np.zeros(0, dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(n), valid_idx)  # sorted, the images not held out
+    if len(train_idx) == 0:
+        raise ValueError(f"holding out {per_class} per class leaves no image to train on")
     xp = get_xp(x)
     pick = lambda a, i: a[xp.asarray(i)] if get_xp(a) is not np else a[i]  # noqa: E731
     return (pick(x, train_idx), pick(y, train_idx)), (pick(x, valid_idx), pick(y, valid_idx))

@@ -127,8 +127,14 @@ def write_fake_cifar100(folder, n_per_batch: int = 200, seed=0, n_test=None) -> 
     return out
 
 
-def write_fake_svhn(folder, n_train: int = 100, n_test=None, seed=0) -> Path:
-    """Write generated ``train_32x32.mat`` / ``test_32x32.mat`` in SVHN's layout into ``folder`` (needs SciPy)."""
+def write_fake_svhn(folder, n_train: int = 100, n_test=None, seed=0, n_extra: int = 0) -> Path:
+    """Write generated ``train_32x32.mat`` / ``test_32x32.mat`` in SVHN's layout into ``folder`` (needs SciPy).
+
+    ``n_test`` defaults to ``n_train``. ``n_extra > 0`` also writes
+    ``extra_32x32.mat`` with that many images (the real one has 531,131).
+    Labels cycle through the ten digits, so each class gets ``n // 10``
+    or one more of a file's ``n`` images.
+    """
     try:
         from scipy.io import savemat
     except ImportError:
@@ -136,8 +142,10 @@ def write_fake_svhn(folder, n_train: int = 100, n_test=None, seed=0) -> Path:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    for i, (name, n) in enumerate(((SVHN_FILES["train"], n_train),
-                                   (SVHN_FILES["test"], n_train if n_test is None else n_test))):
+    files = [(SVHN_FILES["train"], n_train), (SVHN_FILES["test"], n_train if n_test is None else n_test)]
+    if n_extra:
+        files.append((SVHN_FILES["extra"], n_extra))
+    for name, n in files:
         digits = _fake_labels(rng, n, 10)
         x = fake_images(digits, 10, seed, noise_rng=rng)                  # (N, 3, 32, 32)
         y = np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]  # (N, 1), digit 0 stored as 10
