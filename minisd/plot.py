@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from .runs import read_config, read_metrics
+from .runs import epoch_end_rows, read_config, read_metrics
 
 
 def run_label(run_dir):
@@ -33,7 +33,7 @@ def plot_runs(run_dirs, out_path, title=None):
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, run in enumerate(run_dirs):
-        rows = read_metrics(os.path.join(run, "metrics.csv"))
+        rows = epoch_end_rows(read_metrics(os.path.join(run, "metrics.csv")))  # one point per epoch
         if not rows:
             raise FileNotFoundError(f"{run}: no metrics.csv with any epoch in it")
         epochs = [r["epoch"] + 1 for r in rows]

@@ -42,3 +42,15 @@ def test_config_round_trip_and_run_label(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     assert runs.read_config(tmp_path) is None
 
+
+
+def test_summary_with_rows_every_n_steps():
+    """--eval-every: several rows per epoch; the best row among all of them, seconds from the epochs' ends."""
+    rows = [dict(row(0, 0.50, 0.52), iteration=5, epoch_seconds=1.0), dict(row(0, 0.40, 0.41), iteration=7),
+            dict(row(1, 0.30, 0.33), iteration=10, epoch_seconds=1.5), dict(row(1, 0.35, 0.30), iteration=14)]
+    assert runs.epoch_end_rows(rows) == [rows[1], rows[3]]
+    s = runs.summarize(rows)
+    assert (s["best_epoch"], s["best_iteration"], s["test_error"]) == (1, 10, 0.33)
+    assert s["mean_epoch_seconds"] == 2.0 and s["epochs_run"] == 2
+    assert "every --eval-every steps" in s["test_error_rule"]
+    assert "best_iteration" not in runs.summarize([row(0, 0.3, 0.3)])  # rows of old runs: no iteration
