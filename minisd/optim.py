@@ -233,9 +233,13 @@ def lr_at_epoch(epoch, base_lr=0.1, epochs=500, milestones=None, gamma=0.1, warm
     ``MultiStepLR``), each below ``epochs``.
 
     Warm-up: epochs ``0 .. warmup_epochs - 1`` use ``warmup_lr`` instead. The
-    paper trains its 1202-layer net this way, following He et al. (2016),
-    who start at 0.01 until training error drops below 80% and then go back
-    to 0.1. Warm-up epochs count towards ``epochs`` and the milestones.
+    paper trains its 1202-layer net this way: 0.01 for the first 10 epochs,
+    then 0.1, divided by 10 at epochs 150 and 225 of 300 (``warmup_epochs=10,
+    warmup_lr=0.01, milestones=[150, 225]``; the recipe ``paper-1202`` in
+    :mod:`minisd.recipes`). (He et al. 2016 warmed their 110-layer net up
+    until the training error fell below 80%, about 400 iterations; the
+    stochastic-depth paper uses a fixed 10 epochs.) Warm-up epochs count
+    towards ``epochs`` and the milestones.
 
     Epochs at or past ``epochs`` keep the last rate. Bad arguments raise ``ValueError``.
 

@@ -11,9 +11,12 @@ The loop, top to bottom, is the paper's recipe:
         evaluate (every block, branch scaled by p_l), log, checkpoint
 
 Defaults are the paper's CIFAR-10 run: 110 layers, p_L = 0.5, linear decay,
-500 epochs, batch 128. Outputs in the run folder (``--out``): config.json,
-metrics.csv (one row per epoch), last.npz and best.npz checkpoints,
-summary.json and curves.png (the run folder: minisd.runs).
+500 epochs, batch 128. ``--recipe paper-cifar10 | paper-cifar100 | paper-svhn
+| paper-1202`` sets everything as the paper did for that run (minisd.recipes);
+``--print-config`` shows the settings without training. Outputs in the run
+folder (``--out``): config.json, metrics.csv (one row per epoch; with
+``--eval-every N`` also one every N steps), last.npz and best.npz
+checkpoints, summary.json and curves.png (the run folder: minisd.runs).
 
 The step itself - normalise, augment, gates, forward, loss, backward, update -
 is minisd.step.train_step, the same function the lessons call.
@@ -21,6 +24,7 @@ is minisd.step.train_step, the same function the lessons call.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -31,7 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend, data, step
+from . import backend, data, recipes, step
 from .checkpoint import CheckpointError, load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .layers import SoftmaxCrossEntropy
 from .model import ResNet
@@ -72,6 +76,12 @@ class Config:
     eval_batch_size: int = 500
     out: str = "runs/run"
     progress: bool = True
+    # the paper's recipes and protocols (minisd.recipes); flags in _add_recipe_flags
+    recipe: Optional[str] = None       # the --recipe the settings started from (a record; the fields hold the values)
+    shortcut: str = "subsample"        # option-A shortcut: subsample (the paper's 2016 runs) | avg (2x2, the 2017 code)
+    svhn_extra: bool = False           # SVHN: add extra_32x32.mat (531,131 images) to the training set
+    valid_per_class: Optional[list] = None  # hold out N of each class [from train, from extra]; sets valid_size
+    eval_every: int = 0                # also evaluate every N steps (the paper's SVHN: 200); 0: once per epoch
 
 
 def log_line(msg):
@@ -125,7 +135,7 @@ class Run:
         self.load_data()
         dtype = np.dtype(cfg.dtype)
         self.net = ResNet(cfg.depth, self.num_classes, cfg.p_last, cfg.rule, dtype=dtype,
-                          scale=cfg.scale, mode=cfg.mode, seed=cfg.seed).to(self.device)
+                          scale=cfg.scale, mode=cfg.mode, seed=cfg.seed, shortcut=cfg.shortcut).to(self.device)
         self.opt = SGD(self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                        nesterov=cfg.nesterov, dropped=cfg.dropped)
         self.epoch, self.step_in_epoch, self.perm = 0, 0, None
@@ -136,14 +146,10 @@ class Run:
     def load_data(self):
         cfg = self.cfg
         x_train, y_train, x_test, y_test, self.num_classes = data.load_dataset(
-            cfg.dataset, cfg.data_dir, download=cfg.download)
+            cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra)
         if cfg.limit_train:
             x_train, y_train = x_train[:cfg.limit_train], y_train[:cfg.limit_train]
-        try:
-            (x_train, y_train), (x_valid, y_valid) = data.train_valid_split(
-                x_train, y_train, cfg.valid_size, seed=cfg.seed)
-        except ValueError as e:
-            raise TrainingError(f"--valid-size: {e}") from None
+        (x_train, y_train), (x_valid, y_valid) = self.split(x_train, y_train)
         if len(y_train) < cfg.batch_size:
             raise TrainingError(f"only {len(y_train)} training images for a batch of {cfg.batch_size}")
         self.normalizer = data.Normalizer.fit(x_train)
@@ -155,9 +161,26 @@ class Run:
         self.log(f"data: {cfg.dataset}, {len(y_train)} train / {len(y_valid)} valid / {len(y_test)} test, "
                  f"{self.num_classes} classes")
 
+    def split(self, x_train, y_train):
+        """Hold out the validation set: ``valid_size`` random images, or ``valid_per_class``
+        of each class from each file (the paper's SVHN split: 400 from train, 200 from extra)."""
+        cfg = self.cfg
+        try:
+            if not cfg.valid_per_class:
+                return data.train_valid_split(x_train, y_train, cfg.valid_size, seed=cfg.seed)
+            files = data.svhn_file_of_each_image(cfg.data_dir, True)[:len(y_train)] if cfg.svhn_extra else None
+            return data.stratified_split(x_train, y_train, cfg.valid_per_class, files=files, seed=cfg.seed)
+        except ValueError as e:
+            raise TrainingError(f"--{'valid-per-class' if cfg.valid_per_class else 'valid-size'}: {e}") from None
+
     @property
     def steps_per_epoch(self):
         return len(self.y_train) // self.cfg.batch_size  # the last partial batch is dropped
+
+    @property
+    def iteration(self):
+        """SGD steps done since the start of the run (the paper's "iterations")."""
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
     # -- one step, one epoch -----------------------------------------------------
 
@@ -203,6 +226,10 @@ class Run:
                                 img_s=f"{len(idx) / dt:.0f}", refresh=False)
             if self.epoch == 0 and s["steps"] == 6:
                 self.announce_eta(time.perf_counter() - t_epoch)
+            if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                t_eval = time.perf_counter()  # (at an epoch's end finish_epoch evaluates)
+                self.evaluate_mid_epoch(seconds=s.get("seconds", 0.0) + t_eval - t_epoch)
+                t_epoch += time.perf_counter() - t_eval  # evaluating is not training time
             if self.stop_requested:
                 s["seconds"] = s.get("seconds", 0.0) + time.perf_counter() - t_epoch
                 raise KeyboardInterrupt
@@ -224,7 +251,7 @@ class Run:
         cfg, s = self.cfg, self.epoch_sums
         ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, batch_size=cfg.eval_batch_size)
         te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, batch_size=cfg.eval_batch_size)
-        row = dict(epoch=self.epoch, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
+        row = dict(epoch=self.epoch, iteration=self.iteration, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
                    train_error=s["wrong"] / s["seen"], valid_error=ve, test_error=te,
                    epoch_seconds=s["seconds"], mean_blocks=s["blocks"] / s["steps"],
                    expected_blocks=self.net.expected_blocks())
@@ -235,6 +262,29 @@ class Run:
                  f"blocks {row['mean_blocks']:.1f}/{len(self.net.blocks)} ({row['epoch_seconds']:.1f} s)")
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self.save("last.npz")
+        if not math.isnan(ve) and ve < self.best_valid:
+            self.best_valid = ve
+            self.save("best.npz")
+
+    def evaluate_mid_epoch(self, seconds):
+        """--eval-every: a metrics row after this step, as finish_epoch writes one after the last.
+
+        Validation and test error of the network now; the training columns
+        (loss, error, seconds, blocks) are the epoch's so far. The row with the
+        lowest validation error, mid-epoch or not, gives the summary's test
+        error, and best.npz is saved at it.
+        """
+        cfg, s = self.cfg, self.epoch_sums
+        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, batch_size=cfg.eval_batch_size)
+        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, batch_size=cfg.eval_batch_size)
+        row = dict(epoch=self.epoch, iteration=self.iteration, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
+                   train_error=s["wrong"] / s["seen"], valid_error=ve, test_error=te,
+                   epoch_seconds=seconds, mean_blocks=s["blocks"] / s["steps"],
+                   expected_blocks=self.net.expected_blocks())
+        self.metrics.append(row)
+        write_metrics(self.path("metrics.csv"), self.metrics)
+        self.log(f"step {self.iteration} (epoch {self.epoch + 1}, {self.step_in_epoch}/{self.steps_per_epoch}): "
+                 f"valid err {ve:.4f} test err {te:.4f}")
         if not math.isnan(ve) and ve < self.best_valid:
             self.best_valid = ve
             self.save("best.npz")
@@ -266,11 +316,18 @@ class Run:
         self.best_valid, self.epoch_sums = meta["best_valid"], meta["epoch_sums"]
         self.perm = arrays.get("perm")
         self.opt.lr = meta["lr"]
-        self.metrics = [r for r in read_metrics(self.path("metrics.csv")) if r["epoch"] < self.epoch]
+        self.metrics = [r for r in read_metrics(self.path("metrics.csv")) if self.row_before_checkpoint(r)]
         for r in self.metrics:
             r["epoch"] = int(r["epoch"])
+            if not math.isnan(r.get("iteration", math.nan)):
+                r["iteration"] = int(r["iteration"])
         where = f"epoch {self.epoch + 1}" + (f", step {self.step_in_epoch}" if self.step_in_epoch else "")
         self.log(f"resumed from {path} at {where}")
+
+    def row_before_checkpoint(self, row):
+        """Whether a metrics row was written before the checkpoint just resumed (older rows have no iteration)."""
+        it = row.get("iteration", math.nan)
+        return row["epoch"] < self.epoch if math.isnan(it) else it <= self.iteration
 
 
 def format_seconds(s):
@@ -418,12 +475,46 @@ def build_parser(suppress_defaults=False):
     a("--out", default=None, help="run folder (default: runs/<dataset>-d<depth>-p<p_last>-s<seed>)")
     a("--resume", default=None, help="checkpoint to continue from (e.g. RUN/last.npz)")
     a("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    _add_recipe_flags(a, d)
     return p
+
+
+# SVHN with extra, computed (README, "The paper's recipes"): 604,388 x 3 x 32 x 32 bytes = 1.86 GB of
+# uint8 images; reading the extra file holds its 1.63 GB as well, the split a 1.84 GB training copy.
+SVHN_MEMORY_HELP = ("1.86 GB of uint8 images held throughout (on the GPU with --device gpu), "
+                    "about 3.8 GB of host memory at the peak while loading and splitting")
+
+
+def _add_recipe_flags(a, d):
+    """The paper's recipes (minisd.recipes) and the settings only they needed so far."""
+    a("--recipe", choices=list(recipes.RECIPES), default=None,
+      help="start from the paper's settings for that run (minisd/recipes.py); flags given beside it "
+      "override it. Not with --resume: a resumed run keeps the settings it started with")
+    a("--print-config", action="store_true",
+      help="print the resolved settings as JSON (the config.json keys) and exit, loading no data")
+    a("--shortcut", choices=["subsample", "avg"], default=d.shortcut,
+      help="option-A shortcut of the downsampling blocks: keep every 2nd pixel (the paper's 2016 runs) "
+      "or average 2x2 (the authors' 2017 code) (default: %(default)s)")
+    a("--augment", dest="augment", action="store_true",
+      help="translation and flips (the default; overrides a recipe's no augmentation)")
+    a("--svhn-extra", action=argparse.BooleanOptionalAction, default=d.svhn_extra,
+      help="SVHN: add extra_32x32.mat to the training set (604,388 images in all, as the paper): "
+      f"{SVHN_MEMORY_HELP} (default: %(default)s)")
+    a("--valid-per-class", type=int, nargs="+", default=d.valid_per_class, metavar="N",
+      help="hold out N images of each class, drawn at random, instead of --valid-size random images; "
+      "with --svhn-extra two numbers, from train_32x32.mat and from extra_32x32.mat "
+      "(the paper's SVHN: 400 200, i.e. 6,000)")
+    a("--eval-every", type=int, default=d.eval_every, metavar="N",
+      help="also evaluate validation and test error every N steps (a metrics row each; the paper's "
+      "SVHN: 200); 0: once per epoch (default: %(default)s)")
 
 
 def config_from_args(args, argv=None) -> Config:
     """The run's Config: the flags, or with --resume the checkpoint's own config with
     only the flags given on the command line changed (e.g. --epochs to train longer)."""
+    if args.resume and args.recipe:
+        raise TrainingError("--recipe cannot be used with --resume: a resumed run keeps the settings it "
+                            "started with (its config.json); give single flags beside --resume to change them")
     if args.resume:
         try:
             _, meta = load_checkpoint(args.resume)
@@ -434,7 +525,7 @@ def config_from_args(args, argv=None) -> Config:
         known = {f.name for f in fields(Config)}
         return Config(**{k: v for k, v in values.items() if k in known})
     values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
-    cfg = Config(**values)
+    cfg = Config(**resolve_recipe(values, argv))
     if args.out is None:
         cfg.out = os.path.join("runs", f"{cfg.dataset}-d{cfg.depth}-p{cfg.p_last:g}-s{cfg.seed}")
     return cfg
@@ -444,7 +535,19 @@ def given_flags(argv=None) -> dict:
     """{config field: value} for the flags written on the command line, defaults left out."""
     given = vars(build_parser(suppress_defaults=True).parse_args(argv))
     given.pop("resume", None)
+    given.pop("print_config", None)
     return given
+
+
+def resolve_recipe(values: dict, argv=None) -> dict:
+    """``values`` (every flag, defaults included) with ``values["recipe"]`` applied, then the
+    flags written on the command line on top (minisd.recipes.resolve)."""
+    known = {f.name for f in fields(Config)}
+    given = {k: v for k, v in given_flags(argv).items() if k in known}
+    try:
+        return recipes.resolve(values, values.get("recipe"), given)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
 
 
 def check_config(cfg: Config):
@@ -464,6 +567,28 @@ def check_config(cfg: Config):
         backend.resolve_device(cfg.device)
     except RuntimeError as e:
         raise TrainingError(str(e)) from None
+    check_recipe_settings(cfg)
+
+
+def check_recipe_settings(cfg: Config):
+    """check_config for the settings of _add_recipe_flags."""
+    if cfg.shortcut not in ("subsample", "avg"):
+        raise TrainingError(f"--shortcut must be subsample or avg, got {cfg.shortcut!r}")
+    if cfg.svhn_extra and cfg.dataset != "svhn":
+        raise TrainingError(f"--svhn-extra needs --dataset svhn, got {cfg.dataset}")
+    if cfg.eval_every < 0:
+        raise TrainingError(f"--eval-every must be >= 0 (0: once per epoch), got {cfg.eval_every}")
+    try:  # the learning-rate schedule as the loop will ask for it
+        lr_at_epoch(0, base_lr=cfg.lr, epochs=cfg.epochs, milestones=cfg.milestones,
+                    warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr)
+    except ValueError as e:
+        raise TrainingError(f"learning-rate schedule (--epochs, --milestones, --warmup-epochs): {e}") from None
+    per_class = cfg.valid_per_class
+    if per_class:
+        if len(per_class) != 1 + cfg.svhn_extra or min(per_class) < 0 or sum(per_class) < 1:
+            raise TrainingError(f"--valid-per-class takes one count >= 0 per training file, not all 0: "
+                                f"{'two (train, extra) with' if cfg.svhn_extra else 'one without'} "
+                                f"--svhn-extra; got {' '.join(map(str, per_class))}")
 
 
 def main(argv=None):
@@ -471,6 +596,9 @@ def main(argv=None):
     try:
         cfg = config_from_args(args, argv)
         check_config(cfg)
+        if args.print_config:
+            print(json.dumps(asdict(cfg), indent=2))
+            return 0
         summary = train(cfg, resume=args.resume)
     except (TrainingError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
