@@ -1,0 +1,220 @@
+"""python -m minisd.sweep: a tiny grid on generated data, skip of finished runs, resume of an
+interrupted one, Figure 8 from run folders, one-line errors for bad input."""
+import csv
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minisd import data, sweep, train
+from minisd.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    data.write_fake_cifar10(root, n_per_batch=20, seed=0, n_test=40)
+    return str(root)
+
+
+def tiny(root, out, *extra, epochs=1):
+    """A tiny sweep: ResNet-8, ``epochs`` of 32 images in batches of 16."""
+    return ["--out", str(out), "--depth", "8", "--epochs", str(epochs), "--batch-size", "16", "--limit-train", "32",
+            "--valid-size", "0", "--data-dir", root, "--device", "cpu", "--eval-batch-size", "40", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(fake_root, tmp_path_factory):
+    """A finished grid: p_L 0.5 and 1 x linear and uniform = 3 runs (constant depth once). Read-only."""
+    out = tmp_path_factory.mktemp("sweep") / "grid"
+    argv = tiny(fake_root, out, "--p-last", "0.5", "1")
+    r = subprocess.run([sys.executable, "-m", "minisd.sweep", *argv], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, argv, r.stdout
+
+
+def test_grid_names_and_constant_depth_once():
+    points = sweep.grid_points([20], ["linear", "uniform"], [0.2, 1.0, 0.5], [0])
+    assert [p["name"] for p in points] == ["d20-constant-s0", "d20-linear-p0.5-s0", "d20-uniform-p0.5-s0",
+                                           "d20-linear-p0.2-s0", "d20-uniform-p0.2-s0"]
+
+
+def test_tiny_grid_runs_every_point_once(finished):
+    out, _, stdout = finished
+    names = sorted(os.listdir(out))
+    assert names == ["d8-constant-s0", "d8-linear-p0.5-s0", "d8-uniform-p0.5-s0"]
+    for name in names:
+        summary = json.load(open(out / name / "summary.json"))
+        assert summary["epochs_run"] == 1
+        cfg = json.load(open(out / name / "config.json"))
+        assert (cfg["depth"], cfg["epochs"], cfg["limit_train"]) == (8, 1, 32)
+        assert "done: test error" in (out / name / "train.log").read_text()
+    assert json.load(open(out / "d8-uniform-p0.5-s0" / "config.json"))["rule"] == "uniform"
+    assert json.load(open(out / "d8-constant-s0" / "config.json"))["p_last"] == 1.0
+    lines = [l for l in stdout.splitlines() if l.startswith("[")]  # one line per finished run
+    assert len(lines) == 3 and all("test error" in l and l.rstrip().endswith(" s") for l in lines), stdout
+    assert lines[0].startswith("[1/3] d8-constant-s0: test error ")
+
+
+def test_finished_runs_are_skipped(finished, capsys):
+    out, argv, _ = finished
+    before = {n: os.path.getmtime(out / n / "summary.json") for n in os.listdir(out)}
+    assert sweep.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("(skipped)") == 3 and "(3 finished before, 0 to run)" in printed
+    assert before == {n: os.path.getmtime(out / n / "summary.json") for n in os.listdir(out)}
+
+
+def test_interrupted_run_is_resumed(fake_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "grid"
+    argv = tiny(fake_root, out, "--p-last", "0.5", "--rule", "linear", epochs=2)
+    # first the grid point's own run, interrupted in epoch 2 (2 steps per epoch): last.npz, no summary.json
+    run_dir = out / "d8-linear-p0.5-s0"
+    point = sweep.grid_points([8], ["linear"], [0.5], [0])[0]
+    _, passthrough = sweep.parse(argv)
+    original, calls = train.Run.train_step, {"n": 0}
+
+    def interrupting_step(self, idx):
+        result = original(self, idx)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            self.stop_requested = True
+        return result
+
+    monkeypatch.setattr(train.Run, "train_step", interrupting_step)
+    assert train.main(sweep.train_argv(point, passthrough, str(run_dir))) == 130
+    monkeypatch.setattr(train.Run, "train_step", original)
+    assert sweep.run_state(str(run_dir)) == "interrupted"
+    assert {k: load_checkpoint(run_dir / "last.npz")[1][k] for k in ("epoch", "step_in_epoch")} == \
+        {"epoch": 1, "step_in_epoch": 1}
+    capsys.readouterr()
+
+    assert sweep.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[1/1] d8-linear-p0.5-s0: test error" in printed and "resumed from last.npz" in printed
+    assert "resumed from" in (run_dir / "train.log").read_text()
+    assert json.load(open(run_dir / "summary.json"))["epochs_run"] == 2
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+
+
+def test_folder_trained_otherwise_stops_before_any_run(finished, capsys):
+    out, argv, _ = finished
+    argv = tiny(str(out.parent.parent), out, "--p-last", "0.5", "1", epochs=2)
+    argv[argv.index("--data-dir") + 1] = json.load(open(out / "d8-constant-s0" / "config.json"))["data_dir"]
+    assert sweep.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "epochs 1 there, 2 here" in err[0], err
+
+
+def test_plot_from_run_folders(finished, tmp_path, capsys):
+    out, _, _ = finished
+    figure = tmp_path / "fig8.png"
+    assert sweep.main(["--plot", str(out), "-o", str(figure)]) == 0
+    assert png_size(figure)[0] > 500
+    table = capsys.readouterr().out
+    assert "3 finished runs" in table and "constant" in table and "uniform" in table
+
+
+def fake_run(folder, depth, rule, p_last, seed, error, seconds=10.0):
+    folder.mkdir(parents=True)
+    json.dump(dict(depth=depth, rule=rule, p_last=p_last, seed=seed, epochs=3), open(folder / "config.json", "w"))
+    json.dump(dict(epochs_run=3, test_error=error, test_error_rule="no validation set: final test error",
+                   mean_epoch_seconds=seconds), open(folder / "summary.json", "w"))
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_plot_several_depths_draws_the_heat_map(tmp_path, capsys):
+    """Run folders written by hand (no training): two depths, two rules, two seeds, one unfinished run."""
+    for depth in (20, 56):
+        for seed in (0, 1):
+            fake_run(tmp_path / f"d{depth}-constant-s{seed}", depth, "linear", 1.0, seed, 0.30 + 0.01 * seed)
+            for rule in ("linear", "uniform"):
+                for p in (0.2, 0.5):
+                    fake_run(tmp_path / sweep.run_name(depth, rule, p, seed), depth, rule, p, seed,
+                             0.4 - p / 10 + 0.02 * seed, seconds=10 * p)
+    (tmp_path / "d110-constant-s0").mkdir()
+    json.dump(dict(depth=110, rule="linear", p_last=1.0, seed=0, epochs=3),
+              open(tmp_path / "d110-constant-s0" / "config.json", "w"))
+    assert sweep.main(["--plot", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "20 finished runs" in printed and "unfinished: d110-constant-s0" in printed
+    row = next(l for l in printed.splitlines() if l.split()[:3] == ["20", "linear", "0.2"])
+    assert "39.00  (38.0-40.0)" in row and "20%" in row  # mean over seeds, spread; 2 s vs 10 s per epoch
+    width, _ = png_size(tmp_path / "fig8.png")
+    single = tmp_path / "single"
+    single.mkdir()
+    fake_run(single / "d20-constant-s0", 20, "linear", 1.0, 0, 0.3)
+    fake_run(single / "d20-linear-p0.5-s0", 20, "linear", 0.5, 0, 0.35)
+    assert sweep.main(["--plot", str(single)]) == 0
+    assert width > 1.5 * png_size(single / "fig8.png")[0]  # the heat map is a second panel
+
+
+def test_dry_run_lists_commands_and_runs_nothing(fake_root, tmp_path, capsys):
+    out = tmp_path / "g"
+    assert sweep.main(tiny(fake_root, out, "--p-last", "0.8", "1", "--rule", "linear", "--dry-run")) == 0
+    printed = capsys.readouterr().out
+    assert "[2/2] d8-linear-p0.8-s0 (new): python -m minisd.train --depth 8 --p-last 0.8 --rule linear" in printed
+    assert not out.exists()
+
+
+def test_failed_run_is_one_line_and_the_sweep_goes_on(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "g"), "--depth", "8", "--p-last", "1", "0.5", "--rule", "linear",
+            "--data-dir", str(tmp_path / "missing"), "--device", "cpu", "--epochs", "1"]
+    assert sweep.main(argv) == 1
+    printed = capsys.readouterr().out
+    failed = [l for l in printed.splitlines() if "FAILED" in l]
+    assert len(failed) == 2 and "missing" in failed[0] and failed[0].startswith("[1/2] d8-constant-s0: FAILED")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--p-last", "1.5"], "(0, 1]"),
+    (["--depth", "21"], "6N+2"),
+    (["--rule", "cubic"], "invalid choice"),
+    (["--dept", "20"], "--dept"),
+    (["--epochs", "0"], "--epochs"),
+    (["--resume", "x/last.npz"], "--resume"),
+])
+def test_bad_input_is_one_line(args, message, tmp_path, capsys):
+    assert sweep.main(["--out", str(tmp_path / "g"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["--p-last", "0.5"], "--out DIR is required", 2),
+    (["--plot", "/nonexistent/sweep"], "/nonexistent/sweep", 1),
+    (["--plot", "/tmp", "--depth", "20"], "takes no --depth", 2),
+    (["--plot", "/tmp", "--epochs", "3"], "no training flags", 2),
+])
+def test_missing_out_and_bad_plot_folder(args, message, code, capsys):
+    assert sweep.main(args) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_cli_bad_flag_is_one_line_without_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "minisd.sweep", "--out", str(tmp_path), "--dept", "20"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "unrecognized arguments: --dept 20" in r.stderr
+
+
+def test_every_flag_has_a_help_line():
+    parser = sweep.build_parser()
+    assert [a.option_strings for a in parser._actions if not a.help] == []
+    assert "minisd.train" in parser.format_help()
