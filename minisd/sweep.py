@@ -35,6 +35,8 @@ import sys
 import time
 from dataclasses import asdict
 
+from .runs import read_config
+
 GRID_FLAGS = ("--p-last", "--rule", "--depth", "--seed")
 OWN_FLAGS = ("--out", "--plot", "--figure", "-o", "--dry-run")
 # config.json keys that do not change what a run learns: a folder may differ in these and still count
@@ -112,7 +114,7 @@ def _read_json(path):
 def run_state(run_dir):
     """'done' (summary.json counts every epoch of config.json), 'interrupted' (a last.npz to
     resume from) or 'new' (nothing usable: start from scratch)."""
-    cfg = _read_json(os.path.join(run_dir, "config.json"))
+    cfg = read_config(run_dir)
     summary = _read_json(os.path.join(run_dir, "summary.json"))
     if cfg and summary and summary.get("epochs_run", 0) >= cfg.get("epochs", float("inf")):
         return "done"
@@ -123,7 +125,7 @@ def run_state(run_dir):
 
 def check_folder(run_dir, expected):
     """Stop (SweepError) if ``run_dir`` holds a run made with other settings than ``expected``."""
-    found = _read_json(os.path.join(run_dir, "config.json"))
+    found = read_config(run_dir)
     if found is None:
         return
     diff = [f"{k} {found.get(k)!r} there, {v!r} here" for k, v in expected.items()
@@ -252,7 +254,7 @@ def collect(sweep_dir):
     runs, unfinished = [], []
     for name in sorted(os.listdir(sweep_dir)):
         run_dir = os.path.join(sweep_dir, name)
-        cfg = _read_json(os.path.join(run_dir, "config.json"))
+        cfg = read_config(run_dir)
         if not os.path.isdir(run_dir) or not cfg:
             continue
         if run_state(run_dir) != "done":

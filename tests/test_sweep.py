@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from minisd import data, sweep, train
+from minisd import sweep, train
 from minisd.checkpoint import load_checkpoint
+from minisd.fake_data import write_fake_cifar10
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    data.write_fake_cifar10(root, n_per_batch=20, seed=0, n_test=40)
+    write_fake_cifar10(root, n_per_batch=20, seed=0, n_test=40)
     return str(root)
 
 
