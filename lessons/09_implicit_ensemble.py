@@ -203,17 +203,25 @@ print("predictions is the ensemble's answer, and the scaled network approximates
 print(f"ONE pass - here its softmax outputs are {'the closest' if closest else 'NOT the closest'} to (d) of the "
       "three compared.")
 print(f"The unscaled network (b) is one member of that ensemble: the deepest, all {nb} gates open. Its weights")
-print(f"are shared and trained, but it ran as a whole only on the steps where every gate happened to be open")
-print(f"(a fraction prod p_l = {p_all_open:.2f} of them).")
-print("The running statistics of BN and the layers above were fitted to the mix of all sub-networks, in")
-print("which branch l is present a fraction p_l of the time. The scaled network (a) adds p_l x branch,")
-print("that expected contribution; (b) adds every branch in full, as only its own steps did.")
+print("are the scaled network's weights, trained as much: block l's branch learned on every step it ran")
+print("(a fraction p_l of them) and the rest of the network on every step. What is rare is the configuration:")
+print(f"all {nb} branches together ran on a fraction prod p_l = {p_all_open:.2f} of the steps (expected).")
+print("So the layers above each block, and BN's running statistics, were fitted to the mix of sub-networks,")
+print("in which branch l is present a fraction p_l of the time. The scaled network (a) adds p_l x branch,")
+print("that expected contribution; (b) adds every branch in full, a mix the later layers rarely saw.")
 gap = acc(p_unscaled) - acc(p_scaled)
-if gap < 0:
-    print(f"Here (b) is {pts(acc(p_scaled), acc(p_unscaled))[1:]} below (a).")
+# the same test images for both: only the images on which exactly one of them is right count
+right_a, right_b = p_scaled.argmax(axis=1) == y_np, p_unscaled.argmax(axis=1) == y_np
+se_gap = float(np.sqrt(np.sum(right_a != right_b))) / len(y_np)   # standard error of the paired difference
+print(f"(b) - (a) = {pts(acc(p_unscaled), acc(p_scaled))}; they disagree on {int(np.sum(right_a != right_b))} of "
+      f"{len(y_np)} images, so its standard error is about {100 * se_gap:.1f} points.")
+if gap < -2 * se_gap:
+    print("Here (b) is below (a) by more than two standard errors of this test set (one training seed).")
+elif gap < 0:
+    print("Here (b) is below (a), but by less than two standard errors: this test set cannot tell them apart.")
 else:
-    print(f"Here (b) is not below (a) ({pts(acc(p_unscaled), acc(p_scaled))}): with {nb} blocks and short training,")
-    print("the deepest member and the average differ little, and the test set is small.")
+    print(f"Here (b) is not below (a): with {nb} blocks and short training the deepest member and the")
+    print("scaled network differ little.")
 spread = max(acc(p_scaled), acc(p_unscaled), ens_acc[-1]) - min(acc(p_scaled), acc(p_unscaled), ens_acc[-1])
 if spread < 0.05:
     print(f"(a), (b) and (d) lie within {100 * spread:.1f} points of each other: on a small, briefly trained network")
@@ -251,8 +259,10 @@ L.save_figure(fig, "ensemble.png")
 # ## Summary
 # * a sampled sub-network at test time = BN in eval mode + blocks in training mode + gates;
 # * the scaled network approximates the average of the sub-networks in one pass;
-# * without the p_l scaling the full network is only the ensemble's deepest member, a
-#   sub-network trained on few steps - not the ensemble's average.
+# * without the p_l scaling the full network is only the ensemble's deepest member. Its
+#   weights are the shared ones, trained on every step their block ran; what is rare is the
+#   all-open configuration (a fraction prod p_l of the steps): the layers above were fitted
+#   to branches present only a fraction p_l of the time. It is not the ensemble's average.
 
 # %%
 L.try_this()
