@@ -2,17 +2,19 @@
 
 What you will learn
   * a training step's time is (nearly) a straight line in the number k of blocks that run:
-    we set the gates to keep exactly k blocks and time forward + backward + SGD update;
-  * FLOPs saved vs time saved: how close the measured saving comes to the FLOP count;
-  * the expected saving of the paper's linear rule (p_L = 0.5) - predicted and measured
-    with real sampled gates;
-  * why dropping per IMAGE (mode="sample") saves nothing: every branch must still run on
-    the whole batch, and the dropped images are merely multiplied by zero.
+    we set the gates to keep exactly k blocks and time forward + backward + SGD update,
+    several rounds in alternating order, and fit a line (with its R^2 and its spread);
+  * FLOPs saved vs time saved: the fit's prediction for the paper's linear rule (p_L = 0.5)
+    against the fit for constant depth, compared with the FLOP count; then real sampled steps;
+  * why dropping per IMAGE with a mask (minisd's mode="sample", torchvision's "row" mode)
+    saves nothing: every branch still runs on the whole batch and the dropped images are
+    multiplied by zero - and that running a branch on the kept images only does save work,
+    at a cost to batch norm.
 
 Run
-  python lessons/10_speed.py            # ~23 s on a 2-core CPU
-  python lessons/10_speed.py --quick    # ~2 s
-  (options: --device gpu, --out DIR, --seed N, --depth D, --batch-size B)
+  python lessons/10_speed.py            # ~40 s on a 2-core CPU
+  python lessons/10_speed.py --quick    # ~6 s
+  (options: --device gpu, --out DIR, --seed N, --depth D, --batch-size B, --rounds R)
 
 Try this
   1. Run with --batch-size 8: the fixed part of a step (the intercept of the fit) becomes a
@@ -20,9 +22,10 @@ Try this
   2. Which blocks you keep matters a little: keep the first k blocks instead of a random
      subset (net.set_gates([i < k for i in range(nb)])). Are early blocks cheaper or dearer?
      Compare with the per-block FLOPs in lesson 6.
-  3. Make sample mode save work: for one block, run the branch only on the images whose
-     mask is 1 (x[mask]) and scatter the result back. What goes wrong with batch norm's
-     statistics, and with the batch size that each branch sees?
+  3. Section 4 ran one branch on its kept images only. Write a ResidualBlock whose forward
+     does that for every block (x[mask] in, scatter the result back; the same in backward)
+     and train lesson 7's network with it. How do its BN running statistics differ from
+     batch mode's, and what batch size does each branch see?
 """
 # %% [markdown]
 # # Lesson 10: speed
@@ -31,6 +34,10 @@ Try this
 # computed (lesson 5). Lesson 6 counted ~25% fewer FLOPs in expectation for the linear rule.
 # FLOPs are not seconds, though: every step also has fixed costs (the stem, shortcuts,
 # ReLUs, the loss, the optimizer update of every weight, Python overhead). Here we time it.
+#
+# Timing on a shared machine: other programs slow some steps down. So every setting is
+# timed several times, in rounds that run all settings one after the other (in reverse
+# order every second round), and we report medians and the spread over the rounds.
 
 # %%
 import time
@@ -46,13 +53,14 @@ from _common import plt, section, setup, table
 def extra(p):
     p.add_argument("--depth", type=int, default=None, help="ResNet depth (default 56; quick: 20)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default 64; quick: 16)")
+    p.add_argument("--rounds", type=int, default=None, help="timing rounds per setting (default 5; quick: 5)")
 
 
 L = setup(__doc__, extra)
 xp = L.xp
 depth = L.args.depth or (20 if L.quick else 56)
 batch = L.args.batch_size or (16 if L.quick else 64)
-repeat = 1 if L.quick else 3
+rounds = L.args.rounds or 5
 
 net = ResNet(depth, 10, p_last=0.5, seed=L.seed).to(L.device)
 nb = len(net.blocks)
@@ -61,7 +69,7 @@ loss_fn = SoftmaxCrossEntropy()
 rng = np.random.default_rng(L.seed)
 x = xp.asarray(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32))
 y = xp.asarray(rng.integers(0, 10, batch))
-print(f"{net}\nbatch {batch} of 32x32 images; each time is the median of {repeat} steps after a warm-up step")
+print(f"{net}\nbatch {batch} of 32x32 images; every setting timed in {rounds} rounds after a warm-up step")
 
 
 def train_step(model=net, optimizer=opt):
@@ -72,158 +80,306 @@ def train_step(model=net, optimizer=opt):
     optimizer.step(inactive=model.inactive_parameter_names())
 
 
+def clock(fn):
+    """Wall time of one call of fn(), in seconds (waits for the GPU before reading the clock)."""
+    L.sync()
+    t0 = time.perf_counter()
+    fn()
+    L.sync()
+    return time.perf_counter() - t0
+
+
+def interleaved(settings, rounds):
+    """Time every setting once per round; the order is reversed every second round, so a slow
+    spell of the machine hits all settings alike. settings: {name: fn}. Returns {name: [s, ...]}."""
+    names = list(settings)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            times[n].append(clock(settings[n]))
+    return times
+
+
+def spread(v):
+    """'min-max' of a list of seconds, in ms."""
+    return f"{1e3 * min(v):.0f}-{1e3 * max(v):.0f}"
+
+
 # %% [markdown]
 # ## 1. Time per step vs number of surviving blocks
 #
-# For several k we pick k blocks at random (seeded), open exactly those gates with
-# `net.set_gates`, trace one step to count the FLOPs executed, then time a few untraced steps.
+# For several k we pick k blocks at random (seeded) and open exactly those gates with
+# `net.set_gates`; one traced step per k counts the FLOPs executed (and warms up), then the
+# rounds time untraced steps. A straight line through the medians gives the fixed part
+# (intercept) and the cost of one block (slope); R^2 says how straight the line is, and a
+# line fitted to each round alone shows how much the slope moves from round to round.
 
 # %%
 section(f"1. time per training step vs surviving blocks (ResNet-{depth}, L = {nb})")
-ks = sorted({0, nb // 3, 2 * nb // 3, nb}) if L.quick else sorted({0, nb // 5, 2 * nb // 5, 3 * nb // 5,
-                                                                     4 * nb // 5, nb})
-results = []
+ks = sorted({0, nb // 4, nb // 2, 3 * nb // 4, nb}) if L.quick else sorted({0, nb // 5, 2 * nb // 5, 3 * nb // 5,
+                                                                              4 * nb // 5, nb})
+gates_for = {}
+flops = {}
 for k in ks:
     keep = set(rng.choice(nb, size=k, replace=False).tolist())
-    net.set_gates([i in keep for i in range(nb)])
+    gates_for[k] = [i in keep for i in range(nb)]
+    net.set_gates(gates_for[k])
     with minisd.trace() as t:  # also serves as the warm-up step
         train_step()
-    flops = sum(e.flops for e in t.events)
+    flops[k] = sum(e.flops for e in t.events)
     if k == nb:  # every branch ran: keep each block's branch FLOPs (forward + backward) for section 2
         branch_flops = [sum(e.flops for e in t.events if e.block == i and ".branch." in e.layer) for i in range(nb)]
-    seconds = L.timeit(train_step, repeat=repeat, warmup=0)
-    results.append((k, seconds, flops))
-full_s, full_f = results[-1][1], results[-1][2]
-table(["blocks run k", "ms / step", "GFLOP / step", "time vs all", "FLOPs vs all"],
-      [[k, 1e3 * s, f / 1e9, f"{100 * s / full_s:.0f}%", f"{100 * f / full_f:.0f}%"] for k, s, f in results],
-      ["{}", "{:.0f}", "{:.2f}", "{}", "{}"])
-kk = np.array([r[0] for r in results], float)
-ss = np.array([r[1] for r in results])
+
+
+def step_with(k):
+    def run():
+        net.set_gates(gates_for[k])
+        train_step()
+    return run
+
+
+times = interleaved({k: step_with(k) for k in ks}, rounds)
+med = {k: float(np.median(times[k])) for k in ks}
+kk = np.array(ks, float)
+ss = np.array([med[k] for k in ks])
 slope, intercept = np.polyfit(kk, ss, 1)
-print(f"\nstraight-line fit: time = {1e3 * intercept:.0f} ms + k x {1e3 * slope:.1f} ms")
+fit = lambda k, a=intercept, b=slope: a + b * k
+r2 = 1 - np.sum((ss - fit(kk)) ** 2) / np.sum((ss - ss.mean()) ** 2)
+round_fits = [np.polyfit(kk, [times[k][r] for k in ks], 1) for r in range(rounds)]  # (slope, intercept) per round
+full_fit, full_f = fit(nb), flops[nb]
+table(["blocks run k", "ms / step (median)", f"min-max of {rounds}", "fit", "GFLOP / step", "FLOPs vs all"],
+      [[k, 1e3 * med[k], spread(times[k]), 1e3 * fit(k), flops[k] / 1e9, f"{100 * flops[k] / full_f:.0f}%"]
+       for k in ks], ["{}", "{:.0f}", "{}", "{:.0f}", "{:.2f}", "{}"])
+slopes = [1e3 * b for b, _ in round_fits]
+print(f"\nstraight-line fit through the medians: time = {1e3 * intercept:.0f} ms + k x {1e3 * slope:.1f} ms, "
+      f"R^2 = {r2:.3f}")
+print(f"the slope fitted to each round alone: median {np.median(slopes):.1f} ms per block, "
+      f"range {min(slopes):.1f}-{max(slopes):.1f}")
 print(f"the fixed part (k = 0: stem, shortcuts, ReLUs, head, loss, SGD on all weights) is "
-      f"{100 * intercept / full_s:.0f}% of a full step; FLOP-wise it is "
-      f"{100 * results[0][2] / full_f:.1f}%.")
+      f"{100 * intercept / full_fit:.0f}% of the fit's full step; FLOP-wise it is {100 * flops[0] / full_f:.1f}%.")
+if r2 > 0.95:
+    print(f"R^2 = {r2:.3f}: the time per step is close to a straight line in k.")
+else:
+    print(f"R^2 = {r2:.3f} is low: the medians scatter around the line (other work on the machine, or too few")
+    print("rounds); the savings below inherit that noise. Rerun with more --rounds.")
 
 # %% [markdown]
 # ## 2. The linear rule: predicted and measured saving
 #
-# With p_L = 0.5, E[k] = (3L - 1)/4. The fit predicts the time of an average step; then we
-# run real stochastic-depth steps (`net.sample_gates(rng)` before each) and average.
-# The FLOPs saved are not exactly the share of blocks skipped: the blocks that start stages 2
-# and 3 cost less, and the fixed part never shrinks. So we weight each block's traced branch
-# FLOPs by its chance of being dropped, 1 - p_l.
+# With p_L = 0.5, E[k] = (3L - 1)/4. The saving predicted by the fit is one point of the line
+# against another: 1 - fit(E[k]) / fit(L). (Dividing by a separately measured full step
+# would mix the fit's error with one measurement's noise.) Its spread comes from the
+# per-round fits. The FLOPs saved are not exactly the share of blocks skipped: the blocks
+# that start stages 2 and 3 cost less, and the fixed part never shrinks. So we weight each
+# block's traced branch FLOPs by its chance of being dropped, 1 - p_l.
+#
+# Then real stochastic-depth steps (`net.sample_gates(rng)` before each), each timed right
+# after an all-open step, so both see the same machine.
 
 # %%
 section("2. stochastic depth (linear rule, p_L = 0.5) vs constant depth")
 e_k = expected_blocks(nb, 0.5)
-predicted = intercept + slope * e_k
-n_sd = 3 if L.quick else 12
-times, ks_drawn, flops_drawn = [], [], []
-fixed_f = results[0][2]  # k = 0: everything but the branches
-for _ in range(n_sd):
-    gates = net.sample_gates(rng)
-    ks_drawn.append(sum(gates))
-    flops_drawn.append(fixed_f + sum(f for f, g in zip(branch_flops, gates) if g))
-    L.sync()
-    t0 = time.perf_counter()
-    train_step()
-    L.sync()
-    times.append(time.perf_counter() - t0)
-measured = float(np.mean(times))
-table(["", "blocks", "ms / step", "saving vs constant depth"],
-      [["constant depth (all gates open)", nb, 1e3 * full_s, "-"],
-       ["linear rule, predicted by the fit", f"{e_k:.2f}", 1e3 * predicted, f"{100 * (1 - predicted / full_s):.0f}%"],
-       ["  the fit at the blocks actually drawn", f"{np.mean(ks_drawn):.2f}",
-        1e3 * (intercept + slope * np.mean(ks_drawn)),
-        f"{100 * (1 - (intercept + slope * np.mean(ks_drawn)) / full_s):.0f}%"],
-       [f"linear rule, measured ({n_sd} sampled steps)", f"{np.mean(ks_drawn):.2f}", 1e3 * measured,
-        f"{100 * (1 - measured / full_s):.0f}%"]],
-      ["{}", "{}", "{:.0f}", "{}"])
+save_fit = 1 - fit(e_k) / fit(nb)
+save_rounds = [1 - (a + b * e_k) / (a + b * nb) for b, a in round_fits]
 flop_save = sum((1 - p) * f for p, f in zip(net.survival_probs, branch_flops)) / full_f
-save_fit, save_meas = 1 - predicted / full_s, 1 - measured / full_s
-fixed_time, fixed_flops = intercept / full_s, fixed_f / full_f
+n_sd = 8 if L.quick else 12
+sampled, full, ks_drawn = [], [], []
+for _ in range(n_sd):
+    net.open_all_gates()
+    full.append(clock(train_step))
+    ks_drawn.append(sum(net.sample_gates(rng)))
+    sampled.append(clock(train_step))
+pair_saves = [1 - s_ / f_ for s_, f_ in zip(sampled, full)]          # one saving per (all-open, sampled) pair
+line_saves = [1 - fit(k) / fit(nb) for k in ks_drawn]               # what the line says for the same draws
+save_meas, save_line = float(np.median(pair_saves)), float(np.median(line_saves))
+table(["", "blocks", "ms / step", "saving vs constant depth"],
+      [["constant depth, fit at k = L", nb, 1e3 * fit(nb), "-"],
+       ["linear rule, fit at E[k]", f"{e_k:.2f}", 1e3 * fit(e_k),
+        f"{100 * save_fit:.1f}% (per-round fits: {100 * min(save_rounds):.1f}-{100 * max(save_rounds):.1f}%)"],
+       ["expected FLOP saving", "", "", f"{100 * flop_save:.1f}%"],
+       [f"constant depth, measured ({n_sd} steps)", nb, 1e3 * np.median(full), "-"],
+       [f"linear rule, measured ({n_sd} sampled steps)", f"{np.mean(ks_drawn):.2f}", 1e3 * np.median(sampled),
+        f"{100 * save_meas:.1f}% (median of {n_sd} pairs; range {100 * min(pair_saves):.0f}-"
+        f"{100 * max(pair_saves):.0f}%)"]],
+      ["{}", "{}", "{:.0f}", "{}"])
 print(f"expected saving of the linear rule: {100 * (1 - e_k / nb):.1f}% of the blocks, {100 * flop_save:.1f}% of a "
       f"step's FLOPs\n(each block's traced branch FLOPs x (1 - p_l), over the FLOPs of a full step).")
-print(f"time saving: {100 * save_fit:.1f}% by the fit, {100 * save_meas:.1f}% measured over {n_sd} sampled steps.")
-if save_fit < flop_save - 0.01:
-    print(f"The fit's time saving is smaller than the FLOP saving: the fixed part is {100 * fixed_time:.0f}% of a")
-    print(f"step's time but only {100 * fixed_flops:.1f}% of its FLOPs (the SGD update, element-wise layers and")
+fixed_time, fixed_flops = intercept / fit(nb), flops[0] / full_f
+if min(save_rounds) <= flop_save <= max(save_rounds):
+    print(f"The fit's time saving ({100 * save_fit:.1f}%) matches the FLOP saving ({100 * flop_save:.1f}%) within the")
+    print("spread of the per-round fits.")
+elif flop_save > max(save_rounds):
+    print(f"The fit's time saving is smaller than the FLOP saving in every round: the fixed part is {100 * fixed_time:.0f}%")
+    print(f"of a step's time but only {100 * fixed_flops:.1f}% of its FLOPs (the SGD update, element-wise layers and")
     print("Python overhead take time without doing many FLOPs).")
-elif save_fit > flop_save + 0.01:
-    print(f"The fit's time saving is LARGER than the FLOP saving (fixed part: {100 * fixed_time:.0f}% of the time,")
-    print(f"{100 * fixed_flops:.1f}% of the FLOPs). Branches cost more time per FLOP than the rest here, or the")
-    print("timings are noisy (likely with --quick: one step per point, small batches).")
 else:
-    print("The fit's time saving matches the FLOP saving to within a point.")
-print("The measured steps scatter around the fit: each draws its own depth, and other work on the")
-print("machine adds noise.")
+    print(f"The fit's time saving is LARGER than the FLOP saving in every round (fixed part: {100 * fixed_time:.0f}% of")
+    print(f"the time, {100 * fixed_flops:.1f}% of the FLOPs): here the branches cost more time per FLOP than the rest.")
+print(f"Sampled steps against their all-open neighbours: median saving {100 * save_meas:.1f}%; the line predicts "
+      f"{100 * save_line:.1f}% for the depths drawn.")
+if min(pair_saves) <= save_line <= max(pair_saves):
+    print(f"That lies within the range of the {n_sd} pairs ({100 * min(pair_saves):.0f} to {100 * max(pair_saves):.0f}%): the "
+          "sampled steps are consistent with")
+    print("the line, though single steps scatter widely.")
+else:
+    print(f"That lies outside the range of the {n_sd} pairs: the machine's load changed between the")
+    print("measurements, or the line misses something (rerun with more --rounds before drawing a conclusion).")
 
 # %% [markdown]
-# ## 3. Per-image dropping saves nothing
+# ## 3. Per-image dropping with a mask saves nothing
 #
-# `mode="sample"` draws one gate per image. A block must then run its branch on the whole
-# batch (other images need it) and multiply each image's branch output by its 0/1 mask:
-# the same work as constant depth. We time it with sampled masks and with every mask all
-# zeros (every image "drops" every block).
+# `mode="sample"` draws one gate per image. A block then runs its branch on the whole batch
+# (other images need it) and multiplies each image's branch output by its 0/1 mask: the same
+# work as constant depth. torchvision's `stochastic_depth(..., mode="row")` does the same.
+# We time it with sampled masks and with every mask all zeros (every image "drops" every
+# block), in rounds with batch mode (all gates open, and the linear rule's sampled gates).
 
 # %%
-section("3. mode='sample' (one gate per image) vs mode='batch'")
+section("3. mode='sample' (one gate per image, a mask) vs mode='batch'")
 net_s = ResNet(depth, 10, p_last=0.5, mode="sample", seed=L.seed).to(L.device)
 opt_s = SGD(net_s.parameters(), lr=0.01)
 net_s.sample_gates(rng, batch_size=batch)
+masks = [b.mask.copy() for b in net_s.blocks]
+kept = np.mean([m.mean() for m in masks])
 with minisd.trace() as t:
     train_step(net_s, opt_s)
 flops_s = sum(e.flops for e in t.events)
-t_sample = L.timeit(lambda: train_step(net_s, opt_s), repeat=repeat, warmup=0)
-kept = np.mean([b.mask.mean() for b in net_s.blocks])
 for b in net_s.blocks:
     b.mask = np.zeros(batch, bool)
 with minisd.trace() as t:  # traced again: the FLOPs with every mask all zeros
     train_step(net_s, opt_s)
 flops_zero = sum(e.flops for e in t.events)
-t_zero = L.timeit(lambda: train_step(net_s, opt_s), repeat=repeat, warmup=0)
-table(["setting", "ms / step", "GFLOP / step", "time vs constant depth"],
-      [["batch mode, all gates open", 1e3 * full_s, full_f / 1e9, "100%"],
-       [f"sample mode, masks drawn ({100 * kept:.0f}% of images kept)", 1e3 * t_sample, flops_s / 1e9,
-        f"{100 * t_sample / full_s:.0f}%"],
-       ["sample mode, every mask all zeros", 1e3 * t_zero, flops_zero / 1e9, f"{100 * t_zero / full_s:.0f}%"],
-       ["batch mode, linear rule (measured above)", 1e3 * measured, float(np.mean(flops_drawn)) / 1e9,
-        f"{100 * measured / full_s:.0f}%"]],
-      ["{}", "{:.0f}", "{:.2f}", "{}"])
-print("(GFLOP of the linear-rule row: the mean over the sampled steps of the fixed part plus the branches")
-print("that ran, from the traces of section 1.)")
+net.sample_gates(rng)
+with minisd.trace() as t:
+    train_step()
+flops_sd = sum(e.flops for e in t.events)
+
+
+def with_masks(ms):
+    def run():
+        for b, m in zip(net_s.blocks, ms):
+            b.mask = m
+        train_step(net_s, opt_s)
+    return run
+
+
+def batch_all_open():
+    net.open_all_gates()
+    train_step()
+
+
+def batch_linear_rule():
+    net.sample_gates(rng)
+    train_step()
+
+
+zeros = [np.zeros(batch, bool)] * nb
+settings = {"batch mode, all gates open": batch_all_open,
+            f"sample mode, masks drawn ({100 * kept:.0f}% of images kept)": with_masks(masks),
+            "sample mode, every mask all zeros": with_masks(zeros),
+            "batch mode, linear rule (sampled gates)": batch_linear_rule}
+t3 = interleaved(settings, rounds)
+names = list(settings)
+m3 = {n: float(np.median(t3[n])) for n in names}
+base = m3[names[0]]
+table(["setting", "ms / step (median)", f"min-max of {rounds}", "GFLOP / step", "time vs all open"],
+      [[n, 1e3 * m3[n], spread(t3[n]), f / 1e9, f"{100 * m3[n] / base:.0f}%"]
+       for n, f in zip(names, [full_f, flops_s, flops_zero, flops_sd])],
+      ["{}", "{:.0f}", "{}", "{:.2f}", "{}"])
+print("(GFLOP of the linear-rule row: one traced step with one draw of the gates.)")
 if min(flops_s, flops_zero) >= 0.99 * full_f:
     print("Sample mode executes the FLOPs of the full network whatever the masks say: every branch runs on")
     print("the whole batch. It regularises (each image sees its own sub-network) but saves no work.")
 else:
     print("Sample mode executed fewer FLOPs than the full network here - not what minisd's sample mode")
     print("should do (every branch runs on the whole batch); look at the trace.")
-if min(t_sample, t_zero) > measured:
-    print("In time, too, both sample-mode rows are slower than batch mode with the linear rule: only one gate")
-    print("per mini-batch lets a whole branch be skipped - the paper's choice.")
+slower = sum(min(t3[names[1]][r], t3[names[2]][r]) > t3[names[3]][r] for r in range(rounds))
+if slower == rounds:
+    print(f"In time, too, both sample-mode rows were slower than batch mode with the linear rule in all {rounds}")
+    print("rounds: with a mask, only a gate per mini-batch lets a whole branch be skipped.")
 else:
-    print("In time the rows are not ordered as the FLOPs predict here: with --quick sizes (one step per")
-    print("timing, small batches) noise from other work on the machine can be as large as the differences.")
+    print(f"In time, both sample-mode rows were slower than batch mode with the linear rule in {slower} of {rounds}")
+    print("rounds only: at these sizes noise from other work on the machine is as large as the difference.")
 
 # %% [markdown]
-# ## 4. Figure
+# ## 4. Per-image dropping that does save work: the branch on the kept images only
+#
+# A mask is not the only way to drop per image. A block can gather the images whose gate is
+# open, run its branch on those alone, and scatter the result back (the shortcut still runs
+# on every image). Then the branch's work shrinks with the number of images kept. The cost:
+# batch norm inside the branch normalises with the mean and variance of the kept images only
+# - a smaller batch, a different one in every block and every step - so its statistics are
+# noisier, and the running statistics average over batches of varying size.
+# We time one branch (block 2, 16 channels at 32 x 32), forward and backward, on the whole
+# batch and on the images of one draw with p = 0.5.
+
+# %%
+section("4. one branch on the whole batch vs on the kept images only")
+block = net.blocks[1]
+c_in = block.in_channels
+h = xp.asarray(rng.standard_normal((batch, c_in, 32, 32)).astype(np.float32))
+mask = rng.random(batch) < 0.5
+if mask.sum() == 0:
+    mask[0] = True
+idx = xp.asarray(np.flatnonzero(mask))
+
+
+def branch_on(images):
+    def run():
+        out = block.branch.forward(images)
+        block.branch.backward(xp.ones_like(out))
+    return run
+
+
+def branch_kept_scattered():
+    out = xp.zeros((batch, block.out_channels, 32, 32), dtype=h.dtype)
+    out[idx] = block.branch.forward(h[idx])   # gather, run, scatter back
+    block.branch.backward(xp.ones_like(out[idx]))
+
+
+branch_on(h)()  # warm-up of both sizes
+branch_kept_scattered()
+t4 = interleaved({"whole batch": branch_on(h), "kept images only": branch_kept_scattered}, rounds)
+m_all, m_kept = float(np.median(t4["whole batch"])), float(np.median(t4["kept images only"]))
+share = mask.mean()
+table(["branch of block 2 (forward + backward)", "images", "ms (median)", f"min-max of {rounds}", "time vs whole batch"],
+      [["whole batch (what a mask costs)", batch, 1e3 * m_all, spread(t4["whole batch"]), "100%"],
+       ["kept images only, scattered back", int(mask.sum()), 1e3 * m_kept, spread(t4["kept images only"]),
+        f"{100 * m_kept / m_all:.0f}%"]],
+      ["{}", "{}", "{:.1f}", "{}", "{}"])
+faster = sum(a > b for a, b in zip(t4["whole batch"], t4["kept images only"]))
+if faster == rounds and m_kept < 0.9 * m_all:
+    print(f"The branch on the {100 * share:.0f}% of images kept took {100 * m_kept / m_all:.0f}% of the time, faster in all "
+          f"{rounds} rounds: per-image")
+    print("dropping does save work when the dropped images are left out rather than multiplied by zero - at the")
+    print("cost to batch norm described above. The paper's per-mini-batch gate saves the whole branch and keeps")
+    print("every batch-norm batch whole.")
+else:
+    print(f"The branch on the kept images was not clearly faster here ({100 * m_kept / m_all:.0f}% of the time, faster in "
+          f"{faster} of {rounds} rounds):")
+    print("at this batch size the fixed costs of a layer call and timing noise are as large as the work saved.")
+    print("Try --batch-size 128.")
+
+# %% [markdown]
+# ## 5. Figure
 
 # %%
 pyplot = plt()
 fig, axes = pyplot.subplots(1, 2, figsize=(11, 4))
-axes[0].plot(kk, 1e3 * ss, "o", label="measured (batch mode)")
-axes[0].plot(kk, 1e3 * (intercept + slope * kk), "-", lw=1, label="straight-line fit")
-axes[0].axhline(1e3 * t_sample, color="C3", ls="--", label="sample mode (any masks)")
-axes[0].plot([np.mean(ks_drawn)], [1e3 * measured], "*", ms=12, color="C2", label="linear rule, sampled gates")
+for k in ks:
+    axes[0].plot([k] * rounds, 1e3 * np.array(times[k]), ".", color="C0", alpha=0.4)
+axes[0].plot(kk, 1e3 * ss, "o", color="C0", label=f"median of {rounds} rounds (batch mode)")
+axes[0].plot(kk, 1e3 * fit(kk), "-", lw=1, color="C0", label=f"straight-line fit (R^2 = {r2:.3f})")
+axes[0].axhline(1e3 * m3[names[1]], color="C3", ls="--", label="sample mode, masks drawn (median, section 3)")
+axes[0].plot(ks_drawn, 1e3 * np.array(sampled), "*", ms=8, color="C2", label="linear rule, sampled gates")
 axes[0].set_xlabel("surviving blocks k")
 axes[0].set_ylabel("ms per training step")
 axes[0].set_title(f"ResNet-{depth}, batch {batch} ({L.device})")
-ff = np.array([r[2] for r in results]) / full_f
-axes[1].plot(100 * ff, 100 * ss / full_s, "o-", label="measured")
+ff = np.array([flops[k] for k in ks]) / full_f
+axes[1].plot(100 * ff, 100 * ss / fit(nb), "o-", label="measured (median)")
 axes[1].plot([0, 100], [0, 100], "k:", lw=1, label="time = FLOPs")
 axes[1].set_xlabel("FLOPs executed (% of constant depth)")
-axes[1].set_ylabel("time (% of constant depth)")
+axes[1].set_ylabel("time (% of the fit at k = L)")
 axes[1].set_title("FLOPs saved vs time saved")
 for ax in axes:
     ax.grid(alpha=0.3)
@@ -232,9 +388,12 @@ L.save_figure(fig, "time_vs_blocks.png")
 
 # %% [markdown]
 # ## Summary
-# * time per step is affine in the number of surviving blocks: a fixed part plus a cost per
-#   block; stochastic depth removes ~25% of the per-block part;
-# * only per-mini-batch gates save time; per-image masks cost as much as the full network.
+# * time per step is close to affine in the number of surviving blocks: a fixed part plus a
+#   cost per block (R^2 and the per-round slopes above say how close); the linear rule
+#   removes about a quarter of the per-block part;
+# * per-image masks (mode="sample", torchvision's "row") cost as much as the full network;
+#   running a branch on its kept images only saves work, but changes what batch norm sees;
+#   one gate per mini-batch - the paper's - skips whole branches and keeps BN's batch whole.
 
 # %%
 L.try_this()
