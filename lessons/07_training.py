@@ -5,19 +5,23 @@ What you will learn
     flip), draw the gates, forward, loss, backward, SGD (Nesterov 0.9, weight decay 1e-4),
     learning rate 0.1 divided by 10 at 50% and 75% of the epochs;
   * both runs - constant depth (p_L = 1) and stochastic depth (linear rule, p_L = 0.5) -
-    from the same initial weights, their error curves on one figure, and the time per epoch;
-  * what a two-minute CPU run can and cannot show: the time saving is real; the accuracy
-    gain of the paper needs its 500 epochs on 50,000 images.
+    from the same initial weights, for two seeds, their error curves on one figure, and the
+    time per epoch (both warmed up, epochs timed in alternating order);
+  * what a two-minute CPU run can and cannot show: the time saving is measured; a difference
+    in loss or error counts only where it is larger than the spread between seeds, and the
+    accuracy gain of the paper needs its 500 epochs on 50,000 images.
 
 Run
-  python lessons/07_training.py            # ~59 s on a 2-core CPU
-  python lessons/07_training.py --quick    # ~3 s (a couple of tiny epochs on a few hundred images)
-  (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N)
+  python lessons/07_training.py            # ~2 min on a 2-core CPU
+  python lessons/07_training.py --quick    # ~5 s (a couple of tiny epochs on a few hundred images)
+  (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N,
+   --seeds K)
   Real data: minisd.data.default_data_dir() or --data-dir; generated images otherwise (it says so).
 
 Try this
-  1. Run longer and deeper: --depth 32 --epochs 10 --train-images 5000 (10-15 minutes).
-     Does the stochastic-depth run's test error catch up with, or pass, constant depth?
+  1. Run longer and deeper: --depth 32 --epochs 10 --train-images 5000 (20-30 minutes).
+     Does the stochastic-depth run's test error catch up with, or pass, constant depth -
+     by more than the spread between the seeds? (--seeds 3 for a better idea of the spread.)
   2. Switch off augmentation (train_epoch(..., augment=False)): the training error falls much
      faster, the test error does not. Which of the two runs overfits more?
   3. The same experiment with the full command-line tool (checkpoints, metrics.csv, optional
@@ -49,14 +53,16 @@ def extra(p):
     add_data_dir(p)
     p.add_argument("--depth", type=int, default=None, help="ResNet depth 6N+2 (default 20; quick: 8)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 5; quick: 2)")
-    p.add_argument("--train-images", type=int, default=None, help="training images (default 1280; quick: 256)")
+    p.add_argument("--train-images", type=int, default=None, help="training images (default 1024; quick: 256)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per variant: L.seed, L.seed + 1, ... (default 2)")
 
 
 L = setup(__doc__, extra)
 xp = L.xp
 depth = L.args.depth or (8 if L.quick else 20)
 epochs = L.args.epochs or (2 if L.quick else 5)
-n_train = L.args.train_images or (256 if L.quick else 1280)
+n_train = L.args.train_images or (256 if L.quick else 1024)
+seeds = [L.seed + i for i in range(max(1, L.args.seeds))]
 n_test = 256 if L.quick else None
 batch_size = 32 if L.quick else 64
 
@@ -87,99 +93,151 @@ src = inspect.getsource(train_epoch)
 print(src[src.index("    for s in range(steps)"):src.index("    backend.synchronize(xp)\n    return")].rstrip())
 
 # %% [markdown]
-# ## 3. Two runs from the same initial weights
+# ## 3. Two runs from the same initial weights, for each seed
 #
 # Constant depth: p_L = 1, every gate always open. Stochastic depth: linear rule, p_L = 0.5.
-# Same seed for the weights, the data order and the augmentation (the gates draw from the
-# same generator, so the sequences part after the first step). After every epoch the test
-# error is measured in eval mode (every block, branches scaled by p_l) with
-# minisd.train.evaluate.
+# For each seed both runs get the same initial weights, data order and augmentation (the
+# gates draw from the same generator, so the sequences part after the first step). After
+# every epoch the test error is measured in eval mode (every block, branches scaled by p_l)
+# with minisd.train.evaluate.
+#
+# Timing fairly: the first steps of a process are slow (memory is allocated, thread pools
+# start), so a throwaway network of each kind takes a few steps first. Then all runs advance
+# one epoch at a time, in alternating order (constant depth first in odd epochs, stochastic
+# depth first in even ones), so a slow spell of the machine does not always hit the same run.
+# With several seeds, a difference between the variants means something only if it is
+# larger than the differences between seeds.
 
 # %%
-section(f"3. training ResNet-{depth}: {epochs} epochs of {len(y_train)} images, batch {batch_size}")
+section(f"3. training ResNet-{depth}: {epochs} epochs of {len(y_train)} images, batch {batch_size}, "
+        f"seeds {', '.join(map(str, seeds))}")
 print(f"learning rate per epoch: {', '.join(f'{lr_at_epoch(e, 0.1, epochs):g}' for e in range(epochs))}")
 if batch_size != 128:
     print(f"(batch {batch_size}, not the paper's 128: a small training set needs more steps per epoch)")
-history = {}
-for label, p_last in (("constant depth", 1.0), ("stochastic depth", 0.5)):
-    net = ResNet(depth, 10, p_last=p_last, rule="linear", seed=L.seed).to(L.device)
-    opt = SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
-    rng = np.random.default_rng(L.seed)
-    rows = []
-    print(f"\n{label} (p_L = {p_last}; expected blocks per step {net.expected_blocks():.2f} of {len(net.blocks)})")
-    for epoch in range(epochs):
-        opt.lr = lr_at_epoch(epoch, base_lr=0.1, epochs=epochs)
-        r = train_epoch(net, opt, x_train, y_train, normalizer, rng, batch_size)
-        r["test_error"], r["test_loss"] = evaluate(net, x_test, y_test, normalizer)
-        r["lr"] = opt.lr
-        rows.append(r)
-        print(f"  epoch {epoch + 1}/{epochs}: lr {opt.lr:.3g}  train loss {r['loss']:.3f}  train err "
-              f"{r['error']:.3f}  test err {r['test_error']:.3f}  blocks {r['blocks']:.1f}  {r['seconds']:.1f} s",
-              flush=True)
-    history[label] = rows
+variants = (("constant depth", 1.0), ("stochastic depth", 0.5))
+for label, p_last in variants:  # warm-up: a throwaway network of each kind, 3 steps
+    warm = ResNet(depth, 10, p_last=p_last, seed=L.seed + 1000).to(L.device)
+    train_epoch(warm, SGD(warm.parameters(), lr=0.1), x_train[:3 * batch_size], y_train[:3 * batch_size],
+                normalizer, np.random.default_rng(0), batch_size)
+runs = []  # one per (seed, variant): the network, its optimiser, its generator, its epochs
+for seed in seeds:
+    for label, p_last in variants:
+        net = ResNet(depth, 10, p_last=p_last, rule="linear", seed=seed).to(L.device)
+        runs.append(dict(seed=seed, label=label, net=net, rng=np.random.default_rng(seed), rows=[],
+                         opt=SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)))
+print(f"expected blocks per step: {runs[0]['net'].expected_blocks():.2f} (constant depth), "
+      f"{runs[1]['net'].expected_blocks():.2f} (stochastic depth) of {len(runs[0]['net'].blocks)}")
+for epoch in range(epochs):
+    order = runs if epoch % 2 == 0 else [r for pair in zip(runs[1::2], runs[0::2]) for r in pair]
+    for run in order:
+        run["opt"].lr = lr_at_epoch(epoch, base_lr=0.1, epochs=epochs)
+        r = train_epoch(run["net"], run["opt"], x_train, y_train, normalizer, run["rng"], batch_size)
+        r["test_error"], r["test_loss"] = evaluate(run["net"], x_test, y_test, normalizer)
+        run["rows"].append(r)
+        print(f"  epoch {epoch + 1}/{epochs}, seed {run['seed']}, {run['label']:16s}: lr {run['opt'].lr:<5g} "
+              f"train loss {r['loss']:.3f}  train err {r['error']:.3f}  test err {r['test_error']:.3f}  "
+              f"blocks {r['blocks']:.1f}  {r['seconds']:.1f} s", flush=True)
 
 # %% [markdown]
 # ## 4. Results
 
 # %%
 section("4. results")
-summary = []
-for label, rows in history.items():
-    summary.append([label, rows[-1]["error"], rows[-1]["test_error"], min(r["test_error"] for r in rows),
-                    np.mean([r["blocks"] for r in rows]), np.median([r["seconds"] for r in rows])])
-table(["run", "final train err", "final test err", "best test err", "blocks/step", "median s/epoch"], summary,
-      ["{}", "{:.3f}", "{:.3f}", "{:.3f}", "{:.2f}", "{:.1f}"])
-t_const, t_sd = summary[0][-1], summary[1][-1]
+by = {label: [r for r in runs if r["label"] == label] for label, _ in variants}
+rng_text = lambda v, fmt="{:.3f}": fmt.format(np.mean(v)) + (f" ({fmt.format(min(v))}-{fmt.format(max(v))})"
+                                                              if len(v) > 1 else "")
+final = lambda label, key: [r["rows"][-1][key] for r in by[label]]
+summary = [[label, rng_text(final(label, "loss")), rng_text(final(label, "error")), rng_text(final(label, "test_error")),
+            float(np.mean([x["blocks"] for r in by[label] for x in r["rows"]])),
+            float(np.median([x["seconds"] for r in by[label] for x in r["rows"]]))] for label, _ in variants]
+table(["run", "final train loss", "final train err", "final test err", "blocks/step", "median s/epoch"], summary,
+      ["{}", "{}", "{}", "{}", "{:.2f}", "{:.1f}"])
+print(f"(mean over {len(seeds)} seed{'s' * (len(seeds) > 1)}" + (", lowest-highest in brackets)" if len(seeds) > 1 else ")"))
+const, sd = by["constant depth"], by["stochastic depth"]
 blocks_const, blocks_sd = summary[0][4], summary[1][4]
-loss_const, loss_sd = history["constant depth"][-1]["loss"], history["stochastic depth"][-1]["loss"]
+ratios = [b["seconds"] / a["seconds"] for rc, rs in zip(const, sd) for a, b in zip(rc["rows"], rs["rows"])]
 print(f"\ndata: {source} images.")
-print(f"blocks per step: {blocks_sd:.2f} of {len(net.blocks)} with stochastic depth "
-      f"({100 * (1 - blocks_sd / blocks_const):.0f}% fewer); median time per epoch {t_sd:.1f} s vs {t_const:.1f} s.")
-if t_sd < t_const:
-    print(f"-> stochastic depth took {100 * (1 - t_sd / t_const):.0f}% less time per epoch: the skipped blocks do no work.")
-    if 1 - t_sd / t_const < 1 - blocks_sd / blocks_const:
-        print("   The time saving is smaller than the share of blocks skipped: the stem, the head and the data")
-        print("   pipeline run in every step.")
+print(f"blocks per step: {blocks_sd:.2f} of {len(runs[0]['net'].blocks)} with stochastic depth "
+      f"({100 * (1 - blocks_sd / blocks_const):.0f}% fewer).")
+print(f"time per epoch, stochastic / constant depth, same seed and epoch: median {np.median(ratios):.2f}, "
+      f"range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} pairs.")
+if max(ratios) < 1:
+    print(f"-> stochastic depth took {100 * (1 - np.median(ratios)):.0f}% less time per epoch (median), and less in every "
+          "one of the pairs:")
+    print("   the skipped blocks do no work.")
+    if 1 - np.median(ratios) < 1 - blocks_sd / blocks_const:
+        print("   The saving is smaller than the share of blocks skipped: the stem, the head and the data pipeline")
+        print("   run in every step.")
     else:
-        print("   The time saving is not smaller than the share of blocks skipped, although the stem, the head")
-        print("   and the data pipeline run in every step: at these sizes timing noise is of that order.")
-    print("   (Medians over the epochs, because other work on the machine adds noise.)")
+        print("   The saving is not smaller than the share of blocks skipped, although the stem, the head and the")
+        print("   data pipeline run in every step: at these sizes timing noise is of that order.")
+elif np.median(ratios) < 1:
+    print(f"-> stochastic depth was faster in {sum(r < 1 for r in ratios)} of {len(ratios)} pairs, not in all: at these "
+          "sizes the fixed costs")
+    print("   (data, stem, head, Python) and noise from other work on the machine are of the order of the saving;")
+    print("   lesson 10 measures it cleanly.")
 else:
     print("-> stochastic depth was NOT faster here. At --quick sizes an epoch is a few dozen tiny steps, so the")
     print("   fixed costs (data, stem, head, Python) and noise from other work on the machine can hide the")
     print("   saving; run without --quick, or lesson 10 for a clean measurement.")
-print(f"final training loss: {loss_sd:.3f} with stochastic depth vs {loss_const:.3f} with constant depth.")
-if loss_sd > loss_const:
-    print("-> stochastic depth fit the training set more slowly, as a regulariser should.")
+loss_c, loss_s = final("constant depth", "loss"), final("stochastic depth", "loss")
+higher = sum(b > a for a, b in zip(loss_c, loss_s))
+print(f"final training loss, per seed: constant {', '.join(f'{v:.3f}' for v in loss_c)}; "
+      f"stochastic {', '.join(f'{v:.3f}' for v in loss_s)}.")
+if len(seeds) > 1 and min(loss_s) > max(loss_c):
+    print("-> stochastic depth ended with the higher training loss for every seed, beyond the spread between")
+    print(f"   seeds: it fit the training set more slowly in these {epochs} epochs (each step trained a shorter")
+    print(f"   network: {blocks_sd:.2f} of {len(runs[0]['net'].blocks)} blocks).")
+elif len(seeds) > 1 and max(loss_s) < min(loss_c):
+    print("-> stochastic depth ended with the LOWER training loss for every seed, beyond the spread between seeds.")
 else:
-    print("-> the stochastic-depth run did NOT have the higher training loss here; in so few steps the")
-    print("   two runs differ by little more than the noise of their (different) gate draws.")
-print(f"At this scale ({epochs} epochs, {len(y_train)} images, one seed) do not read much into the test errors:")
-print("the paper's gain from stochastic depth (lower test error) comes late in a run of 500 epochs.")
+    print(f"-> stochastic depth had the higher final training loss for {higher} of {len(seeds)} seed(s); the two variants'")
+    print("   ranges overlap (or there is one seed), so these runs do not show a difference in how fast they fit.")
+err_c, err_s = final("constant depth", "test_error"), final("stochastic depth", "test_error")
+if len(seeds) > 1 and (min(err_s) > max(err_c) or max(err_s) < min(err_c)):
+    better = "constant" if min(err_s) > max(err_c) else "stochastic"
+    print(f"Final test error: {better} depth was lower for every seed ({rng_text(err_c)} vs {rng_text(err_s)}).")
+if len(seeds) < 3:
+    print(f"(With {len(seeds)} seed{'s' * (len(seeds) > 1)}, 'beyond the spread between seeds' is a weak test: read such a "
+          "line as a hint; --seeds 3 or more.)")
+else:
+    print(f"Final test error: the ranges over seeds overlap ({rng_text(err_c)} vs {rng_text(err_s)}): no difference shown.")
+print(f"At this scale ({epochs} epochs, {len(y_train)} images) the paper's gain from stochastic depth (a lower test")
+print("error) is not to be expected: it comes late in a run of 500 epochs on 50,000 images (lesson 11 and")
+print("python -m minisd.sweep show how the test error depends on p_L).")
 
 pyplot = plt()
 fig, axes = pyplot.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
-for i, (label, rows) in enumerate(history.items()):
-    ep = np.arange(1, len(rows) + 1)
-    axes[0].plot(ep, [100 * r["test_error"] for r in rows], "-o", color=f"C{i}", label=f"{label}: test")
-    axes[0].plot(ep, [100 * r["error"] for r in rows], "--", color=f"C{i}", label=f"{label}: train (augmented)")
-axes[0].set_xticks(np.arange(1, epochs + 1))
+ep = np.arange(1, epochs + 1)
+for i, (label, _) in enumerate(variants):
+    for j, run in enumerate(by[label]):
+        seed_note = f", seed {run['seed']}" if len(seeds) > 1 else ""
+        axes[0].plot(ep, [100 * r["test_error"] for r in run["rows"]], "-o", color=f"C{i}", alpha=1 - 0.35 * j,
+                     ms=4, label=f"{label}{seed_note}: test")
+        axes[0].plot(ep, [100 * r["error"] for r in run["rows"]], "--", color=f"C{i}", alpha=1 - 0.35 * j,
+                     label=f"{label}{seed_note}: train (augmented)")
+axes[0].set_xticks(ep)
 axes[0].set_xlabel("epoch")
 axes[0].set_ylabel("error (%)")
 axes[0].set_title(f"ResNet-{depth} on {len(y_train)} {source} images")
 axes[0].grid(alpha=0.3)
-axes[0].legend(fontsize=8)
-axes[1].bar(["constant\ndepth", "stochastic\ndepth"], [t_const, t_sd], color=["C0", "C1"])
+axes[0].legend(fontsize=7)
+times = [[x["seconds"] for r in by[label] for x in r["rows"]] for label, _ in variants]
+axes[1].boxplot(times)
+axes[1].set_xticks([1, 2], ["constant\ndepth", "stochastic\ndepth"])
 axes[1].set_ylabel("seconds per epoch")
-axes[1].set_title(f"time per epoch ({L.device})")
+axes[1].set_title(f"time per epoch ({L.device}, all epochs and seeds)")
 L.save_figure(fig, "curves.png")
 
 # %% [markdown]
 # ## Summary
 # * the training loop is the paper's: the only stochastic-depth line is `net.sample_gates`;
 # * each epoch costs less with stochastic depth, roughly in proportion to the blocks skipped
-#   (a little less: the stem, the head and the data pipeline always run);
-# * for the accuracy effect, see the paper's Figure 3 (500 epochs, 50,000 images, 110 layers).
+#   (a little less: the stem, the head and the data pipeline always run) - when both runs are
+#   warmed up and timed in alternating order;
+# * differences in loss or error between the variants count only beyond the spread between
+#   seeds; for the accuracy effect, see the paper's Figure 3 (500 epochs, 50,000 images,
+#   110 layers) and lesson 11.
 
 # %%
 L.try_this()
