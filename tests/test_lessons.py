@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
 
 
+NUMBERS = [f"{i:02d}" for i in range(1, 12)]  # 01 ... 11; each is run below by its file name
+
+
 def test_lessons_exist():
-    assert len(LESSONS) >= 10, f"expected ten lessons, found {[p.name for p in LESSONS]}"
+    found = sorted(p.name[:2] for p in LESSONS)
+    assert found == NUMBERS, f"expected lessons {NUMBERS}, found {[p.name for p in LESSONS]}"
 
 
 @pytest.mark.slow
