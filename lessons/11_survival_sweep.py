@@ -11,12 +11,14 @@ What you will learn
 Scale: this is NOT the paper's experiment. The paper: ResNet-110 (54 blocks), 500 epochs
 of 45,000 CIFAR-10 images, batch 128. Here by default: ResNet-20 (9 blocks), 3 epochs of
 768 of the local subset's 5,170 training images (72 steps of batch 32), 2 seeds per setting,
-the subset's 1,017 test images - 14 short runs, about 3 minutes on 2 CPU cores. --quick:
+the subset's 1,017 test images - 14 short runs, about 2 minutes on 2 quiet CPU cores
+(estimated from the step times in benchmarks/RESULTS.md; 4.6 minutes measured on a machine
+shared with other work, load average 3-7). --quick:
 ResNet-8 (3 blocks), 1 epoch of 64 images in batches of 16, 200 test images, a few seconds.
 
 Run
-  python lessons/11_survival_sweep.py            # ~3 min on a 2-core CPU
-  python lessons/11_survival_sweep.py --quick    # ~6 s
+  python lessons/11_survival_sweep.py            # ~2 min on a quiet 2-core CPU (see above)
+  python lessons/11_survival_sweep.py --quick    # ~8 s
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E,
    --train-images N, --seeds K, --no-augment)
 
@@ -186,8 +188,8 @@ else:
     print("-> the time per epoch does NOT follow the expected depth closely here: at these sizes the fixed costs")
     print("   and noise from other work on the machine are as large as the differences (lesson 10 measures it).")
 print(f"linear rule, p_L = 0.2: {100 * (1 - lin02['ratio']):.0f}% less time per epoch than constant depth (pairs "
-      f"{100 * (1 - max(lin02['ratios'])):.0f} to {100 * (1 - min(lin02['ratios'])):.0f}%), for "
-      f"{100 * (1 - lin02['share']):.0f}% fewer blocks; the paper: 40% for ResNet-110.")
+      f"{100 * (1 - max(lin02['ratios'])):.0f} to {100 * (1 - min(lin02['ratios'])):.0f}%),\n"
+      f"for {100 * (1 - lin02['share']):.0f}% fewer blocks; the paper: 40% less time for ResNet-110.")
 
 const_errs = res["constant", 1.0]["errs"]
 above, below, same = [], [], []
@@ -216,13 +218,21 @@ else:
             wins.append(f"p_L {p:g}: uniform lower")
     print(f"linear vs uniform at the same p_L, beyond the spread: {'; '.join(wins) or 'no difference at any p_L'}.")
     if above and not below:
-        print("-> at this scale, dropping blocks cost accuracy where it made a difference at all: a short run of a")
-        print("   shallow network is still fitting the data, and stochastic depth slows that down.")
+        print(f"-> at this scale dropping blocks cost accuracy in {len(above)} of {len(above) + len(same)} settings beyond "
+              "the seed spread, and gained in none.")
     elif below:
-        print("-> some settings beat constant depth beyond the seed spread even at this scale.")
+        print(f"-> {len(below)} setting(s) beat constant depth beyond the seed spread even at this scale.")
     else:
         print("-> at this scale no setting differs from constant depth by more than the spread between seeds.")
     print(f"   ({len(seeds)} seeds are few: a range over {len(seeds)} runs is a weak measure of the spread.)")
+c_loss = res["constant", 1.0]["loss"]
+slower = [k for k, v in res.items() if k[0] != "constant" and v["loss"] > c_loss]
+print(f"final training loss (mean over seeds): constant depth {c_loss:.3f}; stochastic depth "
+      f"{min(v['loss'] for k, v in res.items() if k[0] != 'constant'):.3f}-"
+      f"{max(v['loss'] for k, v in res.items() if k[0] != 'constant'):.3f}.")
+if len(slower) == len(res) - 1:
+    print("-> every stochastic-depth setting ended with a higher training loss: in so few steps dropping blocks")
+    print("   slows the fitting down more than it helps.")
 print("The paper, at full scale (ResNet-110, 500 epochs, 45,000 images): both rules beat constant depth for a")
 print("well-chosen p_L, linear beats uniform at every p_L, linear is robust for p_L of about 0.4-0.8, and p_L = 0.2")
 print("(linear) stays competitive while training 40% faster.")
