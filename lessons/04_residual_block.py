@@ -11,8 +11,8 @@ What you will learn
     very different rates.
 
 Run
-  python lessons/04_residual_block.py            # ~11 s on a 2-core CPU
-  python lessons/04_residual_block.py --quick    # ~1 s
+  python lessons/04_residual_block.py            # 15 s on a busy 2-core CPU (2026-11-28)
+  python lessons/04_residual_block.py --quick    # ~2 s
   (options: --device gpu, --out DIR, --seed N)
 
 Try this

@@ -12,8 +12,8 @@ What you will learn
     accuracy gain of the paper needs its 500 epochs on 50,000 images.
 
 Run
-  python lessons/07_training.py            # ~2 min on a 2-core CPU
-  python lessons/07_training.py --quick    # ~5 s (a couple of tiny epochs on a few hundred images)
+  python lessons/07_training.py            # 3 min on a busy 2-core CPU (2026-11-28)
+  python lessons/07_training.py --quick    # ~14 s busy (a couple of tiny epochs on a few hundred images)
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N,
    --seeds K)
   Real data: minisd.data.default_data_dir() or --data-dir; generated images otherwise (it says so).

@@ -10,8 +10,8 @@ What you will learn
     (c) single sampled sub-networks, (d) the average of k sub-networks' predictions, k = 1..K.
 
 Run
-  python lessons/09_implicit_ensemble.py            # ~45 s on a 2-core CPU
-  python lessons/09_implicit_ensemble.py --quick    # ~2 s
+  python lessons/09_implicit_ensemble.py            # 79 s on a busy 2-core CPU (2026-11-28)
+  python lessons/09_implicit_ensemble.py --quick    # ~10 s busy
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --subnets K, --epochs E, --depth D,
    --train-images N)
 

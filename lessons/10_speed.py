@@ -12,8 +12,8 @@ What you will learn
     at a cost to batch norm.
 
 Run
-  python lessons/10_speed.py            # ~40 s on a 2-core CPU
-  python lessons/10_speed.py --quick    # ~6 s
+  python lessons/10_speed.py            # 70 s on a busy 2-core CPU (2026-11-28)
+  python lessons/10_speed.py --quick    # ~13 s busy
   (options: --device gpu, --out DIR, --seed N, --depth D, --batch-size B, --rounds R)
 
 Try this

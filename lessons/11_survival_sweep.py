@@ -11,14 +11,14 @@ What you will learn
 Scale: this is NOT the paper's experiment. The paper: ResNet-110 (54 blocks), 500 epochs
 of 45,000 CIFAR-10 images, batch 128. Here by default: ResNet-20 (9 blocks), 3 epochs of
 768 of the local subset's 5,170 training images (72 steps of batch 32), 2 seeds per setting,
-the subset's 1,017 test images - 14 short runs, about 2 minutes on 2 quiet CPU cores
-(estimated from the step times in benchmarks/RESULTS.md; 4.6 minutes measured on a machine
-shared with other work, load average 3-7). --quick:
+the subset's 1,017 test images - 14 short runs, about 2.5 minutes on 2 quiet CPU cores
+(estimated: 4.4 minutes measured on 2026-11-28 on a 2-core machine shared with other work,
+where a training step took about 1.8 times its quiet time). --quick:
 ResNet-8 (3 blocks), 1 epoch of 64 images in batches of 16, 200 test images, a few seconds.
 
 Run
-  python lessons/11_survival_sweep.py            # ~2 min on a quiet 2-core CPU (see above)
-  python lessons/11_survival_sweep.py --quick    # ~8 s
+  python lessons/11_survival_sweep.py            # ~2.5 min on a quiet 2-core CPU (see above)
+  python lessons/11_survival_sweep.py --quick    # ~11 s busy
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E,
    --train-images N, --seeds K, --no-augment)
 
@@ -231,8 +231,8 @@ print(f"final training loss (mean over seeds): constant depth {c_loss:.3f}; stoc
       f"{min(v['loss'] for k, v in res.items() if k[0] != 'constant'):.3f}-"
       f"{max(v['loss'] for k, v in res.items() if k[0] != 'constant'):.3f}.")
 if len(slower) == len(res) - 1:
-    print("-> every stochastic-depth setting ended with a higher training loss: in so few steps dropping blocks")
-    print("   slows the fitting down more than it helps.")
+    print("-> every stochastic-depth setting ended with a higher training loss: in so few steps, dropping blocks")
+    print("   slows the fitting of the training images down.")
 print("The paper, at full scale (ResNet-110, 500 epochs, 45,000 images): both rules beat constant depth for a")
 print("well-chosen p_L, linear beats uniform at every p_L, linear is robust for p_L of about 0.4-0.8, and p_L = 0.2")
 print("(linear) stays competitive while training 40% faster.")

@@ -38,7 +38,6 @@ from dataclasses import asdict
 from .runs import read_config
 
 GRID_FLAGS = ("--p-last", "--rule", "--depth", "--seed")
-OWN_FLAGS = ("--out", "--plot", "--figure", "-o", "--dry-run")
 # config.json keys that do not change what a run learns: a folder may differ in these and still count
 IGNORED_KEYS = ("out", "progress", "device", "download", "data_dir", "eval_batch_size")
 
@@ -128,8 +127,9 @@ def check_folder(run_dir, expected):
     found = read_config(run_dir)
     if found is None:
         return
-    diff = [f"{k} {found.get(k)!r} there, {v!r} here" for k, v in expected.items()
-            if k not in IGNORED_KEYS and found.get(k) != v]
+    # a key the folder lacks was written by an older minisd: not counted as a difference
+    diff = [f"{k} {found[k]!r} there, {v!r} here" for k, v in expected.items()
+            if k not in IGNORED_KEYS and k in found and found[k] != v]
     if diff:
         raise SweepError(f"{run_dir} was trained with other settings ({'; '.join(diff)}): "
                          "use another --out, or delete that folder")
@@ -445,7 +445,7 @@ def parse(argv):
     """(own args, flags for minisd.train); raises SweepError with one line on bad input."""
     args, passthrough = build_parser().parse_known_args(argv)
     if args.plot is not None:
-        grid = [a for a in argv if a.split("=", 1)[0] in ("--out", "--p-last", "--rule", "--depth", "--seed", "--dry-run")]
+        grid = [a for a in argv if a.split("=", 1)[0] in ("--out", "--dry-run") + GRID_FLAGS]
         if grid:
             raise SweepError(f"--plot draws the runs already in DIR; it takes no {grid[0]}", code=2)
         if passthrough:
