@@ -197,11 +197,14 @@ err_c, err_s = final("constant depth", "test_error"), final("stochastic depth", 
 if len(seeds) > 1 and (min(err_s) > max(err_c) or max(err_s) < min(err_c)):
     better = "constant" if min(err_s) > max(err_c) else "stochastic"
     print(f"Final test error: {better} depth was lower for every seed ({rng_text(err_c)} vs {rng_text(err_s)}).")
-if len(seeds) < 3:
-    print(f"(With {len(seeds)} seed{'s' * (len(seeds) > 1)}, 'beyond the spread between seeds' is a weak test: read such a "
-          "line as a hint; --seeds 3 or more.)")
-else:
+elif len(seeds) > 1:
     print(f"Final test error: the ranges over seeds overlap ({rng_text(err_c)} vs {rng_text(err_s)}): no difference shown.")
+else:
+    print(f"Final test error: {err_c[0]:.3f} vs {err_s[0]:.3f}; with one seed there is no spread to judge the "
+          "difference by (--seeds 2 or more).")
+if len(seeds) == 2:
+    print("(With 2 seeds, 'beyond the spread between seeds' is a weak test: read such a line as a hint; "
+          "--seeds 3 or more.)")
 print(f"At this scale ({epochs} epochs, {len(y_train)} images) the paper's gain from stochastic depth (a lower test")
 print("error) is not to be expected: it comes late in a run of 500 epochs on 50,000 images (lesson 11 and")
 print("python -m minisd.sweep show how the test error depends on p_L).")
