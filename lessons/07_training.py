@@ -84,7 +84,7 @@ x_train, y_train, x_test, y_test = (L.to_device(a) for a in (x_train, y_train, x
 # %% [markdown]
 # ## 2. The training loop
 #
-# `train_epoch` (in lessons/_common.py, shared with lessons 8 and 9) is the paper's loop,
+# `train_epoch` (in lessons/_common.py, shared with lessons 8, 9 and 11) is the paper's loop,
 # and the same steps as `Run.train_step` in minisd/train.py:
 
 # %%
