@@ -39,7 +39,7 @@ from .runs import read_config
 
 GRID_FLAGS = ("--p-last", "--rule", "--depth", "--seed")
 # config.json keys that do not change what a run learns: a folder may differ in these and still count
-IGNORED_KEYS = ("out", "progress", "device", "download", "data_dir", "eval_batch_size")
+IGNORED_KEYS = ("out", "progress", "device", "download", "data_dir", "eval_batch_size", "reference")
 
 
 class SweepError(Exception):
@@ -82,6 +82,26 @@ def train_argv(point, passthrough, run_dir):
     """The ``minisd.train`` arguments of one grid point (without --resume)."""
     return ["--depth", str(point["depth"]), "--p-last", f"{point['p_last']:g}", "--rule", point["rule"],
             "--seed", str(point["seed"]), *passthrough, "--out", run_dir, "--no-progress"]
+
+
+def without_flag(argv, flag):
+    """``argv`` without ``flag VALUE`` / ``flag=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def resume_argv(argv, run_dir):
+    """The arguments that continue an interrupted run: the same flags and --resume RUN/last.npz.
+    --recipe is left out: minisd.train refuses it beside --resume, and the checkpoint already holds
+    the configuration the recipe resolved to (the grid's own flags still override it, as before)."""
+    return without_flag(argv, "--recipe") + ["--resume", os.path.join(run_dir, "last.npz")]
 
 
 def expected_config(argv):
@@ -194,8 +214,8 @@ def run_grid(points, passthrough, out, dry_run=False, log=print):
         f"each run's output in RUN/train.log")
     if dry_run:
         for k, (pt, run_dir, argv, state) in enumerate(plans, 1):
-            resume = ["--resume", os.path.join(run_dir, "last.npz")] if state == "interrupted" else []
-            log(f"[{k}/{n}] {pt['name']} ({state}): python -m minisd.train {' '.join(argv + resume)}")
+            cmd = resume_argv(argv, run_dir) if state == "interrupted" else argv
+            log(f"[{k}/{n}] {pt['name']} ({state}): python -m minisd.train {' '.join(cmd)}")
         return 0
     os.makedirs(out, exist_ok=True)
     failed, t_sweep = [], time.perf_counter()
@@ -206,7 +226,7 @@ def run_grid(points, passthrough, out, dry_run=False, log=print):
         os.makedirs(run_dir, exist_ok=True)
         note = ""
         if state == "interrupted":
-            argv = argv + ["--resume", os.path.join(run_dir, "last.npz")]
+            argv = resume_argv(argv, run_dir)
             note = ", resumed from last.npz"
         t0 = time.perf_counter()
         code = run_one(argv, os.path.join(run_dir, "train.log"))
@@ -456,9 +476,13 @@ def parse(argv):
     if args.out is None:
         raise SweepError("--out DIR is required: the folder for the run folders (python -m minisd.sweep --help)",
                          code=2)
-    if any(flag.split("=", 1)[0] == "--resume" for flag in passthrough):
+    names = [flag.split("=", 1)[0] for flag in passthrough]
+    if "--resume" in names:
         raise SweepError("--resume is the sweep's job: run the same sweep command again to resume its runs",
                          code=2)
+    if "--print-config" in names:
+        raise SweepError("--print-config: use --dry-run to see each run's command, or python -m minisd.train "
+                         "... --print-config for one of them", code=2)
     # check the training flags once, before any run starts (a typo fails now, not after hours)
     expected_config(train_argv(dict(depth=args.depth[0], p_last=args.p_last[0], rule=args.rule[0],
                                      seed=args.seed[0]), passthrough, os.path.join(args.out, "check")))

@@ -74,8 +74,10 @@ def test_finished_runs_are_skipped(finished, capsys):
 
 
 def test_interrupted_run_is_resumed(fake_root, tmp_path, monkeypatch, capsys):
+    """The run is started with a recipe (flags beside it override it): minisd.train refuses --recipe beside
+    --resume, so the sweep resumes without it - the checkpoint holds the resolved configuration."""
     out = tmp_path / "grid"
-    argv = tiny(fake_root, out, "--p-last", "0.5", "--rule", "linear", epochs=2)
+    argv = tiny(fake_root, out, "--p-last", "0.5", "--rule", "linear", "--recipe", "paper-cifar10", epochs=2)
     # first the grid point's own run, interrupted in epoch 2 (2 steps per epoch): last.npz, no summary.json
     run_dir = out / "d8-linear-p0.5-s0"
     point = sweep.grid_points([8], ["linear"], [0.5], [0])[0]
@@ -100,7 +102,8 @@ def test_interrupted_run_is_resumed(fake_root, tmp_path, monkeypatch, capsys):
     assert sweep.main(argv) == 0
     printed = capsys.readouterr().out
     assert "[1/1] d8-linear-p0.5-s0: test error" in printed and "resumed from last.npz" in printed
-    assert "resumed from" in (run_dir / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert "resumed from" in log and "--resume" in log and "--recipe" not in log.split("--resume")[0].splitlines()[-1]
     assert json.load(open(run_dir / "summary.json"))["epochs_run"] == 2
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
@@ -188,6 +191,8 @@ def test_failed_run_is_one_line_and_the_sweep_goes_on(tmp_path, capsys):
     (["--dept", "20"], "--dept"),
     (["--epochs", "0"], "--epochs"),
     (["--resume", "x/last.npz"], "--resume"),
+    (["--print-config"], "--dry-run"),
+    (["--recipe", "paper-imagenet"], "recipe"),
 ])
 def test_bad_input_is_one_line(args, message, tmp_path, capsys):
     assert sweep.main(["--out", str(tmp_path / "g"), *args]) == 2
