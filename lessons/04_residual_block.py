@@ -4,6 +4,8 @@ What you will learn
   * the block H = ReLU(f(x) + shortcut(x)) with branch f = conv-BN-ReLU-conv-BN;
   * the paper's parameter-free "option A" shortcut: keep every 2nd pixel, append zero
     channels - and its backward (the gradient of the kept entries passes straight through);
+    and the authors' later version (February 2017), which averages each 2x2 window instead
+    (Shortcut(..., downsample="avg"), ResNet(shortcut="avg"), --shortcut avg);
   * why shortcuts matter: dx = shortcut'(g) + f'(g). In both networks the gradient at the
     input is a product of one factor per block, so its size changes exponentially with depth;
     without shortcuts each factor is a whole block's Jacobian, with them it is (identity +
@@ -38,7 +40,7 @@ Try this
 # %%
 import numpy as np
 
-from minisd import (BatchNorm2d, Conv2d, GlobalAvgPool, Linear, ReLU, ResidualBlock, ResNet, Sequential,
+from minisd import (BatchNorm2d, Conv2d, GlobalAvgPool, Linear, ReLU, ResidualBlock, ResNet, Sequential, Shortcut,
                     SoftmaxCrossEntropy, numerical_gradient, relative_error)
 from _common import plt, section, setup, table
 
@@ -52,6 +54,9 @@ rng = np.random.default_rng(L.seed)
 # The first block of stage 2 maps 16 channels at 32x32 to 32 channels at 16x16. Its branch
 # uses a stride-2 convolution. The shortcut has no parameters: it keeps every second pixel
 # (the paper's 1x1 average pooling with stride 2) and appends 16 channels of zeros.
+# That is what the paper's 2016 results used. In February 2017 the authors changed their
+# code to a 2x2 average ("Average pooling should be done in stride by stride window");
+# minisd has both: `downsample="subsample"` (the default) and `downsample="avg"`.
 
 # %%
 section("1. ResidualBlock(16 -> 32, stride 2) and its shortcut")
@@ -77,6 +82,13 @@ block.shortcut.forward(x)
 dx_short = block.shortcut.backward(g)
 print(f"shortcut backward of a gradient of ones: {int(dx_short.sum())} of the {dx_short.size} input "
       f"entries get 1 (the kept pixels: 1 in 4), the rest 0; the zero channels send nothing back.")
+avg = Shortcut(16, 32, stride=2, downsample="avg")
+s_avg = avg.forward(x)
+dx_avg = avg.backward(g)
+window = x[:, :, :2, :2].mean(axis=(2, 3))
+print(f"the 2017 version, downsample='avg': output pixel (0, 0) is the mean of the 2x2 window: "
+      f"{bool(xp.allclose(s_avg[:, :16, 0, 0], window))}; its backward gives every input entry 1/4 "
+      f"(min {float(dx_avg.min()):.2f}, max {float(dx_avg.max()):.2f}): the gradient is shared, not picked.")
 
 # %% [markdown]
 # ## 2. The block's backward, gradient-checked (float64)
