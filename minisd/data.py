@@ -75,6 +75,7 @@ def load_svhn(root, include_extra: bool = False):
 
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
+_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 _LOADERS = {"cifar10": load_cifar10, "cifar100": load_cifar100, "svhn": load_svhn}
 
 
@@ -104,7 +105,7 @@ def load_dataset(name: str, data_dir, download: bool = False, log=print, progres
             err.not_found = str(e)  # the first sentence alone, for callers with words of their own (the CLI)
             raise err from None
         if log:
-            log(f"{e}")
+            log(f"{_TITLES[name]} is not in {data_dir}: downloading the official files")
         data_files.download(name, data_dir, log=log, progress=progress)
         arrays = _LOADERS[name](data_dir)
     return (*arrays, NUM_CLASSES[name])

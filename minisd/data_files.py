@@ -529,21 +529,30 @@ def download(dataset: str, cache_dir, urlopen=None, timeout: float = 60.0, log=p
         raise DataError(f"unknown data set {dataset!r}: choose one of {', '.join(RESOURCES)}")
     urlopen = urlopen or urllib.request.urlopen  # looked up now, so monkeypatching urllib works too
     folder = Path(cache_dir).expanduser()
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create the data folder {folder}: {e.strerror or e}") from None
     _remove_orphan_parts(folder)
     paths = []
-    for res in RESOURCES[dataset]:
-        path = folder / res.filename
-        if path.is_file():
-            if file_md5(path) == res.md5:
-                paths.append(path)
-                continue
+    try:
+        for res in RESOURCES[dataset]:
+            path = folder / res.filename
+            if path.is_file():
+                if file_md5(path) == res.md5:
+                    paths.append(path)
+                    continue
+                if log:
+                    log(f"{path} has the wrong MD5 (incomplete or damaged); downloading it again")
             if log:
-                log(f"{path} has the wrong MD5 (incomplete or damaged); downloading it again")
-        if log:
-            log(f"downloading {res.url} (about {_SIZES_MB.get(res.filename, '?')} MB) to {folder} ...")
-        paths.append(_fetch_one(res, folder, urlopen, timeout, log, progress))
+                log(f"downloading {res.url} (about {_SIZES_MB.get(res.filename, '?')} MB) to {folder} ...")
+            paths.append(_fetch_one(res, folder, urlopen, timeout, log, progress))
+    except BaseException:
+        if created:  # a failed first download leaves no empty data folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
     return paths
