@@ -76,8 +76,9 @@ def atomic_write(path, write, mode="wb", on_written=None) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still run (True when in doubt: its files are then left alone)."""
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would terminate the process
         return True
     try:
         os.kill(pid, 0)
@@ -101,7 +102,7 @@ def orphan_temp_files(folder) -> list:
     out = []
     for name in names:
         m = _TEMP_RE.match(name)
-        if (m and not _pid_alive(int(m.group(1)))) or _LEGACY_TEMP_RE.fullmatch(name):
+        if (m and not pid_alive(int(m.group(1)))) or _LEGACY_TEMP_RE.fullmatch(name):
             if os.path.isfile(os.path.join(folder, name)):
                 out.append(name)
     return out

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import pid_alive
+
 # the function a pickle calls to rebuild a NumPy array (the fake-data writer names it too)
 try:  # NumPy >= 2 keeps the array reconstructor in numpy._core; older NumPy in numpy.core
     from numpy._core.multiarray import _reconstruct as np_reconstruct
@@ -495,15 +497,8 @@ def _remove_orphan_parts(folder: Path):
         return
     for name in names:
         m = _PART_RE.fullmatch(name)
-        if not m or int(m.group(2)) == os.getpid():
-            continue
-        try:
-            os.kill(int(m.group(2)), 0)
-            continue  # that process still runs (perhaps downloading right now)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
+        if not m or pid_alive(int(m.group(2))):
+            continue  # not ours, or that process still runs (perhaps downloading right now)
         try:
             os.remove(folder / name)
         except OSError:
