@@ -91,17 +91,22 @@ def svhn_file_of_each_image(root, include_extra: bool = False):
 
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
+_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 _LOADERS = {"cifar10": load_cifar10, "cifar100": load_cifar100, "svhn": load_svhn}
 
 
-def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool = False):
+def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool = False, log=print,
+                 progress: bool = False):
     """``(x_train, y_train, x_test, y_test, num_classes)`` for ``name`` in cifar10 | cifar100 | svhn.
 
     ``data_dir`` is the ``root`` of the loaders (``None``: :func:`default_data_dir`).
     ``svhn_extra`` (SVHN only) adds ``extra_32x32.mat`` to the training set.
-    Missing files are fetched into ``data_dir`` when ``download`` is true;
-    otherwise, and for damaged files, one :class:`DataError` says where the
-    files are expected.
+    Missing files are fetched into ``data_dir`` when ``download`` is true
+    (:func:`minisd.data_files.download`: MD5 checked, moved into place only
+    when complete; ``log`` says so, ``progress`` shows a progress bar).
+    Otherwise a :class:`DataNotFoundError` says which file to put where; a
+    failed download raises :class:`minisd.data_files.DownloadError`, damaged
+    files a :class:`DataError`.
     """
     if name not in _LOADERS:
         raise DataError(f"unknown data set {name!r}: choose one of {', '.join(_LOADERS)}")
@@ -117,12 +122,15 @@ def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool =
         arrays = load(data_dir)
     except DataNotFoundError as e:
         if not download:
-            urls = [r.url for part in parts for r in data_files.RESOURCES[part]]
-            raise DataNotFoundError(f"{e}. Use download=True (--download) to fetch "
-                                    f"{', '.join(urls)} into {data_dir}, "
-                                    f"or put the files there by hand") from None
+            files = " and ".join(data_files.where_to_put(r, data_dir)
+                                 for part in parts for r in data_files.RESOURCES[part])
+            err = DataNotFoundError(f"{e}. Put {files}, or pass download=True to fetch it")
+            err.not_found = str(e)  # the first sentence alone, for callers with words of their own (the CLI)
+            raise err from None
+        if log:
+            log(f"{_TITLES[name]} is not in {data_dir}: downloading the official files")
         for part in parts:
-            data_files.download(part, data_dir)
+            data_files.download(part, data_dir, log=log, progress=progress)
         arrays = load(data_dir)
     return (*arrays, NUM_CLASSES[name])
 
@@ -147,18 +155,28 @@ def default_data_dir():
 
 
 def _valid_count(valid_size, n: int) -> int:
-    """The number of images to hold out: a count (>= 1), a fraction in (0, 1), or 0."""
+    """The number of images to hold out of ``n``.
+
+    An integer is a count (0: none); a float in (0, 1) a fraction (at least one
+    image); 0.0 is none too. Anything else - a float of 1 or more (is 1.0 one
+    image or all of them?), a negative number, NaN, a bool, a string - raises
+    ``ValueError``, as does a count that leaves no image to train on.
+    """
     if isinstance(valid_size, bool) or not isinstance(valid_size, (int, float, np.integer, np.floating)):
         raise ValueError(f"valid_size must be a count, a fraction in (0, 1) or 0, got {valid_size!r}")
-    v = float(valid_size)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"valid_size must be >= 0, got {valid_size!r}")
-    if v < 1:
-        k = 0 if v == 0 else max(1, int(round(v * n)))  # a nonzero fraction holds out at least one image
-    elif v != int(v):
-        raise ValueError(f"valid_size {valid_size!r} >= 1 is a count of images and must be a whole number")
+    if isinstance(valid_size, (int, np.integer)):
+        if valid_size < 0:
+            raise ValueError(f"valid_size must be >= 0, got {valid_size!r}")
+        k = int(valid_size)
     else:
-        k = int(v)
+        v = float(valid_size)
+        if v == 0:
+            k = 0
+        elif math.isfinite(v) and 0 < v < 1:
+            k = max(1, int(round(v * n)))  # a nonzero fraction holds out at least one image
+        else:
+            raise ValueError(f"valid_size must be an integer count (e.g. 5000) or a fraction in (0, 1) "
+                             f"(e.g. 0.1), got {valid_size!r}")
     if k >= n and k > 0:
         raise ValueError(f"valid_size {valid_size!r} holds out {k} of {n} images, leaving none to train on")
     return k
@@ -168,11 +186,12 @@ def train_valid_split(x, y, valid_size, seed=0):
     """Hold out ``valid_size`` random images for validation, as the paper does (5,000 of 50,000).
 
     ``x`` (N, ...) and ``y`` (N,); ``valid_size`` an int count, a float
-    fraction in (0, 1) or 0 (empty validation set). The held-out images are
+    fraction in (0, 1) or 0 (empty validation set); a float of 1 or more is
+    an error (a count is an int). The held-out images are
     the first ``k`` of ``np.random.default_rng(seed).permutation(N)``; both
     parts keep the original order of the images, so the split depends on
     ``seed`` only. Returns ``((x_train, y_train), (x_valid, y_valid))``.
-    Raises ``ValueError`` for a negative size or one that leaves no training image.
+    Raises ``ValueError`` for a bad size or one that leaves no training image.
     """
     n = len(y)
     if len(x) != n:

@@ -20,11 +20,13 @@ Generated stand-in files in these formats: :mod:`minisd.fake_data`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import io
 import os
 import pickle
+import re
 import secrets
 import tarfile
 import urllib.error
@@ -34,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .checkpoint import pid_alive
 
 # the function a pickle calls to rebuild a NumPy array (the fake-data writer names it too)
 try:  # NumPy >= 2 keeps the array reconstructor in numpy._core; older NumPy in numpy.core
@@ -48,6 +52,10 @@ class DataError(Exception):
 
 class DataNotFoundError(DataError):
     """The files of a data set are not where they were looked for."""
+
+
+class DownloadError(DataError):
+    """A download could not be made (offline, HTTP error): the message says where to put the file by hand."""
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -80,17 +88,36 @@ class RestrictedUnpickler(pickle.Unpickler):
     This one resolves only the globals in ``_ALLOWED_GLOBALS`` and raises
     :class:`UnsafePickleError` (a ``pickle.UnpicklingError``) for any other,
     before anything is called. (Python 3 itself writes ``bytes`` at protocol 2
-    as a call to ``_codecs.encode``; such files are refused too. Use
-    :func:`minisd.fake_data.write_cifar_pickle` to write files in the official format.)
+    as a call to ``_codecs.encode``, and arrays at protocol 5 with
+    ``_frombuffer``; such files are refused too, with a message that says to
+    re-save them at protocol 3 or 4. :func:`minisd.fake_data.write_cifar_pickle`
+    writes files in the official format.)
     """
 
     def find_class(self, module, name):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise UnsafePickleError(
-                f"refused to load global '{module}.{name}': these files may only hold NumPy arrays, "
-                f"lists, dicts, numbers and strings (a corrupt or malicious file?)") from None
+            raise UnsafePickleError(_refusal(module, name)) from None
+
+
+# what the file is, for the globals that harmless but unsupported pickles name
+_KNOWN_REFUSALS = {
+    ("_codecs", "encode"): "Python 3 writes bytes this way at pickle protocol 2, which minisd does not read; "
+                           "re-save the file with pickle protocol 3 or 4",
+    ("numpy._core.numeric", "_frombuffer"): "NumPy arrays at pickle protocol 5, which minisd does not read; "
+                                            "re-save the file with pickle protocol 3 or 4",
+    ("numpy.core.numeric", "_frombuffer"): "NumPy arrays at pickle protocol 5, which minisd does not read; "
+                                           "re-save the file with pickle protocol 3 or 4",
+}
+_ACCEPTED = ("minisd reads the official CIFAR files (Python 2 pickles) and Python 3 pickles at protocol 3 or 4 "
+             "that hold only NumPy arrays, lists, dicts, numbers and strings, because loading a pickle can run "
+             "any code it names")
+
+
+def _refusal(module, name):
+    why = _KNOWN_REFUSALS.get((module, name), "a corrupt or malicious file?")
+    return f"refused to load global '{module}.{name}' ({why}): {_ACCEPTED}"
 
 
 def safe_loads(data: bytes, encoding: str = "bytes"):
@@ -417,13 +444,39 @@ def file_md5(path) -> str:
     return h.hexdigest()
 
 
-def _fetch_one(res: Resource, folder: Path, urlopen, timeout, log):
+def _download_bar(response, res: Resource, progress):
+    """A tqdm bar in bytes for one download (``None`` when ``progress`` is off or tqdm is missing)."""
+    if not progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency; a bar is not worth failing for
+        return None
+    total = getattr(response, "length", None)
+    headers = getattr(response, "headers", None)
+    if not total and headers is not None:
+        try:
+            total = int(headers.get("Content-Length") or 0) or None
+        except (TypeError, ValueError):
+            total = None
+    return tqdm(total=total, desc=res.filename, unit="B", unit_scale=True, unit_divisor=1024,
+                leave=False, dynamic_ncols=True)
+
+
+def where_to_put(res: Resource, folder) -> str:
+    """'cifar-10-python.tar.gz (MD5 c58f..., from https://...) in data': what to fetch by hand."""
+    return f"{res.filename} (MD5 {res.md5}, from {res.url}) in {folder}"
+
+
+def _fetch_one(res: Resource, folder: Path, urlopen, timeout, log, progress=False):
     """Download ``res`` into ``folder`` atomically.
 
-    Bytes go to a hidden ``.<name>.*.part`` file in the same folder; only
-    when all arrived and the MD5 matches is it renamed to the final name
-    (``os.replace``, atomic on one file system). A failure at any point
-    removes the part file, so a file under the final name is always whole.
+    Bytes go to a hidden ``.<name>.<pid>-<random>.part`` file in the same
+    folder; only when all arrived and the MD5 matches is it renamed to the
+    final name (``os.replace``, atomic on one file system). A failure at any
+    point removes the part file, so a file under the final name is always
+    whole (a part file left by a killed process is removed by the next
+    :func:`download`). ``progress``: a progress bar on stderr.
     """
     final = folder / res.filename
     # a hidden, unique name in the same folder (so os.replace stays on one file system);
@@ -434,25 +487,37 @@ def _fetch_one(res: Resource, folder: Path, urlopen, timeout, log):
     except OSError as e:
         raise DataError(f"cannot write to the data folder {folder}: {e.strerror or e}") from None
     ok = False
+    bar = None
     try:
         h, size = hashlib.md5(usedforsecurity=False), 0
-        with out:
-            try:
-                with urlopen(res.url, timeout=timeout) as response:
-                    for chunk in iter(lambda: response.read(_CHUNK), b""):
-                        out.write(chunk)
-                        h.update(chunk)
-                        size += len(chunk)
-            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                raise DataError(f"could not download {res.url} ({reason}). If this machine is offline, fetch "
-                                f"it elsewhere and put {res.filename} (MD5 {res.md5}) in {folder}") from None
+        try:
+            with out:
+                try:
+                    with urlopen(res.url, timeout=timeout) as response:
+                        bar = _download_bar(response, res, progress)
+                        for chunk in iter(lambda: response.read(_CHUNK), b""):
+                            try:
+                                out.write(chunk)
+                            except OSError as e:  # a full disk, not the network
+                                raise _disk_error(res, folder, e) from None
+                            h.update(chunk)
+                            size += len(chunk)
+                            if bar is not None:
+                                bar.update(len(chunk))
+                except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+                    reason = getattr(e, "reason", None) or e
+                    raise DownloadError(f"could not download {res.url} ({reason}). If this machine is offline, fetch "
+                                        f"it elsewhere and put {res.filename} (MD5 {res.md5}) in {folder}") from None
+        except OSError as e:  # the last bytes reach a full disk when the file is closed
+            raise _disk_error(res, folder, e) from None
         if h.hexdigest() != res.md5:
             raise DataError(f"download of {res.url} is corrupt: MD5 {h.hexdigest()} ({size} bytes), expected "
                             f"{res.md5}; nothing was saved. Try again, or put {res.filename} in {folder} by hand")
         os.replace(tmp, final)
         ok = True
     finally:
+        if bar is not None:
+            bar.close()
         if not ok and os.path.exists(tmp):
             os.remove(tmp)
     if log:
@@ -460,7 +525,34 @@ def _fetch_one(res: Resource, folder: Path, urlopen, timeout, log):
     return final
 
 
-def download(dataset: str, cache_dir, urlopen=None, timeout: float = 60.0, log=print) -> list:
+def _disk_error(res: Resource, folder: Path, e: OSError) -> DataError:
+    return DataError(f"cannot save {res.filename} in {folder}: {e.strerror or e} (it needs about "
+                     f"{_SIZES_MB.get(res.filename, '?')} MB); nothing was kept")
+
+
+# approximate sizes, for the messages
+_SIZES_MB = {"cifar-10-python.tar.gz": 163, "cifar-100-python.tar.gz": 161, "train_32x32.mat": 182,
+             "test_32x32.mat": 64, "extra_32x32.mat": 1330}
+_PART_RE = re.compile(r"\.(.+)\.(\d+)-[0-9a-f]{8}\.part")
+
+
+def _remove_orphan_parts(folder: Path):
+    """Delete ``.<name>.<pid>-<random>.part`` files whose process is gone (a download killed midway)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = _PART_RE.fullmatch(name)
+        if not m or pid_alive(int(m.group(2))):
+            continue  # not ours, or that process still runs (perhaps downloading right now)
+        try:
+            os.remove(folder / name)
+        except OSError:
+            pass
+
+
+def download(dataset: str, cache_dir, urlopen=None, timeout: float = 60.0, log=print, progress=False) -> list:
     """Fetch the official files of ``dataset`` ("cifar10", "cifar100", "svhn", "svhn-extra") into ``cache_dir``.
 
     A file already there with the right MD5 is kept (no network use); one
@@ -468,29 +560,41 @@ def download(dataset: str, cache_dir, urlopen=None, timeout: float = 60.0, log=p
     checked against the MD5 in :data:`RESOURCES`. ``urlopen`` (default
     ``urllib.request.urlopen``) is called as ``urlopen(url, timeout=...)``
     and must return a context manager with ``read(n)``; tests pass their
-    own. ``log`` prints progress lines (``None``: silent).
+    own. ``log`` prints progress lines (``None``: silent); ``progress`` shows a
+    progress bar (tqdm, on stderr).
 
-    Returns the paths of the files. Raises :class:`DataError` when offline,
-    on HTTP errors and on a bad MD5, saying where to put the files by hand.
+    Returns the paths of the files. Raises :class:`DownloadError` when offline
+    or on HTTP errors, :class:`DataError` on a bad MD5, saying where to put
+    the files by hand.
     """
     if dataset not in RESOURCES:
         raise DataError(f"unknown data set {dataset!r}: choose one of {', '.join(RESOURCES)}")
     urlopen = urlopen or urllib.request.urlopen  # looked up now, so monkeypatching urllib works too
     folder = Path(cache_dir).expanduser()
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create the data folder {folder}: {e.strerror or e}") from None
+    _remove_orphan_parts(folder)
     paths = []
-    for res in RESOURCES[dataset]:
-        path = folder / res.filename
-        if path.is_file():
-            if file_md5(path) == res.md5:
-                paths.append(path)
-                continue
+    try:
+        for res in RESOURCES[dataset]:
+            path = folder / res.filename
+            if path.is_file():
+                if file_md5(path) == res.md5:
+                    paths.append(path)
+                    continue
+                if log:
+                    log(f"{path} has the wrong MD5 (incomplete or damaged); downloading it again")
             if log:
-                log(f"{path} has the wrong MD5 (incomplete or damaged); downloading it again")
-        if log:
-            log(f"downloading {res.url} to {folder} ...")
-        paths.append(_fetch_one(res, folder, urlopen, timeout, log))
+                log(f"downloading {res.url} (about {_SIZES_MB.get(res.filename, '?')} MB) to {folder} ...")
+            paths.append(_fetch_one(res, folder, urlopen, timeout, log, progress))
+    except BaseException:
+        if created:  # a failed first download leaves no empty data folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
     return paths

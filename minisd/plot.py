@@ -1,17 +1,22 @@
-"""Figures from run folders: ``python -m minisd.plot RUN_A RUN_B [-o curves.png]``.
+"""Figures from run folders: ``python -m minisd.plot RUN`` or ``python -m minisd.plot RUN_A RUN_B -o FILE.png``.
 
-Draws test error (solid) and training error (dashed) against the epoch for
-each run, as in the paper's Figure 3: constant depth vs stochastic depth on
-one figure. Each run is labelled from its config.json. The run folder's files
-are read with minisd.runs.
+Draws test error (solid), validation error (dotted, when the run has a
+validation split) and training error (dashed) against the epoch for each
+run, as in the paper's Figure 3: constant depth vs stochastic depth on one
+figure. Each run is labelled from its config.json. The run folder's files
+are read with minisd.runs. One run's figure goes into its folder
+(``RUN/curves.png``); for several runs, ``-o`` says where.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from .runs import epoch_end_rows, read_config, read_metrics
+
+SHORT_CURVE = 40  # epochs: curves this short get a marker on every point
 
 
 def run_label(run_dir):
@@ -26,25 +31,40 @@ def run_label(run_dir):
 
 
 def plot_runs(run_dirs, out_path, title=None):
-    """Plot the error curves of ``run_dirs`` into ``out_path`` (a PNG). Returns the path."""
+    """Plot the error curves of ``run_dirs`` into ``out_path`` (a PNG). Returns the path.
+
+    Raises FileNotFoundError for a run folder without metrics and ValueError
+    for a metrics.csv that cannot be read.
+    """
     import matplotlib
     matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, run in enumerate(run_dirs):
+    curves = []
+    for run in run_dirs:
         rows = epoch_end_rows(read_metrics(os.path.join(run, "metrics.csv")))  # one point per epoch
         if not rows:
             raise FileNotFoundError(f"{run}: no metrics.csv with any epoch in it")
-        epochs = [r["epoch"] + 1 for r in rows]
-        color = f"C{i}"
+        curves.append((run, rows))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    has_valid = False
+    for i, (run, rows) in enumerate(curves):
+        epochs = [r["epoch"] for r in rows]  # numbered from 1, as on the console
+        style = dict(color=f"C{i}", marker="o" if len(rows) <= SHORT_CURVE else None, ms=4)
         label = run_label(run)
-        ax.plot(epochs, [100 * r["test_error"] for r in rows], color=color, label=f"{label}: test")
-        ax.plot(epochs, [100 * r["train_error"] for r in rows], color=color, ls="--", alpha=0.7,
-                label=f"{label}: train")
+        ax.plot(epochs, [100 * r["test_error"] for r in rows], label=f"{label}: test", **style)
+        valid = [100 * r.get("valid_error", math.nan) for r in rows]
+        if any(not math.isnan(v) for v in valid):
+            has_valid = True
+            ax.plot(epochs, valid, ls=":", label=f"{label}: validation", **style)
+        ax.plot(epochs, [100 * r["train_error"] for r in rows], ls="--", alpha=0.7, label=f"{label}: train",
+                **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
-    ax.set_title(title or "Test error (solid) and training error (dashed)")
+    ax.set_title(title or ("Test (solid), validation (dotted) and training error (dashed)" if has_valid
+                           else "Test error (solid) and training error (dashed)"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -54,15 +74,40 @@ def plot_runs(run_dirs, out_path, title=None):
     return out_path
 
 
+def output_path(runs, out):
+    """Where the figure goes: ``out`` (a file, or a folder to hold curves.png), else RUN/curves.png for one run.
+
+    Several runs and no ``out``: None (the caller asks for -o).
+    """
+    if out:
+        return os.path.join(out, "curves.png") if os.path.isdir(out) or out.endswith(("/", os.sep)) else out
+    if len(runs) == 1:
+        return os.path.join(runs[0], "curves.png")
+    return None
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minisd.plot", description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="run folders (each with metrics.csv and config.json)")
-    p.add_argument("-o", "--out", default="curves.png", help="output PNG (default: %(default)s)")
-    p.add_argument("--title", default=None)
+    p = argparse.ArgumentParser(
+        prog="python -m minisd.plot",
+        description="Error curves (test, validation, training) of training runs against the epoch, from their "
+                    "run folders. One run: the figure goes to RUN/curves.png. Several runs, on one figure: "
+                    "say where with -o FILE.png.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each with metrics.csv and config.json)")
+    p.add_argument("-o", "--out", default=None,
+                   help="output PNG (default for one run: RUN/curves.png; needed for several runs)")
+    p.add_argument("--title", default=None, help="figure title (default: says which line is which)")
     args = p.parse_args(argv)
+    path = output_path(args.runs, args.out)
+    if path is None:
+        print(f"error: {len(args.runs)} runs on one figure: say where to write it with -o FILE.png",
+              file=sys.stderr)
+        return 1
     try:
-        path = plot_runs(args.runs, args.out, args.title)
-    except FileNotFoundError as e:
+        plot_runs(args.runs, path, args.title)
+    except ImportError as e:
+        print(f"error: plotting needs matplotlib (pip install matplotlib): {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:  # FileNotFoundError included: a folder without metrics
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {path}")

@@ -18,31 +18,43 @@ folder (``--out``): config.json, metrics.csv (one row per epoch; with
 ``--eval-every N`` also one every N steps), last.npz and best.npz
 checkpoints, summary.json and curves.png (the run folder: minisd.runs).
 
+Faults lose nothing: Ctrl-C and SIGTERM save last.npz at the next step
+boundary (further signals wait until it is written) and exit 130 / 143;
+``--resume RUN/last.npz`` continues bit-exactly. Every file is written
+atomically; a full disk stops the run with one line and keeps the previous
+checkpoint. Bad input stops with one line before anything is written, and a
+run folder is created only once the run can start.
+
 The step itself - normalise, augment, gates, forward, loss, backward, update -
 is minisd.step.train_step, the same function the lessons call.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
 
-from . import backend, data, recipes, step
-from .checkpoint import CheckpointError, load_checkpoint, prefixed, save_checkpoint, unprefixed
+from . import backend, data, data_files, recipes, step
+from .checkpoint import (CheckpointError, atomic_write, load_checkpoint, prefixed, remove_orphan_temp_files,
+                         save_checkpoint, unprefixed)
 from .layers import SoftmaxCrossEntropy
 from .model import ResNet
 from .optim import SGD, lr_at_epoch
 from .plot import plot_runs
 from .route import reference
-from .runs import read_metrics, summarize, write_json, write_metrics
+from .runs import RUN_FILES, read_metrics, summarize, write_json, write_metrics
 
 
 @dataclass
@@ -50,7 +62,7 @@ class Config:
     """Everything a run depends on; saved as config.json in the run folder."""
     dataset: str = "cifar10"           # cifar10 | cifar100 | svhn
     data_dir: str = "data"             # a folder holding the data set (see minisd.data)
-    download: bool = False             # fetch the official files into data_dir if missing
+    download: bool = True              # fetch the official files into data_dir if missing
     depth: int = 110                   # 6N + 2
     p_last: float = 0.5                # survival probability of the last block; 1 = plain ResNet
     rule: str = "linear"               # linear | uniform
@@ -67,7 +79,7 @@ class Config:
     nesterov: bool = True
     dropped: str = "paper"             # what SGD does to a dropped block's weights: paper | skip
     augment: bool = True               # translation by up to 4 px and horizontal flips
-    valid_size: float = 5000           # images held out (count, or fraction < 1); 0 for none
+    valid_size: float = 5000           # images held out: an int count, or a fraction in (0, 1); 0 for none
     limit_train: int = 0               # use only the first N training images (0: all); for quick runs
     seed: int = 0
     device: str = "auto"               # cpu | gpu | auto
@@ -93,30 +105,48 @@ class TrainingError(Exception):
     """Stops a run with one clear line (bad data, NaN loss, unusable checkpoint)."""
 
 
+class StopRequested(Exception):
+    """Raised at a step boundary after Ctrl-C or SIGTERM: the run saves last.npz and stops."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM before training started (nothing written yet); ``signum`` says which."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 # ---------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------
 
 
-def evaluate(net, x_uint8, y, normalizer, *, batch_size=500):
+def evaluate(net, x_uint8, y, normalizer, *, batch_size=500, should_stop=None):
     """Error rate (and mean loss) of ``net`` in eval mode: every block, branch scaled by p_l.
 
     x_uint8: (N, 3, 32, 32) images on the device, y: (N,) labels, ``batch_size`` images
     at a time. Returns (error, loss) as floats, or (nan, nan) for an empty set.
+    ``should_stop``: called between batches; when it returns true, the evaluation
+    is abandoned with :class:`StopRequested` (the network is left in training mode).
     """
     if len(y) == 0:
         return math.nan, math.nan
     net.eval()
     loss_fn = SoftmaxCrossEntropy()
     wrong, total_loss = 0, 0.0
-    for i in range(0, len(y), batch_size):
-        logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size], dtype=net.dtype))
-        yb = y[i:i + batch_size]
-        total_loss += float(loss_fn.forward(logits, yb)) * len(yb)
-        wrong += int((logits.argmax(axis=1) != yb).sum())
-    net.clear_cache()
-    loss_fn.cache = None
-    net.train()
+    try:
+        for i in range(0, len(y), batch_size):
+            if should_stop is not None and should_stop():
+                raise StopRequested
+            logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size], dtype=net.dtype))
+            yb = y[i:i + batch_size]
+            total_loss += float(loss_fn.forward(logits, yb)) * len(yb)
+            wrong += int((logits.argmax(axis=1) != yb).sum())
+    finally:
+        net.clear_cache()
+        loss_fn.cache = None
+        net.train()
     return wrong / len(y), total_loss / len(y)
 
 
@@ -141,15 +171,35 @@ class Run:
         self.epoch, self.step_in_epoch, self.perm = 0, 0, None
         self.epoch_sums = dict(loss=0.0, wrong=0, seen=0, blocks=0.0, steps=0)
         self.metrics, self.best_valid = [], math.inf
-        self.stop_requested = False  # set by Ctrl-C; checked between steps
+        self.stop_requested = False  # set by Ctrl-C or SIGTERM (_Signals); checked between steps
+        self.stop_signal = None      # which signal asked first
+
+    def load_files(self):
+        """load_dataset with the command line's messages: what to fetch, where to put it, --data-dir."""
+        cfg = self.cfg
+        elsewhere = "or point --data-dir at a folder that holds it"
+        _test_hook("data")
+        try:
+            return data.load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra,
+                                     log=self.log, progress=cfg.progress)
+        except data_files.DownloadError as e:
+            raise TrainingError(f"{e}, {elsewhere}") from None
+        except data.DataNotFoundError as e:
+            if cfg.download:
+                raise
+            parts = [cfg.dataset] + (["svhn-extra"] if cfg.svhn_extra else [])
+            files = " and ".join(data_files.where_to_put(r, cfg.data_dir)
+                                 for part in parts for r in data_files.RESOURCES[part])
+            found = getattr(e, "not_found", str(e))
+            raise TrainingError(f"{found}; --no-download: nothing was fetched. Put {files}, {elsewhere}") from None
 
     def load_data(self):
         cfg = self.cfg
-        x_train, y_train, x_test, y_test, self.num_classes = data.load_dataset(
-            cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra)
+        x_train, y_train, x_test, y_test, self.num_classes = self.load_files()
         if cfg.limit_train:
             x_train, y_train = x_train[:cfg.limit_train], y_train[:cfg.limit_train]
         (x_train, y_train), (x_valid, y_valid) = self.split(x_train, y_train)
+        check_valid_share(cfg.valid_size, len(y_train), len(y_valid))
         if len(y_train) < cfg.batch_size:
             raise TrainingError(f"only {len(y_train)} training images for a batch of {cfg.batch_size}")
         self.normalizer = data.Normalizer.fit(x_train)
@@ -171,7 +221,10 @@ class Run:
             files = data.svhn_file_of_each_image(cfg.data_dir, True)[:len(y_train)] if cfg.svhn_extra else None
             return data.stratified_split(x_train, y_train, cfg.valid_per_class, files=files, seed=cfg.seed)
         except ValueError as e:
-            raise TrainingError(f"--{'valid-per-class' if cfg.valid_per_class else 'valid-size'}: {e}") from None
+            if cfg.valid_per_class:
+                raise TrainingError(f"--valid-per-class: {e}") from None
+            raise TrainingError(f"--valid-size: {e}; use --valid-size 0 (no validation split) "
+                                f"or a fraction such as 0.1") from None
 
     @property
     def steps_per_epoch(self):
@@ -230,10 +283,15 @@ class Run:
                 t_eval = time.perf_counter()  # (at an epoch's end finish_epoch evaluates)
                 self.evaluate_mid_epoch(seconds=s.get("seconds", 0.0) + t_eval - t_epoch)
                 t_epoch += time.perf_counter() - t_eval  # evaluating is not training time
-            if self.stop_requested:
+            if self.should_stop():
                 s["seconds"] = s.get("seconds", 0.0) + time.perf_counter() - t_epoch
-                raise KeyboardInterrupt
+                raise StopRequested
         s["seconds"] = s.get("seconds", 0.0) + time.perf_counter() - t_epoch
+
+    def should_stop(self):
+        """At a step boundary: has Ctrl-C or SIGTERM asked the run to stop? (Also a test hook.)"""
+        _test_hook(f"step-{self.epoch + 1}-{self.step_in_epoch}")
+        return self.stop_requested
 
     def lr_for(self, epoch):
         cfg = self.cfg
@@ -247,24 +305,33 @@ class Run:
                  f"{format_seconds(total)} for {self.cfg.epochs} epochs (+ evaluation)")
 
     def finish_epoch(self):
-        """Evaluate, log a metrics row, write checkpoints. Called after a full epoch."""
+        """Evaluate, log a metrics row, write checkpoints. Called after a full epoch.
+
+        A stop request during the evaluation abandons it (StopRequested): last.npz
+        then holds the state after the epoch's last step, and --resume evaluates again.
+        """
         cfg, s = self.cfg, self.epoch_sums
-        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, batch_size=cfg.eval_batch_size)
-        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, batch_size=cfg.eval_batch_size)
-        row = dict(epoch=self.epoch, iteration=self.iteration, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
+        stop = lambda: self.stop_requested  # noqa: E731
+        ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, batch_size=cfg.eval_batch_size,
+                         should_stop=stop)
+        te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, batch_size=cfg.eval_batch_size,
+                         should_stop=stop)
+        row = dict(epoch=self.epoch + 1, iteration=self.iteration, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
                    train_error=s["wrong"] / s["seen"], valid_error=ve, test_error=te,
                    epoch_seconds=s["seconds"], mean_blocks=s["blocks"] / s["steps"],
                    expected_blocks=self.net.expected_blocks())
-        self.metrics.append(row)
-        write_metrics(self.path("metrics.csv"), self.metrics)
+        valid = "" if math.isnan(ve) else f"valid err {ve:.4f} "  # no validation split: no figure
         self.log(f"epoch {self.epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} "
-                 f"train err {row['train_error']:.4f} valid err {ve:.4f} test err {te:.4f} "
+                 f"train err {row['train_error']:.4f} {valid}test err {te:.4f} "
                  f"blocks {row['mean_blocks']:.1f}/{len(self.net.blocks)} ({row['epoch_seconds']:.1f} s)")
+        self.metrics.append(row)
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        self.save("last.npz")
-        if not math.isnan(ve) and ve < self.best_valid:
+        is_best = not math.isnan(ve) and ve < self.best_valid
+        if is_best:
             self.best_valid = ve
-            self.save("best.npz")
+            self.save("best.npz")  # before last.npz: a run stopped between the two redoes this epoch
+        self.save("last.npz")      # it holds the metrics too (metrics.csv is their copy)
+        self.write_file(write_metrics, "metrics.csv", self.metrics)
 
     def evaluate_mid_epoch(self, seconds):
         """--eval-every: a metrics row after this step, as finish_epoch writes one after the last.
@@ -277,7 +344,7 @@ class Run:
         cfg, s = self.cfg, self.epoch_sums
         ve, _ = evaluate(self.net, self.x_valid, self.y_valid, self.normalizer, batch_size=cfg.eval_batch_size)
         te, _ = evaluate(self.net, self.x_test, self.y_test, self.normalizer, batch_size=cfg.eval_batch_size)
-        row = dict(epoch=self.epoch, iteration=self.iteration, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
+        row = dict(epoch=self.epoch + 1, iteration=self.iteration, lr=self.opt.lr, train_loss=s["loss"] / s["seen"],
                    train_error=s["wrong"] / s["seen"], valid_error=ve, test_error=te,
                    epoch_seconds=seconds, mean_blocks=s["blocks"] / s["steps"],
                    expected_blocks=self.net.expected_blocks())
@@ -301,33 +368,109 @@ class Run:
             arrays["perm"] = self.perm
         meta = dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, best_valid=self.best_valid,
                     rng=self.rng.bit_generator.state, epoch_sums=self.epoch_sums, lr=self.opt.lr,
-                    config=asdict(self.cfg))
-        save_checkpoint(self.path(name), arrays, meta)
+                    config=asdict(self.cfg), metrics=self.metrics)
+        try:
+            save_checkpoint(self.path(name), arrays, meta, on_written=lambda tmp: _test_hook(f"save-{name}"))
+        except OSError as e:
+            raise TrainingError(self.write_failed(name, e)) from None
+
+    def write_file(self, write, name, obj):
+        """``write(path, obj)`` for a file of the run folder; a full disk etc. becomes one line."""
+        try:
+            write(self.path(name), obj)
+        except OSError as e:
+            raise TrainingError(self.write_failed(name, e)) from None
+
+    def write_failed(self, name, e):
+        """The line for a run-folder file that could not be written (a full disk, a lost mount)."""
+        reason = "no space left on the device" if e.errno in _DISK_FULL else (e.strerror or str(e))
+        last = self.path("last.npz")
+        if name.endswith(".npz"):
+            kept = (f"the previous {self.path(name)} is kept unchanged" if os.path.exists(self.path(name))
+                    else "no checkpoint was written")
+        else:
+            kept = "the checkpoints are unchanged"
+        again = f"; free some space, then continue with --resume {last}" if os.path.exists(last) else ""
+        return f"cannot write {self.path(name)}: {reason}; {kept}{again}"
 
     def resume(self, path):
         try:
             arrays, meta = load_checkpoint(path)
+            check_checkpoint_fits(arrays, meta, self.cfg, path)
             self.net.load_state_dict(unprefixed("model", arrays))
             self.opt.load_state_dict(unprefixed("optim", arrays))
-        except (CheckpointError, KeyError, ValueError) as e:
+            rng, epoch, step_in_epoch = meta["rng"], meta["epoch"], meta["step_in_epoch"]
+            best_valid, epoch_sums, lr = meta["best_valid"], meta["epoch_sums"], meta["lr"]
+        except CheckpointError as e:
+            raise TrainingError(f"cannot resume: {e}") from None
+        except (KeyError, ValueError, TypeError) as e:
             raise TrainingError(f"cannot resume from {path}: {e}") from None
-        self.rng.bit_generator.state = meta["rng"]
-        self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
-        self.best_valid, self.epoch_sums = meta["best_valid"], meta["epoch_sums"]
+        self.rng.bit_generator.state = rng
+        self.epoch, self.step_in_epoch = epoch, step_in_epoch
+        self.best_valid, self.epoch_sums = best_valid, epoch_sums
         self.perm = arrays.get("perm")
-        self.opt.lr = meta["lr"]
-        self.metrics = [r for r in read_metrics(self.path("metrics.csv")) if self.row_before_checkpoint(r)]
-        for r in self.metrics:
-            r["epoch"] = int(r["epoch"])
-            if not math.isnan(r.get("iteration", math.nan)):
-                r["iteration"] = int(r["iteration"])
-        where = f"epoch {self.epoch + 1}" + (f", step {self.step_in_epoch}" if self.step_in_epoch else "")
-        self.log(f"resumed from {path} at {where}")
+        self.opt.lr = lr
+        self.metrics = metrics_history(path, meta)
+        self.log(f"resumed from {path} at {self.position()}")
 
-    def row_before_checkpoint(self, row):
-        """Whether a metrics row was written before the checkpoint just resumed (older rows have no iteration)."""
-        it = row.get("iteration", math.nan)
-        return row["epoch"] < self.epoch if math.isnan(it) else it <= self.iteration
+    def position(self):
+        """Where the run stands: 'epoch 2, step 5 of 40', 'the end of epoch 3', 'the start'."""
+        if self.step_in_epoch:
+            return f"epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch}"
+        return f"the end of epoch {self.epoch}" if self.epoch else "the start"
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def metrics_history(path, meta):
+    """The metrics rows of the epochs a checkpoint has finished, to carry over on resume.
+
+    Checkpoints hold them (``meta["metrics"]``: the rows written before it, --eval-every
+    rows of the unfinished epoch included); for one written before they did, the
+    metrics.csv beside it is read.
+    """
+    if "metrics" in meta:
+        rows = [dict(r) for r in meta["metrics"]]
+    else:
+        try:
+            rows = read_metrics(os.path.join(os.path.dirname(os.path.abspath(path)), "metrics.csv"))
+        except (OSError, ValueError):
+            rows = []
+        rows = [r for r in rows if r["epoch"] <= meta["epoch"]]  # the epochs it finished
+    for r in rows:
+        r["epoch"] = int(r["epoch"])
+        if not math.isnan(r.get("iteration", math.nan)):
+            r["iteration"] = int(r["iteration"])
+    return rows
+
+
+def checkpoint_depth(arrays):
+    """The depth (6N + 2) of the ResNet whose weights ``arrays`` hold, or None if they hold none."""
+    blocks = {k.split(".")[1] for k in arrays if k.startswith("model/blocks.")}
+    return 2 * len(blocks) + 2 if blocks else None
+
+
+def check_checkpoint_fits(arrays, meta, cfg, path=None):
+    """One line (TrainingError) when a checkpoint is of another network than ``cfg`` asks for."""
+    where = f"cannot resume from {path}: " if path else ""
+    depth = checkpoint_depth(arrays)
+    if depth is not None and depth != cfg.depth:
+        raise TrainingError(f"{where}the checkpoint is a ResNet-{depth}, the flags ask for ResNet-{cfg.depth} "
+                            f"(leave out --depth to continue it as it is)")
+    fc = arrays.get("model/fc.weight")
+    classes = data.NUM_CLASSES.get(cfg.dataset)
+    if fc is not None and classes is not None and fc.shape[0] != classes:
+        raise TrainingError(f"{where}the checkpoint has {fc.shape[0]} classes, --dataset {cfg.dataset} has {classes} "
+                            f"(leave out --dataset to continue it as it is)")
+
+
+def check_valid_share(valid_size, n_train, n_valid):
+    """Refuse a validation split that takes more than half of the training images."""
+    if n_valid > n_train:
+        raise TrainingError(f"--valid-size {valid_size} holds out {n_valid} of the {n_train + n_valid} training "
+                            f"images, leaving {n_train} to train on: use --valid-size 0 (no validation split) "
+                            f"or a fraction such as 0.1")
 
 
 def format_seconds(s):
@@ -338,73 +481,294 @@ def format_seconds(s):
     return f"{s / 3600:.1f} h"
 
 
-def train(cfg: Config, resume: Optional[str] = None, log=log_line):
-    """Run (or continue) training; returns the summary dict. Raises TrainingError on failure.
+def train(cfg: Config, resume: Optional[str] = None, log=log_line, overwrite: bool = False):
+    """Run (or continue) training; returns the summary dict, or None when stopped by Ctrl-C / SIGTERM
+    (last.npz saved). Raises TrainingError on failure.
 
-    With ``cfg.reference`` every layer runs the readable code of minisd/functional.py
-    (``with minisd.reference():``), never the CPU fast path: slower, the same numbers to rounding.
+    ``cfg.out`` must not hold another run (refused) unless ``resume`` is a checkpoint
+    in it, or ``overwrite`` (the earlier run's files are removed). With ``cfg.reference``
+    every layer runs the readable code of minisd/functional.py (``with minisd.reference():``),
+    never the CPU fast path: slower, the same numbers to rounding.
     """
+    return _train(cfg, resume, log, overwrite)[0]
+
+
+def _train(cfg, resume, log, overwrite, signals=None):
+    """train(), returning (summary or None, the signal that stopped the run or None)."""
     if cfg.reference:
         log("--reference: every layer runs the readable code of minisd/functional.py")
         with reference():
-            return _train(cfg, resume, log)
-    return _train(cfg, resume, log)
+            return _run(cfg, resume, log, overwrite, signals)
+    return _run(cfg, resume, log, overwrite, signals)
 
 
-def _train(cfg: Config, resume: Optional[str], log):
-    os.makedirs(cfg.out, exist_ok=True)
+def _run(cfg, resume, log, overwrite, signals=None):
+    """The run itself, for :func:`_train`.
+
+    ``signals``: main()'s :class:`_Signals`, already installed; without it, one is
+    installed for the training (and the earlier handlers restored after it).
+    """
+    check_out_folder(cfg.out, resume, overwrite)  # before the data is loaded: fail fast, write nothing
     run = Run(cfg, log=log)
     if resume:
         run.resume(resume)
-    write_json(run.path("config.json"), asdict(cfg))
-    log(f"model: {run.net!r}; expected blocks per step {run.net.expected_blocks():.2f}; "
-        f"device {run.device}; output {cfg.out}")
-
+        check_not_finished(run, resume)
     bar_factory = _progress_bar if cfg.progress else (lambda *a, **k: None)
-    with _StopOnCtrlC(run):
+    with contextlib.ExitStack() as stack:
+        if signals is None:
+            signals = stack.enter_context(_Signals())
+        signals.defer_to(run)  # from here on, a signal is honoured at a step boundary
+        created = prepare_run_folder(cfg.out, resume, overwrite, log)
         try:
-            while run.epoch < cfg.epochs:
-                bar = bar_factory(run.steps_per_epoch, run.step_in_epoch, f"epoch {run.epoch + 1}/{cfg.epochs}")
-                try:
-                    run.train_epoch(bar)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                run.finish_epoch()
-        except KeyboardInterrupt:
-            # Ctrl-C is honoured between steps, so the saved state is consistent:
-            # --resume continues from exactly here, mid-epoch included.
-            run.save("last.npz")
-            log(f"\ninterrupted: saved {run.path('last.npz')} (epoch {run.epoch + 1}, step "
-                f"{run.step_in_epoch}); continue with --resume {run.path('last.npz')}")
-            return None
-    summary = summarize(run.metrics)
-    write_json(run.path("summary.json"), summary)
-    try:
-        plot_runs([cfg.out], run.path("curves.png"))
-    except Exception as e:  # a missing plotting backend must not fail a finished run
-        log(f"(curves.png not written: {e})")
+            try:
+                run.write_file(write_json, "config.json", asdict(cfg))
+                if run.metrics:  # resumed: the history comes along, into another folder too
+                    run.write_file(write_metrics, "metrics.csv", run.metrics)
+                if resume:
+                    carry_best_checkpoint(resume, run)
+                log(f"model: {run.net!r}; expected blocks per step {run.net.expected_blocks():.2f}; "
+                    f"device {run.device}; output {cfg.out}")
+                while run.epoch < cfg.epochs:
+                    if run.stop_requested:
+                        raise StopRequested
+                    bar = bar_factory(run.steps_per_epoch, run.step_in_epoch,
+                                      f"epoch {run.epoch + 1}/{cfg.epochs}")
+                    try:
+                        run.train_epoch(bar)
+                    finally:
+                        if bar is not None:
+                            bar.close()
+                    run.finish_epoch()
+            except StopRequested:
+                # honoured between steps only, so the saved state is consistent:
+                # --resume continues from exactly here, mid-epoch included
+                run.save("last.npz")
+                signum = run.stop_signal or signal.SIGINT
+                log(f"\ninterrupted ({_SIGNAL_NAMES.get(signum, signum)}): saved {run.path('last.npz')} "
+                    f"(at {run.position()}); continue with --resume {run.path('last.npz')}")
+                return None, signum
+        except BaseException:
+            if created:
+                remove_unstarted_run(cfg.out)
+            raise
+        summary = summarize(run.metrics)
+        run.write_file(write_json, "summary.json", summary)
+        try:
+            plot_runs([cfg.out], run.path("curves.png"))
+        except Exception as e:  # a missing plotting backend must not fail a finished run
+            log(f"(curves.png not written: {e})")
     log(f"done: test error {summary['test_error']:.4f} ({summary['test_error_rule']}); results in {cfg.out}")
-    return summary
+    return summary, None
 
 
-class _StopOnCtrlC:
-    """The first Ctrl-C asks the run to stop after the current step; a second one stops at once."""
+# ---------------------------------------------------------------------------
+# the run folder
+# ---------------------------------------------------------------------------
 
-    def __init__(self, run):
-        self.run = run
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_out_folder(out, resume=None, overwrite=False):
+    """Can a run write to ``out``? One line (TrainingError) when not; nothing is created.
+
+    ``out`` must be a folder that exists and is writable, or one that can be
+    created. It must not hold another run (any of RUN_FILES) unless that run is
+    the one resumed (``resume`` is a checkpoint in ``out`` that is not behind
+    ``out/last.npz``) or ``overwrite`` is given.
+    """
+    if os.path.isdir(out):
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise TrainingError(f"cannot write to the run folder {out}: permission denied (choose another --out)")
+        existing = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
+        if not existing or overwrite:
+            return
+        last = os.path.join(out, "last.npz")
+        if resume and _same_file(os.path.dirname(os.path.abspath(resume)), out):
+            check_not_behind(resume, last, out)
+            return
+        again = f"continue it with --resume {last}, " if os.path.exists(last) else ""
+        raise TrainingError(f"{out} already holds a run ({', '.join(existing)}): {again}pass --overwrite to "
+                            f"replace it, or choose another --out")
+    if os.path.lexists(out):
+        raise TrainingError(f"--out {out} is a file, not a folder")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise TrainingError(f"cannot create the run folder {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrainingError(f"cannot create the run folder {out}: {parent} is not writable (choose another --out)")
+
+
+def check_not_behind(resume, last, out):
+    """Resuming from ``resume`` (say best.npz) in its own folder must not replace a ``last`` further along."""
+    if not os.path.exists(last) or _same_file(resume, last):
+        return
+    try:
+        _, mine = load_checkpoint(resume)
+        _, theirs = load_checkpoint(last)
+        ahead = (theirs["epoch"], theirs["step_in_epoch"]) > (mine["epoch"], mine["step_in_epoch"])
+    except (CheckpointError, KeyError, TypeError):
+        return  # a damaged last.npz: resuming from another checkpoint is the way out
+    if ahead:
+        raise TrainingError(f"{last} is further along (epoch {theirs['epoch'] + (theirs['step_in_epoch'] > 0)}) "
+                            f"than {resume} (epoch {mine['epoch'] + (mine['step_in_epoch'] > 0)}): continuing "
+                            f"here would replace it; give another --out to branch off, or --overwrite")
+
+
+def check_not_finished(run, resume):
+    if run.epoch >= run.cfg.epochs:
+        raise TrainingError(_finished(resume, run.epoch, run.cfg.epochs))
+
+
+def _finished(path, done, epochs):
+    return (f"{path} has already run {done} epoch{'s' if done != 1 else ''} (--epochs {epochs}): "
+            f"pass a larger --epochs to train longer")
+
+
+def prepare_run_folder(out, resume, overwrite, log):
+    """Create ``out`` (or clear it with ``overwrite``) and remove orphan temporary files; returns
+    whether the folder was created here. Called once the run can start (data loaded, model built)."""
+    check_out_folder(out, resume, overwrite)
+    created = not os.path.isdir(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create the run folder {out}: {e.strerror or e}") from None
+    if overwrite:
+        old = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))
+               and not (resume and _same_file(os.path.join(out, n), resume))]
+        for n in old:
+            os.remove(os.path.join(out, n))
+        if old:
+            log(f"--overwrite: removed the earlier run's {', '.join(old)} from {out}")
+    orphans = remove_orphan_temp_files(out)
+    if orphans:
+        log(f"removed {len(orphans)} unfinished temporary file(s) left in {out} by an interrupted save")
+    return created
+
+
+def remove_unstarted_run(out):
+    """After a failure: remove a run folder created by this run, unless it holds a checkpoint."""
+    if os.path.exists(os.path.join(out, "last.npz")):
+        return  # resumable: keep everything
+    for n in RUN_FILES:
+        try:
+            os.remove(os.path.join(out, n))
+        except OSError:
+            pass
+    remove_orphan_temp_files(out)
+    try:
+        os.rmdir(out)  # only if empty: files of anyone else stay
+    except OSError:
+        pass
+
+
+def carry_best_checkpoint(resume, run):
+    """Resumed into another folder: copy the source run's best.npz along when it is this run's best."""
+    src = os.path.join(os.path.dirname(os.path.abspath(resume)), "best.npz")
+    dst = run.path("best.npz")
+    if not os.path.exists(src) or os.path.exists(dst) or _same_file(os.path.dirname(src), run.cfg.out):
+        return
+    try:
+        _, meta = load_checkpoint(src)
+        if meta.get("best_valid") != run.best_valid or meta.get("epoch", math.inf) > run.epoch:
+            return
+        with open(src, "rb") as f:
+            atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
+    except CheckpointError:
+        return
+    except OSError as e:
+        raise TrainingError(run.write_failed("best.npz", e)) from None
+
+
+# ---------------------------------------------------------------------------
+# signals
+# ---------------------------------------------------------------------------
+
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGTERM exists on Windows too (sent by nothing there)
+
+
+class _Signals:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, job schedulers, containers) while a run is set up and trained.
+
+    Until :meth:`defer_to` is called - while flags are checked and the data
+    loads - a signal stops at once (:class:`Interrupted`): nothing has been
+    written yet. From then on a signal only asks the run to stop: the loop
+    saves last.npz at the next step boundary (or abandons an epoch's
+    evaluation) and the command exits with 128 + the signal number. Further
+    signals are recorded the same way, so none can cut a step, a save or the
+    exit short. On leaving, the earlier handlers come back - or, with
+    ``ignore_further`` (the command is about to exit after a signal), further
+    signals stay ignored.
+    """
+
+    def __init__(self):
+        self.run, self.previous, self.ignore_further, self.raised = None, {}, False, False
 
     def __enter__(self):
-        self.previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self.handle)
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for s in _STOP_SIGNALS:
+                self.previous[s] = signal.signal(s, self.handle)
+        return self
+
+    def defer_to(self, run):
+        self.run = run
 
     def handle(self, signum, frame):
-        self.run.stop_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        run = self.run
+        if run is None:
+            if not self.raised:  # once: a second signal must not interrupt the first one's way out
+                self.raised = True
+                raise Interrupted(signum)
+            return
+        if run.stop_requested:
+            return
+        run.stop_requested, run.stop_signal = True, signum
+        # os.write, not print: a handler may run in the middle of another print
+        msg = f"\n{_SIGNAL_NAMES.get(signum, signum)}: saving a checkpoint at the end of this step, then stopping\n"
+        try:
+            os.write(sys.stderr.fileno(), msg.encode())
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for s, h in self.previous.items():
+            signal.signal(s, signal.SIG_IGN if self.ignore_further else h)
         return False
+
+
+def _test_hook(point):
+    """For tests only: with $MINISD_TEST_HOOKS naming a folder, stop at ``point`` when asked.
+
+    A file ``pause-<point>`` in that folder asks for it (once): the run creates
+    ``at-<point>`` there and, when the pause file says ``wait``, waits until
+    ``go-<point>`` appears. Points: ``step-<epoch>-<step>`` (a step boundary)
+    and ``save-<name>`` (a checkpoint written, not yet renamed into place).
+    """
+    folder = os.environ.get("MINISD_TEST_HOOKS")
+    if not folder:
+        return
+    trigger = os.path.join(folder, f"pause-{point}")
+    try:
+        with open(trigger) as f:
+            mode = f.read().strip()
+        os.remove(trigger)
+    except OSError:
+        return
+    with open(os.path.join(folder, f"at-{point}"), "w") as f:
+        f.write(str(os.getpid()))
+    deadline = time.monotonic() + 600
+    while mode == "wait" and not os.path.exists(os.path.join(folder, f"go-{point}")):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
 
 
 def _progress_bar(total, initial, desc):
@@ -418,16 +782,38 @@ def _progress_bar(total, initial, desc):
 
 
 def _valid_size(s):
-    v = float(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return v if v < 1 else int(v)
+    """--valid-size: an integer is a count (0: none), a number in (0, 1) a fraction; anything else is refused."""
+    try:
+        n = int(s)
+    except ValueError:
+        pass
+    else:
+        if n < 0:
+            raise argparse.ArgumentTypeError(f"must be a count >= 0 or a fraction in (0, 1), got {s}")
+        return n
+    try:
+        v = float(s)
+    except ValueError:
+        v = math.nan
+    if v == 0:
+        return 0
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer count (e.g. 5000) or a fraction in (0, 1) "
+                                         f"(e.g. 0.1), got {s}")
+    return v
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block): 'error: argument --lr: ...'."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(suppress_defaults=False):
     """The CLI. With ``suppress_defaults`` only flags written on the command line are set."""
     d = Config()
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m minisd.train", allow_abbrev=False,
         description="Train a CIFAR ResNet with stochastic depth (defaults: the paper's CIFAR-10 run).")
 
@@ -438,7 +824,11 @@ def build_parser(suppress_defaults=False):
 
     a("--dataset", choices=["cifar10", "cifar100", "svhn"], default=d.dataset, help="(default: %(default)s)")
     a("--data-dir", default=d.data_dir, help="folder holding the data set (default: %(default)s)")
-    a("--download", action="store_true", help="download the data set into --data-dir if it is missing")
+    a("--download", action="store_true", default=d.download,
+      help="download the data set into --data-dir if it is missing (the default): the official files, "
+      "MD5 checked, moved into place only when complete")
+    a("--no-download", dest="download", action="store_false",
+      help="never download: if the data set is missing, stop and say which file to put where")
     a("--depth", type=int, default=d.depth, help="6N+2 layers (default: %(default)s)")
     a("--p-last", type=float, default=d.p_last,
       help="survival probability of the last block; 1 = constant depth (default: %(default)s)")
@@ -451,8 +841,8 @@ def build_parser(suppress_defaults=False):
     a("--epochs", type=int, default=d.epochs, help="(default: %(default)s)")
     a("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
     a("--lr", type=float, default=d.lr, help="initial learning rate (default: %(default)s)")
-    a("--milestones", type=int, nargs="+", default=None, help="epochs at which lr is divided by 10 "
-      "(default: 50%% and 75%% of --epochs)")
+    a("--milestones", type=int, nargs="+", default=None, help="divide lr by 10 after these epochs, e.g. "
+      "'--milestones 250 375': epochs 251 and 376 start at the lower rate (default: after 50%% and 75%% of --epochs)")
     a("--warmup-epochs", type=int, default=d.warmup_epochs,
       help="epochs at --warmup-lr first (default: %(default)s)")
     a("--warmup-lr", type=float, default=d.warmup_lr, help="(default: %(default)s)")
@@ -463,8 +853,11 @@ def build_parser(suppress_defaults=False):
       help="dropped blocks' weights: 'paper' still applies momentum and weight decay; "
       "'skip' leaves them (default: %(default)s)")
     a("--no-augment", dest="augment", action="store_false", help="no translation or flips")
-    a("--valid-size", type=_valid_size, default=d.valid_size, help="held-out images from the training set (count or fraction; 0: none; default: %(default)s)")
-    a("--limit-train", type=int, default=0, help="use only the first N training images (quick runs)")
+    a("--valid-size", type=_valid_size, default=d.valid_size, metavar="N|F",
+      help="training images held out for validation: an integer is a count (e.g. 5000), a number in (0, 1) "
+      "a fraction (e.g. 0.1), 0 means none; at most half of the training images (default: %(default)s)")
+    a("--limit-train", type=int, default=0, metavar="N",
+      help="use only the first N training images, N >= 0 (0: all; for quick runs)")
     a("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     a("--device", choices=["cpu", "gpu", "auto"], default=d.device,
       help="auto: the GPU when CuPy finds one (default: %(default)s)")
@@ -472,8 +865,12 @@ def build_parser(suppress_defaults=False):
     a("--reference", action="store_true",
       help="run the readable code of minisd/functional.py only (minisd.reference()), not the CPU fast path")
     a("--eval-batch-size", type=int, default=d.eval_batch_size, help="(default: %(default)s)")
-    a("--out", default=None, help="run folder (default: runs/<dataset>-d<depth>-p<p_last>-s<seed>)")
-    a("--resume", default=None, help="checkpoint to continue from (e.g. RUN/last.npz)")
+    a("--out", default=None, help="run folder, new or without a run in it (default: runs/<dataset>-d<depth>-p<p_last>-s<seed>; "
+      "with --resume: the checkpoint's folder)")
+    a("--overwrite", action="store_true", help="replace the run already in --out: its config.json, metrics.csv, "
+      "last.npz, best.npz, summary.json and curves.png are removed (no other file)")
+    a("--resume", default=None, help="checkpoint to continue from (e.g. RUN/last.npz); its history comes "
+      "along, into another --out too")
     a("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_recipe_flags(a, d)
     return p
@@ -511,7 +908,9 @@ def _add_recipe_flags(a, d):
 
 def config_from_args(args, argv=None) -> Config:
     """The run's Config: the flags, or with --resume the checkpoint's own config with
-    only the flags given on the command line changed (e.g. --epochs to train longer)."""
+    only the flags given on the command line changed (e.g. --epochs to train longer),
+    and the checkpoint's folder as --out unless --out is given."""
+
     if args.resume and args.recipe:
         raise TrainingError("--recipe cannot be used with --resume: a resumed run keeps the settings it "
                             "started with (its config.json); give single flags beside --resume to change them")
@@ -519,9 +918,15 @@ def config_from_args(args, argv=None) -> Config:
         try:
             _, meta = load_checkpoint(args.resume)
             values = dict(meta["config"])
-        except (CheckpointError, KeyError, TypeError) as e:
-            raise TrainingError(f"cannot resume from {args.resume}: {e}") from None
-        values.update(given_flags(argv))
+        except CheckpointError as e:
+            raise TrainingError(f"cannot resume: {e}") from None
+        except (KeyError, TypeError, ValueError):
+            raise TrainingError(f"cannot resume from {args.resume}: not a checkpoint of python -m minisd.train "
+                                f"(it has no config)") from None
+        given = given_flags(argv)
+        values.update(given)
+        if "out" not in given:
+            values["out"] = os.path.dirname(args.resume) or "."
         known = {f.name for f in fields(Config)}
         return Config(**{k: v for k, v in values.items() if k in known})
     values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
@@ -536,6 +941,7 @@ def given_flags(argv=None) -> dict:
     given = vars(build_parser(suppress_defaults=True).parse_args(argv))
     given.pop("resume", None)
     given.pop("print_config", None)
+    given.pop("overwrite", None)
     return given
 
 
@@ -550,19 +956,37 @@ def resolve_recipe(values: dict, argv=None) -> dict:
         raise TrainingError(str(e)) from None
 
 
+def _number(flag, value, ok, rule):
+    """One line for a numeric flag that is not a finite number satisfying ``ok``."""
+    good = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and ok(value))
+    if not good:
+        raise TrainingError(f"--{flag} must be {rule}, got {value}")
+
+
 def check_config(cfg: Config):
-    """Reject impossible settings with one clear line, before any work is done."""
-    if cfg.depth < 8 or (cfg.depth - 2) % 6:
+    """Reject impossible settings with one clear line, before any work is done (every numeric flag
+    finite and in range)."""
+    if not isinstance(cfg.depth, int) or cfg.depth < 8 or (cfg.depth - 2) % 6:
         raise TrainingError(f"--depth must be 6N+2 (20, 32, 44, 56, 110, ..., 1202), got {cfg.depth}")
-    if not 0 < cfg.p_last <= 1:
-        raise TrainingError(f"--p-last must be in (0, 1], got {cfg.p_last}")
+    _number("p-last", cfg.p_last, lambda v: 0 < v <= 1, "in (0, 1]")
     for name in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or cfg.warmup_lr <= 0:
-        raise TrainingError("--lr and --warmup-lr must be > 0")
-    if cfg.milestones and (sorted(cfg.milestones) != cfg.milestones or cfg.milestones[0] < 0):
-        raise TrainingError(f"--milestones must be increasing epoch numbers >= 0, got {cfg.milestones}")
+        _number(name.replace("_", "-"), getattr(cfg, name), lambda v: v >= 1, "an integer >= 1")
+    _number("lr", cfg.lr, lambda v: v > 0, "a number > 0")
+    _number("warmup-lr", cfg.warmup_lr, lambda v: v > 0, "a number > 0")
+    _number("momentum", cfg.momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+    _number("weight-decay", cfg.weight_decay, lambda v: v >= 0, "a number >= 0")
+    _number("warmup-epochs", cfg.warmup_epochs, lambda v: 0 <= v <= cfg.epochs, f"in 0..{cfg.epochs} (--epochs)")
+    _number("limit-train", cfg.limit_train, lambda v: v >= 0, "an integer >= 0 (0: every image)")
+    _number("seed", cfg.seed, lambda v: v >= 0, "an integer >= 0")
+    v = cfg.valid_size
+    if isinstance(v, bool) or not (isinstance(v, int) and v >= 0 or isinstance(v, float) and (v == 0 or 0 < v < 1)):
+        raise TrainingError(f"--valid-size must be an integer count (e.g. 5000) or a fraction in (0, 1) "
+                            f"(e.g. 0.1), got {v}")
+    ms = cfg.milestones
+    if ms and (any(b <= a for a, b in zip(ms, ms[1:])) or ms[0] < 0 or ms[-1] >= cfg.epochs):
+        raise TrainingError(f"--milestones must be increasing epoch numbers in 0..{cfg.epochs - 1} "
+                            f"(lr is divided after each), got {' '.join(map(str, ms))}")
     try:
         backend.resolve_device(cfg.device)
     except RuntimeError as e:
@@ -591,19 +1015,48 @@ def check_recipe_settings(cfg: Config):
                                 f"--svhn-extra; got {' '.join(map(str, per_class))}")
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def check_resume(cfg: Config, path):
+    """Before the data is loaded: the checkpoint fits the network the flags describe and has epochs left."""
     try:
-        cfg = config_from_args(args, argv)
-        check_config(cfg)
-        if args.print_config:
-            print(json.dumps(asdict(cfg), indent=2))
-            return 0
-        summary = train(cfg, resume=args.resume)
-    except (TrainingError, data.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0 if summary is not None else 130
+        arrays, meta = load_checkpoint(path)
+        epoch = meta["epoch"]
+    except CheckpointError as e:
+        raise TrainingError(f"cannot resume: {e}") from None
+    except KeyError:
+        raise TrainingError(f"cannot resume from {path}: not a checkpoint of python -m minisd.train") from None
+    check_checkpoint_fits(arrays, meta, cfg, path)
+    if epoch >= cfg.epochs:
+        raise TrainingError(_finished(path, epoch, cfg.epochs))
+
+
+def main(argv=None):
+    """The command line; returns the exit status: 0 done, 1 an error (one line on stderr),
+    130 / 143 stopped by Ctrl-C / SIGTERM (last.npz saved, or nothing written before training)."""
+    args = build_parser().parse_args(argv)
+    with _Signals() as signals:  # until training starts, a signal stops at once: nothing written yet
+        try:
+            cfg = config_from_args(args, argv)
+            check_config(cfg)
+            if args.print_config:  # the resolved settings, and nothing else: no data, no folder
+                print(json.dumps(asdict(cfg), indent=2))
+                return 0
+            if args.resume:
+                check_resume(cfg, args.resume)
+            check_out_folder(cfg.out, args.resume, args.overwrite)
+            summary, signum = _train(cfg, args.resume, log_line, args.overwrite, signals)
+        except (TrainingError, data.DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            print(f"\ninterrupted ({_SIGNAL_NAMES.get(signum, signum)}) before training started: "
+                  f"nothing was written", file=sys.stderr)
+            signals.ignore_further = True
+            return 128 + signum
+        if summary is None:
+            signals.ignore_further = True  # saved and about to exit: a further Ctrl-C must not cut that short
+            return 128 + signum
+    return 0
 
 
 if __name__ == "__main__":

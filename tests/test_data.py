@@ -254,6 +254,21 @@ def test_python3_pickles_of_arrays():
         data_files.safe_loads(pickle.dumps({"data": arr}, protocol=2))
 
 
+@pytest.mark.parametrize("protocol, said", [(2, "protocol 2"), (5, "protocol 5")])
+def test_python3_protocol_2_or_5_file_says_what_is_accepted_and_why(fake10, protocol, said):
+    batch = fake10 / "cifar-10-batches-py" / "data_batch_1"
+    obj = pickle.loads(batch.read_bytes(), encoding="bytes")
+    batch.write_bytes(pickle.dumps(obj, protocol=protocol))
+    with pytest.raises(DataError) as e:
+        data.load_cifar10(fake10)
+    msg = str(e.value)
+    assert "data_batch_1" in msg and said in msg and "protocol 3 or 4" in msg  # which file, what to do
+    assert "official CIFAR files" in msg and "can run any code" in msg           # what is accepted, and why
+    assert "malicious" not in msg and "\n" not in msg
+    batch.write_bytes(pickle.dumps(obj, protocol=4))  # as the message says: now it loads
+    assert data.load_cifar10(fake10)[0].shape == (100, 3, 32, 32)
+
+
 def test_truncated_and_wrong_files(fake10):
     folder = fake10 / "cifar-10-batches-py"
     good = (folder / "data_batch_1").read_bytes()
@@ -419,10 +434,10 @@ def test_download_network_failure_is_one_clear_error(tmp_path, monkeypatch):
 
     def offline(url, timeout=None):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    with pytest.raises(DataError) as e:
+    with pytest.raises(data_files.DownloadError) as e:
         data_files.download("cifar10", tmp_path, urlopen=offline, log=None)
     msg = str(e.value)
-    assert "could not download" in msg and "name resolution" in msg
+    assert "could not download" in msg and "name resolution" in msg and "MD5" in msg
     assert str(tmp_path) in msg and "cifar-10-python.tar.gz" in msg and "\n" not in msg
     assert _leftovers(tmp_path) == []
 
@@ -433,6 +448,67 @@ def test_download_interrupted_midway_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="connection reset"):
         data_files.download("cifar10", tmp_path, urlopen=_serve(payload, fail_after=1 << 20), log=None)
     assert _leftovers(tmp_path) == []
+
+
+class _SizedResponse(_Response):
+    """A response that announces its length, as urllib's does."""
+
+    def __init__(self, payload):
+        super().__init__(payload)
+        self.length = len(payload)
+        self.headers = {"Content-Length": str(len(payload))}
+
+
+def test_download_progress_bar(tmp_path, monkeypatch, capsys):
+    payload = os.urandom(2 * (1 << 20) + 7)
+    _fake_resource(monkeypatch, payload)
+    (path,) = data_files.download("cifar10", tmp_path, urlopen=lambda url, timeout=None: _SizedResponse(payload),
+                                  log=None, progress=True)
+    assert path.read_bytes() == payload
+    err = capsys.readouterr().err
+    assert "cifar-10-python.tar.gz" in err and "%" in err  # a bar with a total
+    _fake_resource(monkeypatch, b"small")
+    data_files.download("cifar10", tmp_path / "b", urlopen=_serve(b"small"), log=None, progress=True)  # no length
+
+
+def test_download_removes_part_files_of_a_killed_download(tmp_path, monkeypatch):
+    import subprocess
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    killed = f".cifar-10-python.tar.gz.{dead}-0123abcd.part"
+    running = f".cifar-10-python.tar.gz.{os.getpid()}-0123abcd.part"  # a download in progress: kept
+    for name in (killed, running, ".mine.part"):
+        (tmp_path / name).write_bytes(b"partial")
+    _fake_resource(monkeypatch, b"whole file")
+    data_files.download("cifar10", tmp_path, urlopen=_serve(b"whole file"), log=None)
+    assert _leftovers(tmp_path) == sorted([".mine.part", running, "cifar-10-python.tar.gz"])
+
+
+def test_download_to_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    _fake_resource(monkeypatch, b"x" * 100)
+    real_open = open
+
+    class FullFile:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: FullFile(real_open(p, mode, *a, **k))
+                        if str(p).endswith(".part") else real_open(p, mode, *a, **k))
+    with pytest.raises(DataError, match="No space left on device.*nothing was kept") as e:
+        data_files.download("cifar10", tmp_path, urlopen=_serve(b"x" * 100), log=None)
+    assert not isinstance(e.value, data_files.DownloadError) and _leftovers(tmp_path) == []
 
 
 def test_download_unknown_dataset(tmp_path):
@@ -456,6 +532,7 @@ def test_load_dataset_missing_says_where(tmp_path):
         data.load_dataset("cifar10", tmp_path)
     msg = str(e.value)
     assert str(tmp_path) in msg and "download" in msg and "cifar-10-python.tar.gz" in msg and "\n" not in msg
+    assert "c58f30108f718f92721af3b95e74349a" in msg and "https://www.cs.toronto.edu/" in msg
     with pytest.raises(DataError, match="unknown data set"):
         data.load_dataset("imagenet", tmp_path)
 
@@ -489,7 +566,8 @@ def _toy(n=100, seed=0):
     return x, np.arange(n, dtype=np.int64)
 
 
-@pytest.mark.parametrize("valid_size, k", [(10, 10), (10.0, 10), (np.int64(7), 7), (0.25, 25), (0, 0), (0.0, 0)])
+@pytest.mark.parametrize("valid_size, k", [(10, 10), (1, 1), (np.int64(7), 7), (0.25, 25), (np.float32(0.5), 50),
+                                           (0, 0), (0.0, 0)])
 def test_split_sizes_and_disjointness(valid_size, k):
     x, y = _toy()
     (xtr, ytr), (xva, yva) = data.train_valid_split(x, y, valid_size, seed=5)
@@ -505,7 +583,7 @@ def test_split_is_seeded():
     assert not np.array_equal(a, data.train_valid_split(x, y, 10, seed=2)[1][1])
 
 
-@pytest.mark.parametrize("bad", [-1, -0.5, 100, 150, 12.5, float("nan"), True, "10"])
+@pytest.mark.parametrize("bad", [-1, -0.5, 100, 150, 12.5, 1.0, 10.0, float("inf"), float("nan"), True, "10"])
 def test_split_rejects_bad_sizes(bad):
     x, y = _toy()
     with pytest.raises(ValueError, match="valid_size"):

@@ -82,7 +82,7 @@ def test_flags_beside_a_recipe_override_it(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--recipe", "paper-svhn", "--no-svhn-extra"], "--valid-per-class"),
     (["--recipe", "paper-svhn", "--valid-size", "100", "--valid-per-class", "400", "200"], "disagree"),
-    (["--recipe", "paper-1202", "--epochs", "5"], "warmup_epochs"),
+    (["--recipe", "paper-1202", "--epochs", "5"], "--warmup-epochs"),
     (["--svhn-extra"], "--svhn-extra needs --dataset svhn"),
     (["--eval-every", "-1"], "--eval-every"),
 ])
@@ -161,7 +161,7 @@ def test_svhn_extra_is_appended_after_train(fake_svhn):
 def test_svhn_extra_missing_says_where_and_what(tmp_path):
     pytest.importorskip("scipy.io")
     write_fake_svhn(tmp_path, n_train=20, n_test=10)
-    with pytest.raises(data.DataNotFoundError, match="extra_32x32.mat missing.*extra_32x32.mat into"):
+    with pytest.raises(data.DataNotFoundError, match=r"extra_32x32.mat missing.*extra_32x32.mat \(MD5"):
         data.load_dataset("svhn", tmp_path, svhn_extra=True)
     with pytest.raises(data.DataError, match="for SVHN"):
         data.load_dataset("cifar10", tmp_path, svhn_extra=True)
@@ -207,7 +207,7 @@ def test_svhn_recipe_runs_end_to_end_with_eval_every(fake_svhn, tmp_path):
     steps = 440 // 16  # 27 steps per epoch
     # every 5th step, and each epoch's end (27, 54)
     assert [int(r["iteration"]) for r in rows] == [5, 10, 15, 20, 25, 27, 30, 35, 40, 45, 50, 54]
-    assert [int(r["epoch"]) for r in rows] == [0] * 6 + [1] * 6
+    assert [int(r["epoch"]) for r in rows] == [1] * 6 + [2] * 6
     assert int(rows[5]["iteration"]) == steps
     summary = json.load(open(out / "summary.json"))
     best = min(rows, key=lambda r: float(r["valid_error"]))

@@ -106,7 +106,7 @@ def test_interrupted_run_is_resumed(fake_root, tmp_path, monkeypatch, capsys):
     assert "resumed from" in log and "--resume" in log and "--recipe" not in log.split("--resume")[0].splitlines()[-1]
     assert json.load(open(run_dir / "summary.json"))["epochs_run"] == 2
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
 
 
 def test_folder_trained_otherwise_stops_before_any_run(finished, capsys):
