@@ -204,7 +204,8 @@ def test_target_no_sync_per_training_step(standin, fake_root, tmp_path):
     than one of 3 (reading the sums at the end of the epoch is allowed)."""
     s1, short = syncs_in_training_steps(standin, fake_root, tmp_path, 24)
     s2, long = syncs_in_training_steps(standin, fake_root, tmp_path, 48)
-    assert (s1, s2) == (3, 6)
+    if (s1, s2) != (3, 6):  # a broken set-up must fail, not pass as the expected failure
+        pytest.fail(f"expected epochs of 3 and 6 steps, got {s1} and {s2}")
     per_step = (long.syncs - short.syncs) / (s2 - s1)
     assert per_step == 0, f"{per_step} syncs per step; in 6 steps:\n{long.summary()}"
 
@@ -228,7 +229,7 @@ def test_trace_times_gpu_calls_with_events(standin):
             net.backward(loss_fn.backward())
     assert traced.syncs == untraced.syncs + 1, traced.summary()  # one wait for the whole trace
     assert traced.launches == untraced.launches
-    assert all(e.seconds > 0 for e in t.events), [e for e in t.events if e.seconds <= 0]
+    assert all(e.seconds >= 0 for e in t.events) and sum(e.seconds for e in t.events) > 0
     loss_backward = [e for e in t.events if e.kind == "SoftmaxCrossEntropy" and e.phase == "backward"]
     assert len(loss_backward) == 1 and loss_backward[0].seconds > 0
     assert "blocks run 3/3" in t.table(net)
