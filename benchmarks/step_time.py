@@ -214,7 +214,7 @@ def per_layer_type(trace):
 def load_torch(device="cpu"):
     """PyTorch and benchmarks/torch_resnet.py, or (None, None) when PyTorch cannot run on ``device``."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return None, None
     if device == "gpu":
