@@ -96,14 +96,24 @@ def to_numpy(x):
 
 
 def make_rng(seed=None, device: str = "cpu"):
-    """A seeded random generator on ``device``.
+    """A seeded NumPy ``Generator``, whatever the device: random decisions stay on the host.
 
-    NumPy's ``Generator`` on the CPU and CuPy's on the GPU share the calls
-    minisd uses (``random``, ``standard_normal``, ``integers``), so code that
-    draws gates or augmentation does not care which it got.
+    minisd draws gates, shuffles and augmentation choices on the CPU, also for a GPU run,
+    and moves only the arrays that need to be on the device:
+
+    * CuPy's ``Generator`` has no ``permutation`` (the epoch shuffle) or ``choice``, and
+      its ``bit_generator`` keeps its state on the device (``state()`` is a pointer), so
+      a checkpoint could not save it and ``--resume`` could not continue bit-exactly;
+    * a gate is a Python ``if``: drawn on the device, reading it back would make the host
+      wait for the GPU (a sync) once per block and step;
+    * the same seed gives the same gates, order and augmentation on either device.
+
+    ``device`` is checked (``cpu``, ``gpu`` or ``auto``) but changes nothing; it is kept
+    so that older calls still work. To draw device arrays (noise, say), draw here and
+    copy with :func:`to_device`, or use ``xp.random`` directly.
     """
-    if resolve_device(device) == "gpu":
-        return _cupy.random.default_rng(seed)
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     return np.random.default_rng(seed)
 
 

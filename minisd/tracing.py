@@ -12,8 +12,18 @@ Usage::
 Every leaf layer's ``forward`` and ``backward`` carry the ``@traced``
 decorator. With no trace active it adds one global lookup and one ``if`` to a
 call (well under a microsecond, against milliseconds of array work); inside
-``with trace()`` it times the call (waiting for the GPU first) and records the
-layer's name, the phase, the FLOPs and the bytes its cache holds.
+``with trace()`` it times the call and records the layer's name, the phase, the
+FLOPs and the bytes its cache holds.
+
+Timing on the GPU: CuPy returns before its kernels have run, so a host clock
+around a call would measure only the launches. Each call is bracketed by two
+CUDA events instead, recorded into the stream without waiting; the trace reads
+their elapsed times once, when it ends (one synchronisation for the whole
+trace, none per call, so the traced step runs as queued as an untraced one).
+An event pair measures the device's timeline between the two points: the
+kernels of the call, plus any time the GPU sat idle waiting for the host to
+launch them. The device is found from the call's arrays, else the layer's
+parameters, else its cache (``SoftmaxCrossEntropy.backward()`` takes no array).
 
 A dropped block's branch layers are simply never called, so they never appear
 in ``events``: the table shows it.
@@ -24,7 +34,9 @@ import functools
 import time
 from dataclasses import dataclass
 
-from .backend import get_xp, synchronize
+import numpy as np
+
+from .backend import get_xp
 
 _ACTIVE = None  # the Trace being recorded, or None
 
@@ -105,24 +117,57 @@ def traced(method):
     return wrapper
 
 
+def _array_module(layer, args):
+    """NumPy or CuPy for one layer call: from its arrays, else the layer's parameters, else its cache."""
+    for group in (args, tuple(layer.params.values()), _cached_arrays(layer.cache)):
+        arrays = [a for a in group if hasattr(a, "shape") and hasattr(a, "dtype")]
+        if arrays:
+            return get_xp(*arrays)
+    return np
+
+
 class Trace:
     """The events of a traced region; see :func:`trace`."""
 
     def __init__(self):
-        self.events: list[Event] = []
+        self._events: list[Event] = []
+        self._pending = []  # (event, start, end, xp): GPU calls whose times are not read yet
+
+    @property
+    def events(self) -> list[Event]:
+        """Every layer call so far, in order (GPU times are read, with one wait, on first access)."""
+        self._read_gpu_times()
+        return self._events
 
     def record(self, layer, phase, method, args):
-        xp = get_xp(*args)
-        synchronize(xp)
-        t0 = time.perf_counter()
-        out = method(layer, *args)
-        synchronize(xp)
-        seconds = time.perf_counter() - t0
+        xp = _array_module(layer, args)
+        if xp is np:
+            t0 = time.perf_counter()
+            out = method(layer, *args)
+            seconds = time.perf_counter() - t0
+        else:  # CUDA events, recorded without waiting; read in _read_gpu_times
+            start, end = xp.cuda.Event(), xp.cuda.Event()
+            start.record()
+            out = method(layer, *args)
+            end.record()
+            seconds = 0.0
         flops = layer.flops() * (1 if phase == "forward" else layer.backward_flops_factor)
-        self.events.append(Event(layer.name or type(layer).__name__, type(layer).__name__,
-                                 phase, seconds, int(flops), cache_nbytes(layer.cache, layer.params),
-                                 tuple(_buffers(layer.cache, layer.params)) if phase == "forward" else ()))
+        event = Event(layer.name or type(layer).__name__, type(layer).__name__,
+                      phase, seconds, int(flops), cache_nbytes(layer.cache, layer.params),
+                      tuple(_buffers(layer.cache, layer.params)) if phase == "forward" else ())
+        self._events.append(event)
+        if xp is not np:
+            self._pending.append((event, start, end, xp))
         return out
+
+    def _read_gpu_times(self):
+        """Fill in the seconds of the GPU calls: wait once for the last one, then read every pair."""
+        if not self._pending:
+            return
+        self._pending[-1][2].synchronize()  # the stream runs in order: every earlier event is done too
+        for event, start, end, xp in self._pending:
+            event.seconds = xp.cuda.get_elapsed_time(start, end) / 1e3
+        self._pending.clear()
 
     # -- summaries -----------------------------------------------------------
 
@@ -196,4 +241,6 @@ class trace:
     def __exit__(self, *exc):
         global _ACTIVE
         _ACTIVE = None
+        if exc[0] is None:  # after an error, leave the times unread rather than mask it
+            self._trace._read_gpu_times()
         return False

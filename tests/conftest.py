@@ -1,15 +1,35 @@
-"""Shared fixtures: every test that takes ``xp`` runs on NumPy and, when present, CuPy."""
+"""Shared fixtures: every test that takes ``xp`` or ``device`` runs on NumPy and on the GPU path.
+
+The GPU path is real CuPy on a CUDA device when there is one, and otherwise the
+NumPy-backed CuPy stand-in (tests/cupy_standin.py), so it never skips on a CPU-only CI.
+``MINISD_TEST_STANDIN=1`` uses the stand-in even where a GPU is present. Tests on the
+GPU path carry the ``gpu`` mark: ``pytest -m gpu`` runs just those.
+"""
+import os
+
 import numpy as np
 import pytest
 
 from minisd import backend
 
+REAL_GPU = backend.gpu_available() and not os.environ.get("MINISD_TEST_STANDIN")
+
+
+def use_gpu_path(monkeypatch):
+    """Make ``device="gpu"`` work: real CuPy when present, else the stand-in. Returns the array module."""
+    if REAL_GPU:
+        return backend.xp_for("gpu")
+    import cupy_standin
+    cupy_standin.install(monkeypatch)
+    cupy_standin.reset_counts()
+    return cupy_standin
+
 
 @pytest.fixture(params=["cpu", "gpu"])
-def device(request):
-    """The device a test runs on; ``gpu`` skips cleanly without CuPy or a CUDA device."""
-    if request.param == "gpu" and not backend.gpu_available():
-        pytest.skip("CuPy or a CUDA device is not available")
+def device(request, monkeypatch):
+    """The device a test runs on: ``gpu`` is CuPy, or the stand-in without a GPU."""
+    if request.param == "gpu":
+        use_gpu_path(monkeypatch)
     return request.param
 
 
@@ -19,5 +39,30 @@ def xp(device):
 
 
 @pytest.fixture
+def standin(monkeypatch):
+    """The CuPy stand-in installed as minisd's CuPy, counts reset (even on a GPU machine:
+    counting launches and syncs needs it)."""
+    import cupy_standin
+    cupy_standin.install(monkeypatch)
+    cupy_standin.reset_counts()
+    return cupy_standin
+
+
+@pytest.fixture
+def gpu_xp(monkeypatch):
+    """The array module of the GPU path (CuPy, or the stand-in without a GPU)."""
+    return use_gpu_path(monkeypatch)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by mark
+def pytest_collection_modifyitems(items):
+    """Mark the ``device="gpu"`` instances of parametrised tests with ``gpu``."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and spec.params.get("device") == "gpu":
+            item.add_marker(pytest.mark.gpu)

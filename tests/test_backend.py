@@ -33,16 +33,37 @@ def test_to_device_round_trip(device):
 
 
 def test_seeded_rng_repeats(device):
-    a = backend.to_numpy(backend.make_rng(7, device).random(5))
-    b = backend.to_numpy(backend.make_rng(7, device).random(5))
+    a = backend.make_rng(7, device).random(5)
+    b = backend.make_rng(7, device).random(5)
     np.testing.assert_array_equal(a, b)
 
 
-def test_mixed_devices_raise():
-    if not backend.gpu_available():
-        pytest.skip("needs CuPy and a GPU")
+@pytest.mark.gpu
+def test_make_rng_is_a_host_generator_on_every_device(gpu_xp):
+    """Gates and shuffles stay on the CPU: permutation and a savable state are needed (CuPy's
+    Generator has neither), and the same seed draws the same numbers for either device."""
+    rng = backend.make_rng(3, "gpu")
+    assert isinstance(rng, np.random.Generator)
+    np.testing.assert_array_equal(rng.permutation(10), backend.make_rng(3, "cpu").permutation(10))
+    state = rng.bit_generator.state
+    first = rng.random(3)
+    rng.bit_generator.state = state
+    np.testing.assert_array_equal(rng.random(3), first)
+    with pytest.raises(ValueError, match="unknown device"):
+        backend.make_rng(0, "tpu")
+
+
+@pytest.mark.gpu
+def test_mixed_devices_raise(gpu_xp):
     with pytest.raises(ValueError, match="different devices"):
         backend.get_xp(np.zeros(2), backend.to_device(np.zeros(2), "gpu"))
+
+
+def test_synchronize_waits_on_the_gpu_only(standin):
+    backend.synchronize(np)
+    assert standin.counts().syncs == 0
+    backend.synchronize(standin)
+    assert standin.counts().syncs == 1
 
 
 def test_relative_error_basics():
