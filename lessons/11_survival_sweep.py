@@ -66,7 +66,7 @@ def extra(p):
     add_data_dir(p)
     p.add_argument("--depth", type=int, default=None, help="ResNet depth 6N+2 (default 20; quick: 8)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 3; quick: 1)")
-    p.add_argument("--train-images", type=int, default=None, help="training images (default 768; quick: 64)")
+    p.add_argument("--train-images", type=int, default=None, help="training images (default 512; quick: 64)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per setting: L.seed, L.seed + 1, ... (default 2)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no translation or flips")
 
@@ -74,7 +74,7 @@ def extra(p):
 L = setup(__doc__, extra)
 depth = L.args.depth or (8 if L.quick else 20)
 epochs = L.args.epochs or (1 if L.quick else 3)
-n_train = L.args.train_images or (64 if L.quick else 768)
+n_train = L.args.train_images or (64 if L.quick else 512)
 n_test = 200 if L.quick else None
 batch_size = 16 if L.quick else 32
 seeds = [L.seed + i for i in range(max(1, L.args.seeds))]

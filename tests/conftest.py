@@ -6,6 +6,7 @@ NumPy-backed CuPy stand-in (tests/cupy_standin.py), so it never skips on a CPU-o
 GPU path carry the ``gpu`` mark: ``pytest -m gpu`` runs just those.
 """
 import os
+import urllib.request
 
 import numpy as np
 import pytest
@@ -66,3 +67,20 @@ def pytest_collection_modifyitems(items):
         spec = getattr(item, "callspec", None)
         if spec is not None and spec.params.get("device") == "gpu":
             item.add_marker(pytest.mark.gpu)
+
+
+_REAL_URLOPEN = urllib.request.urlopen
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test may reach the network (CI has none): only file: URLs may be opened.
+
+    The training CLI downloads a missing data set by default; tests point it at local files.
+    """
+    def guarded(url, *args, **kwargs):
+        target = getattr(url, "full_url", url)
+        if not str(target).startswith("file:"):
+            raise AssertionError(f"a test tried to reach the network: {target}")
+        return _REAL_URLOPEN(url, *args, **kwargs)
+    monkeypatch.setattr(urllib.request, "urlopen", guarded)

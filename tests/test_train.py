@@ -20,20 +20,6 @@ from minisd import checkpoint, data_files, layers, runs, train
 from minisd.checkpoint import load_checkpoint
 from minisd.fake_data import write_fake_cifar10
 
-_REAL_URLOPEN = urllib.request.urlopen
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Only file: URLs may be opened (the CLI downloads a missing data set by default)."""
-    def guarded(url, *args, **kwargs):
-        target = getattr(url, "full_url", url)
-        if not str(target).startswith("file:"):
-            raise AssertionError(f"a test tried to reach the network: {target}")
-        return _REAL_URLOPEN(url, *args, **kwargs)
-    monkeypatch.setattr(urllib.request, "urlopen", guarded)
-
-
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
