@@ -10,14 +10,13 @@ What you will learn
 
 Scale: this is NOT the paper's experiment. The paper: ResNet-110 (54 blocks), 500 epochs
 of 45,000 CIFAR-10 images, batch 128. Here by default: ResNet-20 (9 blocks), 3 epochs of
-768 of the local subset's 5,170 training images (72 steps of batch 32), 2 seeds per setting,
-the subset's 1,017 test images - 14 short runs, about 2.5 minutes on 2 quiet CPU cores
-(estimated: 4.4 minutes measured on 2026-11-28 on a 2-core machine shared with other work,
-where a training step took about 1.8 times its quiet time). --quick:
+512 of the local subset's 5,170 training images (48 steps of batch 32), 2 seeds per setting,
+the subset's 1,017 test images - 14 short runs: 183 s measured on 2026-11-28 on a 2-core
+machine shared with other work (load average 2-3), less on a quiet one. --quick:
 ResNet-8 (3 blocks), 1 epoch of 64 images in batches of 16, 200 test images, a few seconds.
 
 Run
-  python lessons/11_survival_sweep.py            # ~2.5 min on a quiet 2-core CPU (see above)
+  python lessons/11_survival_sweep.py            # ~3 min on a busy 2-core CPU (see above)
   python lessons/11_survival_sweep.py --quick    # ~11 s busy
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E,
    --train-images N, --seeds K, --no-augment)
