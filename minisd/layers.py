@@ -522,7 +522,18 @@ class SoftmaxCrossEntropy(Module):
     """Mean softmax cross-entropy: ``forward(logits, labels) -> loss``, ``backward() -> dlogits``.
 
     logits: (N, K) float, labels: (N,) integers in [0, K). The loss is a 0-d array.
+
+    ``check_labels``: whether ``forward`` checks that every label lies in [0, K).
+    ``None`` (the default) checks NumPy labels only: on the GPU, reading the
+    smallest and largest label back would make the host wait for the device
+    twice per step. There the check is made once, when the data is read
+    (minisd's loaders refuse files with labels out of range); ``True`` checks
+    GPU labels too, at that price.
     """
+
+    def __init__(self, check_labels=None):
+        super().__init__()
+        self.check_labels = check_labels
 
     @traced
     def forward(self, logits, labels):
@@ -533,7 +544,8 @@ class SoftmaxCrossEntropy(Module):
             raise ValueError(f"{self._label()}: labels must be {logits.shape[0]} integers, "
                              f"got shape {tuple(labels.shape)} dtype {labels.dtype}")
         K = logits.shape[1]
-        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= K):
+        check = self.check_labels if self.check_labels is not None else xp is np
+        if check and labels.size and (int(labels.min()) < 0 or int(labels.max()) >= K):
             raise ValueError(f"{self._label()}: labels must lie in [0, {K}), got "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         self.in_shape = logits.shape
