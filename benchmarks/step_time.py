@@ -6,8 +6,9 @@
 
 For each depth (float32, random 32x32 images, the paper's SGD):
 
-1. minisd, constant depth: forward (with the loss), backward, optimizer step and
-   the whole step, medians over ``--steps`` steps after ``--warmup`` steps;
+1. minisd, constant depth: forward (with the loss), backward (with zero_grad
+   before it), optimizer step and the whole step, medians over ``--steps`` steps
+   after ``--warmup`` steps;
    time per layer type from one traced step; peak memory of a step and the
    bytes the layers hold for the backward pass.
 2. Stochastic depth (p_L 0.5, linear) on ``--steps`` seeded gate draws, the
@@ -18,7 +19,17 @@ For each depth (float32, random 32x32 images, the paper's SGD):
    ratio of the same draws and the ratio of bytes held for backward.
 3. When PyTorch is importable: the same network (benchmarks/torch_resnet.py) in
    the default and channels_last memory formats, same thread count, same
-   measurements; the ratios minisd / PyTorch.
+   measurements; the ratios minisd / PyTorch. On the GPU (CUDA), PyTorch runs in
+   plain fp32: TF32 is switched off for cuDNN and matmul, as minisd has none.
+4. The plain-loop ratio (issue 11): one minisd network, a plain training loop
+   with the gates re-sampled every step, ``--plain-steps`` constant-depth and
+   stochastic steps interleaved, each timed whole (one device sync at its end);
+   mean(stochastic) / mean(constant) beside the fraction of blocks that ran.
+   Goal: at most that fraction + 0.03.
+
+On the GPU, peak memory is the CuPy pool's total after ``free_all_blocks()``
+and one step (the pool keeps what a step needed), and PyTorch's
+``max_memory_allocated()`` after ``reset_peak_memory_stats()``.
 
 Every number comes from this one run: compare ratios, not absolute times
 from different runs (machines are noisy). PyTorch is optional; without it the
@@ -50,6 +61,7 @@ HERE = Path(__file__).resolve().parent
 # The issue's targets (CPU, 2 cores): see README "Performance".
 TARGET_VS_TORCH = 1.5       # minisd step / PyTorch's best step (ResNet-20)
 TARGET_SD_RATIO = 0.80      # stochastic / constant step time (ResNet-110)
+PLAIN_LOOP_SLACK = 0.03     # plain loop: stochastic / constant <= fraction of blocks run + this
 
 
 def parse_args(argv=None):
@@ -59,6 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
     p.add_argument("--steps", type=int, default=7, help="timed steps per measurement (>= 5 recommended)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--plain-steps", type=int, default=None,
+                   help="step pairs of the plain-loop ratio (default: --steps; 0 skips it)")
     p.add_argument("--p-last", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=None, help="minisd and PyTorch threads (default: minisd's)")
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +86,7 @@ def parse_args(argv=None):
 
 
 class TimedStep:
-    """A training step in three phases (forward with the loss, backward, optimizer update).
+    """A training step in three phases (forward with the loss, zero_grad and backward, optimizer update).
 
     Subclasses provide ``net`` (with ``set_gates``), ``forward``, ``backward``, ``update`` and ``sync``.
     """
@@ -107,10 +121,10 @@ class MinisdStep(TimedStep):
         backend.synchronize(self.xp)
 
     def forward(self):
-        self.net.zero_grad()
         return self.loss_fn.forward(self.net.forward(self.x), self.y)
 
     def backward(self):
+        self.net.zero_grad()
         self.net.backward(self.loss_fn.backward())
 
     def update(self):
@@ -132,6 +146,17 @@ class MinisdStep(TimedStep):
             self.backward()
         return sum(e.flops for e in t.events), t
 
+    def plain_step(self, gates):
+        """Seconds of one whole step with these gates, as a training loop runs it: no wait
+        between the phases, one at the end (so the clock reads finished work)."""
+        self.net.set_gates(gates)
+        t0 = time.perf_counter()
+        self.forward()
+        self.backward()
+        self.update()
+        self.sync()
+        return time.perf_counter() - t0
+
     def peak_memory(self, gates):
         """Peak bytes allocated during one step (NumPy: tracemalloc; CuPy: the pool's total)."""
         self.net.set_gates(gates)
@@ -143,6 +168,8 @@ class MinisdStep(TimedStep):
             tracemalloc.stop()
             return peak
         pool = self.xp.get_default_memory_pool()
+        self.sync()
+        pool.free_all_blocks()  # else the pool still holds what earlier, larger steps needed
         self.forward(); self.backward(); self.update()
         self.sync()
         return pool.total_bytes()
@@ -184,11 +211,18 @@ def per_layer_type(trace):
 # ---------------------------------------------------------------------------
 
 
-def load_torch():
+def load_torch(device="cpu"):
+    """PyTorch and benchmarks/torch_resnet.py, or (None, None) when PyTorch cannot run on ``device``."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return None, None
+    if device == "gpu":
+        if not torch.cuda.is_available():
+            return None, None
+        # fp32 against fp32: no TF32 in cuDNN's convolutions or in matrix products
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     spec = importlib.util.spec_from_file_location("torch_resnet", HERE / "torch_resnet.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -215,10 +249,10 @@ class TorchStep(TimedStep):
             self.torch.cuda.synchronize()
 
     def forward(self):
-        self.opt.zero_grad(set_to_none=True)
         self.loss = self.torch.nn.functional.cross_entropy(self.net(self.x), self.y)
 
     def backward(self):
+        self.opt.zero_grad(set_to_none=True)
         self.loss.backward()
 
     def update(self):
@@ -256,6 +290,24 @@ def measure(steps, all_open, draws, warmup):
             series[name][0].append(step.timed_step(all_open))
             series[name][1].append(step.timed_step(gates))
     return series
+
+
+def plain_loop_ratio(ms, pairs, warmup, seed):
+    """mean(stochastic) / mean(constant) step time in a plain training loop, and the mean
+    fraction of blocks run: gates re-sampled every step, a constant-depth step and a
+    stochastic step interleaved, each timed whole (issue 11, item 7)."""
+    rng = np.random.default_rng(seed)
+    all_open = [True] * len(ms.net.blocks)
+    for _ in range(warmup):
+        ms.plain_step(all_open)
+        ms.plain_step(ms.net.sample_gates(rng))
+    constant, stochastic, ran = [], [], []
+    for _ in range(pairs):
+        constant.append(ms.plain_step(all_open))
+        gates = ms.net.sample_gates(rng)
+        ran.append(sum(gates) / len(gates))
+        stochastic.append(ms.plain_step(gates))
+    return statistics.fmean(stochastic) / statistics.fmean(constant), statistics.fmean(ran)
 
 
 def summarize(series):
@@ -356,6 +408,12 @@ def run_depth(depth, args, device, torch, torch_resnet):
     print(f"minisd: stochastic / constant step time {sd_ratio:.3f} (FLOP ratio {flop_ratio:.3f})"
           + (f"   target <= {TARGET_SD_RATIO}: {'met' if sd_ratio <= TARGET_SD_RATIO else 'NOT met'}"
              if depth == 110 else ""))
+    pairs = args.steps if args.plain_steps is None else args.plain_steps
+    if pairs > 0:
+        ratio, ran = plain_loop_ratio(ms, pairs, args.warmup, args.seed + 7 * depth)
+        goal = ran + PLAIN_LOOP_SLACK
+        print(f"minisd plain loop ({pairs} step pairs, gates re-sampled every step): stochastic / constant "
+              f"{ratio:.3f}, blocks run {ran:.3f} of all   goal <= {goal:.3f}: {'met' if ratio <= goal else 'NOT met'}")
 
 
 def main(argv=None):
@@ -364,7 +422,7 @@ def main(argv=None):
     if args.threads:
         parallel.set_num_threads(args.threads)
     threads = parallel.get_num_threads()
-    torch, torch_resnet = (None, None) if args.no_torch else load_torch()
+    torch, torch_resnet = (None, None) if args.no_torch else load_torch(device)
     if torch is not None:
         torch.set_num_threads(threads)
     print(f"minisd {minisd.__version__}, NumPy {np.__version__}, Python {platform.python_version()}, "
@@ -372,8 +430,14 @@ def main(argv=None):
     if device == "gpu":
         cp = backend.xp_for("gpu")
         print(f"CuPy {cp.__version__}, {cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
-    print(f"PyTorch {torch.__version__} (threads {torch.get_num_threads()})" if torch is not None
-          else "PyTorch: not importable, its rows are skipped")
+    if torch is not None:
+        print(f"PyTorch {torch.__version__} (threads {torch.get_num_threads()})"
+              + (f", {torch.cuda.get_device_name(0)}, TF32 off (cudnn {torch.backends.cudnn.allow_tf32}, "
+                 f"matmul {torch.backends.cuda.matmul.allow_tf32})" if device == "gpu" else ""))
+    else:
+        print("PyTorch: " + ("skipped (--no-torch)" if args.no_torch else
+                             "no CUDA device for PyTorch" if device == "gpu" and importlib.util.find_spec("torch")
+                             else "not importable") + ", its rows are skipped")
     for depth in args.depth:
         run_depth(depth, args, device, torch, torch_resnet)
     return 0

@@ -93,7 +93,7 @@ from numpy import (bool_, complex64, complex128, dtype, e, float16, float32, flo
 # ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False)
 class Counts:
     """Launches, syncs and uploads, each with a Counter of the code sites that caused them."""
     launches: int = 0
@@ -103,6 +103,9 @@ class Counts:
     launch_sites: Counter = field(default_factory=Counter)
     sync_sites: Counter = field(default_factory=Counter)
     upload_sites: Counter = field(default_factory=Counter)
+
+    def __repr__(self):
+        return f"Counts(launches={self.launches}, syncs={self.syncs}, uploads={self.uploads})"
 
     def copy(self) -> "Counts":
         return Counts(self.launches, self.syncs, self.uploads, self.upload_bytes,

@@ -3,8 +3,9 @@
     python tests/run_with_standin.py -m minisd.train --device gpu ...
     python tests/run_with_standin.py lessons/05_the_gate.py --quick --device gpu
     python tests/run_with_standin.py benchmarks/step_time.py --device gpu --depth 8 ...
+    python tests/run_with_standin.py -c "import cupy; print(cupy.__version__)"
 
-The target runs as ``python -m MODULE`` or ``python SCRIPT`` would run it (``runpy``,
+The target runs as ``python -m MODULE``, ``python -c CODE`` or ``python SCRIPT`` would run it (``runpy``,
 ``sys.argv`` and ``sys.path[0]`` set alike), with ``device="gpu"`` served by the
 NumPy-backed stand-in. At exit one line of counts (launches, syncs, uploads) goes to
 stderr; with ``CUPY_STANDIN_COUNTS=FILE`` they are also written to FILE as JSON,
@@ -31,7 +32,7 @@ def _report():
 
 
 def main(argv):
-    if not argv or argv[0] in ("-h", "--help") or (argv[0] == "-m" and len(argv) < 2):
+    if not argv or argv[0] in ("-h", "--help") or (argv[0] in ("-m", "-c") and len(argv) < 2):
         print(__doc__)
         return 2
     sys.path.insert(0, HERE)  # cupy_standin
@@ -40,7 +41,12 @@ def main(argv):
     import cupy_standin
     cupy_standin.install()
     atexit.register(_report)
-    if argv[0] == "-m":
+    if argv[0] == "-c":
+        sys.argv = ["-c"] + argv[2:]
+        sys.path[0] = ""
+        sys.path.insert(1, HERE)
+        exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+    elif argv[0] == "-m":
         sys.argv = [argv[1]] + argv[2:]
         sys.path[0] = os.getcwd()  # as `python -m` does
         sys.path.insert(1, HERE)
