@@ -208,3 +208,43 @@ def test_fast_gpu_names_no_cupy():
     """backend.py is the only module that names CuPy: fast_gpu asks get_xp and backend.fuse."""
     source = inspect.getsource(fast_gpu).split('"""', 2)[2]
     assert "import cupy" not in source and "cupy." not in source
+
+
+# ---------------------------------------------------------------------------
+# the stand-in's fuse lets a body do only what cupy.fuse compiles
+# ---------------------------------------------------------------------------
+
+
+def test_standin_fuse_allows_what_cupy_fuse_compiles(standin):
+    x, buf, ones = standin.asarray(np.arange(6.0).reshape(2, 3)), standin.zeros((2, 3)), standin.ones((1, 3))
+
+    @backend.fuse
+    def update(xp, x, buf, scale):
+        buf *= 0.5
+        buf += scale * xp.maximum(x, 1.0)
+
+    @backend.fuse
+    def column_sums(xp, x, shift):
+        return xp.sum((x - shift) * 2.0, axis=0) / 4
+
+    with standin.counting() as c:
+        update(x, buf, 2.0)
+        sums = column_sums(x, ones)
+    assert c.launches == 2
+    np.testing.assert_array_equal(backend.to_numpy(buf), 2.0 * np.maximum(np.arange(6.0).reshape(2, 3), 1.0))
+    np.testing.assert_array_equal(backend.to_numpy(sums), [0.5, 1.5, 2.5])
+
+
+@pytest.mark.parametrize("body,error", [
+    (lambda xp, x: xp.sum(x, axis=0, keepdims=True), TypeError),          # CuPy would drop keepdims
+    (lambda xp, x: xp.sum(xp.sum(x, axis=0), axis=0), NotImplementedError),  # one reduction per kernel
+    (lambda xp, x: xp.sum(x, axis=0) + x, ValueError),                     # the input after the reduction
+    (lambda xp, x: x[0] * 2, TypeError),                                    # no indexing
+    (lambda xp, x: x.reshape(-1), AttributeError),                         # no reshaping
+    (lambda xp, x: x @ x, TypeError),                                       # no matrix product
+    (lambda xp, x: backend.get_xp(x).exp(x), TypeError),                   # get_xp sees no CuPy array here
+])
+def test_standin_fuse_refuses_what_cupy_fuse_cannot_do(body, error, standin):
+    kernel = backend.fuse(body)
+    with pytest.raises(error):
+        kernel(standin.ones((2, 2)))
