@@ -20,6 +20,10 @@ same results with fewer launches (read it with lesson 10):
   ``x``, which is not written at all).
 * **ReLU backward as one kernel.**
 
+With the flat SGD update and the fused running statistics of the layers, a
+ResNet-110 training step launches about 2,550 kernels instead of 12,500
+(``python tests/test_gpu_path.py`` counts them on the CuPy stand-in).
+
 Fused kernels are written with :func:`minisd.backend.fuse`: the decorated
 function's body is plain array code - it runs as written on NumPy (the tests
 compare it with its readable twin there and on the CuPy stand-in) and

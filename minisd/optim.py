@@ -25,8 +25,9 @@ DROPPED = ("paper", "skip")
 
 # Elements per sgd_update call on NumPy: its temporaries (a few arrays of this
 # size) then stay in the CPU cache instead of being fresh memory each step.
-# Measured on a 2-core EPYC: 2**16 about twice as fast as one call on all 1.7M
-# weights of a ResNet-110. On the GPU a run is one call: one kernel.
+# Measured on a 2-core EPYC: 2**16 about 1.7x as fast as one call on all 1.7M
+# weights of a ResNet-110 (2**12: slower than one call). On the GPU a run is
+# one call: one kernel.
 CPU_CHUNK = 1 << 16
 
 # state_dict keys; see SGD.state_dict
