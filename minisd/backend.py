@@ -10,6 +10,8 @@ CuPy is optional: without it, ``device="auto"`` quietly means the CPU, and
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 try:  # CuPy is optional: import it once, here, and nowhere else.
@@ -121,3 +123,46 @@ def synchronize(xp) -> None:
     """Wait for queued GPU work (a no-op on the CPU): needed before timing."""
     if xp is not np:
         xp.cuda.get_current_stream().synchronize()
+
+
+def fuse(body):
+    """Decorator: ``body`` runs as ONE GPU kernel on CuPy arrays (``cupy.fuse``), as written on NumPy.
+
+    ``body(xp, *args, **constants)`` is plain array code: ``xp`` is the array
+    module, ``args`` are arrays, Python numbers or ``None``, and ``constants``
+    are Python values the body may branch on (``if nesterov:``). On NumPy the
+    body simply runs. On CuPy, ``cupy.fuse`` traces it once per combination
+    of argument dtypes and ranks and compiles one kernel: the elementwise
+    operations, plus at most one reduction (``xp.sum(..., axis=...)``, no
+    ``keepdims``) at the end; arrays updated in place (``w -= ...``) are
+    written by the kernel. No indexing, reshaping or matrix products inside.
+    Each distinct set of ``constants`` compiles its own kernel, so they must
+    be few (flags), never values that change from call to call (those go in
+    ``args``). The body is the readable code; the kernel is the same code
+    with one launch instead of one per operation.
+    """
+    kernels = {}
+
+    @functools.wraps(body)
+    def call(*args, **constants):
+        xp = get_xp(*args)
+        if xp is np:
+            return body(np, *args, **constants)
+        key = (xp, tuple(sorted(constants.items())))
+        kernel = kernels.get(key)
+        if kernel is None:
+            kernel = xp.fuse(kernel_name=body.__name__)(functools.partial(body, xp, **constants))
+            kernels[key] = kernel
+        return kernel(*args)
+
+    return call
+
+
+def offset_in_base(view) -> int:
+    """Where ``view`` starts inside the 1-D array ``view.base``, in elements."""
+    base = view.base
+    if get_xp(view) is np:
+        start, origin = view.__array_interface__["data"][0], base.__array_interface__["data"][0]
+    else:
+        start, origin = view.data.ptr, base.data.ptr
+    return (start - origin) // view.itemsize

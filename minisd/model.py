@@ -86,6 +86,7 @@ class ResNet(Module):
         self.pool = GlobalAvgPool()
         self.fc = Linear(channels, num_classes, dtype=dtype, rng=rng)
         self.assign_names()
+        self.flatten_parameters()  # one flat weight array, one flat gradient: one SGD update, one zero_grad
 
     @property
     def survival_probs(self) -> list[float]:

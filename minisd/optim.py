@@ -17,9 +17,18 @@ import weakref
 from typing import Sequence
 from urllib.parse import quote, unquote
 
-from .backend import device_of, get_xp, to_device
+import numpy as np
+
+from .backend import device_of, fuse, get_xp, offset_in_base, to_device
 
 DROPPED = ("paper", "skip")
+
+# Elements per sgd_update call on NumPy: its temporaries (a few arrays of this
+# size) then stay in the CPU cache instead of being fresh memory each step.
+# Measured on a 2-core EPYC: 2**16 about 1.7x as fast as one call on all 1.7M
+# weights of a ResNet-110 (2**12: slower than one call). On the GPU a run is
+# one call: one kernel.
+CPU_CHUNK = 1 << 16
 
 # state_dict keys; see SGD.state_dict
 _LR, _NUM_STEPS, _STEP, _BUF = "lr", "num_steps", "step/", "momentum_buffer/"
@@ -41,9 +50,10 @@ class SGD:
         d = d + momentum * buf      if nesterov, else d = buf
         w -= lr * d
 
-    With ``momentum=0`` no buffer is kept and ``nesterov`` changes nothing
-    (PyTorch refuses nesterov without momentum; the formula above is simply
-    plain SGD then).
+    (:func:`sgd_update` is this formula, written once for every array.) With
+    ``momentum=0`` no buffer is kept and ``nesterov`` changes nothing (PyTorch
+    refuses nesterov without momentum; the formula above is simply plain SGD
+    then).
 
     Dropped blocks. ``step(inactive=names)`` is told which parameters got no
     gradient this step (``net.inactive_parameter_names()``: the weights of the
@@ -67,10 +77,17 @@ class SGD:
     :func:`lr_at_epoch`). ``state_dict``/``load_state_dict`` save and restore
     everything a resumed run needs to continue bit-exactly.
 
-    Works on NumPy and CuPy arrays alike: every operation is an array
-    operator or method, done in place. Per parameter and step it allocates
-    one scratch array (the direction ``d``; the parameter's own gradient is
-    never modified) plus one for ``momentum * buf`` under Nesterov.
+    One update for many parameters. When the parameters are views of one
+    flat array (``Module.flatten_parameters``, Torch7's ``getParameters``;
+    :class:`minisd.ResNet` does it when built), the formula runs once on the
+    whole flat array, the gradient and the momentum buffer being flat arrays
+    laid out alike, instead of once per parameter: one GPU kernel instead of
+    hundreds, and faster on NumPy too. Dropped blocks cut the flat arrays into
+    a few runs of consecutive parameters, one update each. Other parameters
+    are updated one by one, with the same formula. ``buffers[name]`` is the
+    parameter's part of the momentum buffer (``None`` before its first update).
+
+    Works on NumPy and CuPy arrays alike. The gradients are only read.
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=1e-4, nesterov=True, dropped="paper"):
@@ -98,11 +115,19 @@ class SGD:
         self.names = frozenset(names)
         self.num_steps = 0                     # calls to step()
         self.steps = {n: 0 for n in names}     # updates each parameter received
-        self.buffers = {n: None for n in names}  # momentum buffers, made on a parameter's first update
+        self.groups = _groups(self.params, with_momentum=self.momentum > 0)
+        self._momentum_views = {name: view for group in self.groups for name, view in group.momentum_views()}
         # So that Module.to() can refuse to strand this optimizer on arrays it no longer uses
         # (the ids stay valid: this optimizer holds the arrays).
         self._array_ids = {id(a) for _, p, g in self.params for a in (p, g)}
+        self._array_ids |= {id(a) for group in self.groups for a in (group.params, group.grads)}
         _OPTIMIZERS.add(self)
+
+    @property
+    def buffers(self) -> dict:
+        """``{name: momentum buffer}``: a view of the flat buffer, or ``None`` before the first update."""
+        return {name: (self._momentum_views[name] if self.momentum and self.steps[name] else None)
+                for name in self.steps}
 
     def step(self, inactive: Sequence[str] = ()):
         """Update every parameter in place from its grad buffer.
@@ -115,38 +140,16 @@ class SGD:
         unknown = inactive - self.names
         if unknown:
             raise ValueError(f"inactive names that are not parameters of this optimizer: {sorted(unknown)[:5]}")
-        for name, p, g in self.params:
-            dropped = name in inactive
-            if dropped and self.dropped == "skip":
-                continue  # PyTorch: `if p.grad is None: continue`, buffer and all
-            self._update(name, p, None if dropped else g)
+        wd = self.weight_decay or None  # None: no decay term (w * 0 would turn an inf weight into nan)
+        for group in self.groups:
+            for w, g, buf, names, active in group.runs(inactive):
+                if not active and self.dropped == "skip":
+                    continue  # PyTorch: `if p.grad is None: continue`, buffer and all
+                for w_, g_, buf_ in _pieces(w, g if active else None, buf):
+                    sgd_update(w_, g_, buf_, self.lr, self.momentum, wd, nesterov=self.nesterov)
+                for name in names:
+                    self.steps[name] += 1
         self.num_steps += 1
-
-    def _update(self, name, p, g):
-        """One update of ``p``; ``g is None`` means a zero gradient (a dropped block, paper mode)."""
-        lr, m = self.lr, self.momentum
-        # d = g + wd * w. Torch7 adds into the grad buffer (dfdx:add(wd, x)); PyTorch
-        # (d_p = grad.add(p, alpha=wd)) and we make a new array: the grads stay as backward left them.
-        if self.weight_decay:
-            d = p * self.weight_decay
-            if g is not None:
-                d += g
-        else:  # no p * 0: that would turn an inf weight into nan where PyTorch gives g
-            d = g.copy() if g is not None else get_xp(p).zeros_like(p)
-        if m:
-            buf = self.buffers[name]
-            if buf is None:  # first update: buf = d (a clone, in both frameworks)
-                self.buffers[name] = buf = d.copy()
-            else:            # buf = m * buf + d, in place
-                buf *= m
-                buf += d
-            if self.nesterov:
-                d += m * buf   # d = d + m * buf
-            else:
-                d[...] = buf   # d = buf (copied into the scratch, which is scaled next)
-        d *= lr
-        p -= d                 # w -= lr * d
-        self.steps[name] += 1
 
     # -- saving and resuming --------------------------------------------------
 
@@ -169,17 +172,20 @@ class SGD:
         state (so a resumed run may change them on purpose).
         """
         state = {_LR: self.lr, _NUM_STEPS: self.num_steps}
+        buffers = self.buffers
         for name, _, _ in self.params:
             key = quote(name, safe="._-")
             state[_STEP + key] = self.steps[name]
-            if self.buffers[name] is not None:
-                state[_BUF + key] = self.buffers[name].copy()
+            if buffers[name] is not None:
+                state[_BUF + key] = buffers[name].copy()
         return state
 
     def load_state_dict(self, state: dict):
         """Restore a :meth:`state_dict` (also as read back from an ``.npz``: 0-d arrays are fine).
 
-        Buffers are copied onto each parameter's device and dtype. Raises
+        Buffers are copied into this optimizer's (flat) momentum buffer, on the
+        parameter's device and dtype; a parameter without one in ``state``
+        starts from zero, which makes its first update ``buf = d``. Raises
         ``KeyError`` when the keys do not fit these parameters and
         ``ValueError`` for a wrong shape; nothing changes unless all fit.
         """
@@ -197,7 +203,7 @@ class SGD:
                 value = state[buf_key]
                 if tuple(value.shape) != tuple(p.shape):
                     raise ValueError(f"optimizer state {buf_key!r} has shape {tuple(value.shape)}, expected {p.shape}")
-                buffers[name] = to_device(value, device_of(p)).astype(p.dtype, copy=True)
+                buffers[name] = to_device(value, device_of(p)).astype(p.dtype, copy=False)
             elif self.momentum and steps[name] > 0:
                 raise KeyError(f"optimizer state has no {buf_key!r} although {name} was updated "
                                f"{steps[name]} times with momentum")
@@ -208,12 +214,116 @@ class SGD:
         if missing or unexpected:
             raise KeyError(f"optimizer state does not fit: missing {missing}, unexpected {[unquote(k) for k in unexpected[:5]]}")
         self.lr, self.num_steps = float(state[_LR]), int(state[_NUM_STEPS])
-        self.steps, self.buffers = steps, buffers
+        self.steps = steps
+        for name, view in self._momentum_views.items():
+            if buffers[name] is None:
+                view.fill(0)
+            else:
+                view[...] = buffers[name]
         return self
 
     def __repr__(self):
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
                 f"nesterov={self.nesterov}, dropped={self.dropped!r}, params={len(self.params)})")
+
+
+@fuse
+def sgd_update(xp, w, g, buf, lr, momentum, weight_decay, *, nesterov):
+    """One SGD step on ``w``, in place: the formula of :class:`SGD`, for one array.
+
+    w: the weights; g: their gradient, or ``None`` for a zero gradient (a dropped
+    block in ``"paper"`` mode: the grad buffer is not read); buf: the momentum
+    buffer, updated in place (zero before the first update, so that
+    ``momentum * buf + d`` is ``d`` then), or ``None`` without momentum;
+    weight_decay: a number, or ``None`` for no decay term. Any shape, as long as
+    all arrays have the same. On the GPU this is one kernel (see :func:`minisd.backend.fuse`).
+    """
+    if g is None:
+        d = 0 if weight_decay is None else weight_decay * w
+    else:
+        d = g if weight_decay is None else g + weight_decay * w
+    if buf is not None:
+        buf *= momentum
+        buf += d                                     # buf = momentum * buf + d
+        d = d + momentum * buf if nesterov else buf
+    w -= lr * d
+
+
+class _Group:
+    """Parameters updated together: views of one flat array, or a single parameter.
+
+    ``params``, ``grads`` and ``momentum`` are arrays laid out alike (flat for a
+    group of views, the parameter's own shape for a single one); parameter
+    ``names[i]``, of shape ``shapes[i]``, is ``bounds[i] = (start, stop)`` of them.
+    """
+
+    def __init__(self, params, grads, names, shapes, bounds, with_momentum):
+        self.params, self.grads, self.names, self.shapes, self.bounds = params, grads, names, shapes, bounds
+        self.momentum = get_xp(params).zeros_like(params) if with_momentum else None
+
+    def momentum_views(self):
+        """(name, its part of the momentum buffer, in the parameter's shape), for each parameter."""
+        if self.momentum is None:
+            return []
+        if len(self.names) == 1:
+            return [(self.names[0], self.momentum)]
+        return [(name, self.momentum[a:b].reshape(shape))
+                for name, shape, (a, b) in zip(self.names, self.shapes, self.bounds)]
+
+    def runs(self, inactive):
+        """``(w, g, buf, names, active)`` for each run of consecutive parameters alike (all active or all not)."""
+        if len(self.names) == 1:
+            yield self.params, self.grads, self.momentum, self.names, self.names[0] not in inactive
+            return
+        start = 0
+        for i, name in enumerate(self.names):
+            last = i + 1 == len(self.names)
+            active = name not in inactive
+            if last or (self.names[i + 1] not in inactive) != active:
+                a, b = self.bounds[start][0], self.bounds[i][1]
+                buf = None if self.momentum is None else self.momentum[a:b]
+                yield self.params[a:b], self.grads[a:b], buf, self.names[start:i + 1], active
+                start = i + 1
+
+
+def _pieces(w, g, buf):
+    """``(w, g, buf)`` whole on the GPU; on NumPy, flat runs cut in slices of :data:`CPU_CHUNK`."""
+    if get_xp(w) is not np or w.ndim != 1 or w.size <= CPU_CHUNK:
+        yield w, g, buf
+        return
+    for a in range(0, w.size, CPU_CHUNK):
+        part = slice(a, a + CPU_CHUNK)
+        yield w[part], (None if g is None else g[part]), (None if buf is None else buf[part])
+
+
+def _groups(params, with_momentum):
+    """Split ``(name, p, g)`` triples into :class:`_Group` s, each updated by one :func:`sgd_update` per run.
+
+    Parameters whose arrays are contiguous views that exactly tile one flat
+    parameter array and one flat gradient array, at the same offsets (what
+    ``Module.flatten_parameters`` makes), form one group; every other
+    parameter is a group of its own.
+    """
+    tiles, groups = {}, []
+    for name, p, g in params:
+        fp, fg = p.base, g.base
+        if (fp is not None and fg is not None and fp.ndim == 1 and fp.shape == fg.shape and fp.dtype == p.dtype
+                and fg.dtype == g.dtype and p.flags.c_contiguous and g.flags.c_contiguous
+                and offset_in_base(p) == offset_in_base(g)):
+            tiles.setdefault((id(fp), id(fg)), (fp, fg, []))[2].append((offset_in_base(p), name, p, g))
+        else:
+            groups.append(_Group(p, g, [name], [p.shape], [(0, p.size)], with_momentum))
+    for fp, fg, members in tiles.values():
+        members.sort(key=lambda m: m[0])
+        bounds = [(start, start + p.size) for start, _, p, _ in members]
+        exact = bounds[0][0] == 0 and bounds[-1][1] == fp.size and all(
+            b0[1] == b1[0] for b0, b1 in zip(bounds, bounds[1:]))
+        if exact:
+            groups.append(_Group(fp, fg, [name for _, name, _, _ in members], [p.shape for _, _, p, _ in members],
+                                 bounds, with_momentum))
+        else:  # views of something else: one by one
+            groups += [_Group(p, g, [name], [p.shape], [(0, p.size)], with_momentum) for _, name, p, g in members]
+    return groups
 
 
 # ---------------------------------------------------------------------------

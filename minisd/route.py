@@ -1,12 +1,15 @@
-"""Which code runs a layer: the readable math, or the CPU speed appendix. One switch, here.
+"""Which code runs a layer: the readable math, or a speed appendix. One switch, here.
 
 Every layer asks :func:`choose` in its ``forward`` and gets a module back:
 
-* :mod:`minisd.functional`, the readable code, for CuPy arrays (the GPU) and
-  for everything inside ``with minisd.reference():``;
-* :mod:`minisd.fast_cpu`, the same functions made fast on NumPy, otherwise.
+* :mod:`minisd.functional`, the readable code, for everything inside
+  ``with minisd.reference():`` (NumPy and CuPy alike);
+* otherwise :mod:`minisd.fast_cpu` for NumPy arrays (the same functions made
+  fast on the CPU: threads, cache-sized chunks) and :mod:`minisd.fast_gpu`
+  for CuPy arrays (the same functions in fewer GPU kernels: gathers, fused
+  kernels).
 
-Both modules have the same function names, so the layer writes
+The three modules have the same function names, so the layer writes
 ``impl.conv2d_forward(...)`` and keeps ``impl`` in its cache: its
 ``backward`` then calls the twin of the forward that really ran
 (:func:`for_backward` checks it).
@@ -18,10 +21,10 @@ import contextvars
 
 import numpy as np
 
-from . import fast_cpu, functional
+from . import fast_cpu, fast_gpu, functional
 from .backend import get_xp
 
-ROUTES = {"readable": functional, "fast_cpu": fast_cpu}
+ROUTES = {"readable": functional, "fast_cpu": fast_cpu, "fast_gpu": fast_gpu}
 
 # A ContextVar, not a global: each thread (and asyncio task) has its own value.
 _reference_mode = contextvars.ContextVar("minisd_reference_mode", default=False)
@@ -32,9 +35,9 @@ def reference():
     """Run every layer on the readable code of :mod:`minisd.functional` inside this block.
 
     On NumPy no thread is started, no scratch buffer is used and nothing of
-    :mod:`minisd.fast_cpu` runs; on CuPy nothing changes (CuPy always runs the
-    readable code). Results equal the fast path's to rounding (tests check a
-    whole ResNet step in float64 to 1e-10).
+    :mod:`minisd.fast_cpu` runs; on CuPy nothing of :mod:`minisd.fast_gpu`
+    runs (one kernel per array operation: slower). Results equal the fast
+    paths' to rounding (tests check a whole ResNet step in float64 to 1e-10).
 
     Threads: the switch holds for the thread that entered the block only (it
     is a :mod:`contextvars` variable); other threads, and threads started
@@ -62,18 +65,18 @@ def in_reference_mode() -> bool:
 
 
 def choose(x):
-    """The module whose functions run a layer on input ``x``: fast_cpu or functional.
+    """The module whose functions run a layer on input ``x``: functional, fast_cpu or fast_gpu.
 
-    The fast path serves NumPy arrays outside :func:`reference`; everything
-    else (CuPy arrays, reference mode) runs the readable functions.
+    Inside :func:`reference` the readable functions; outside, fast_cpu for
+    NumPy arrays and fast_gpu for CuPy arrays.
     """
-    if get_xp(x) is np and not _reference_mode.get():
-        return fast_cpu
-    return functional
+    if _reference_mode.get():
+        return functional
+    return fast_cpu if get_xp(x) is np else fast_gpu
 
 
 def name_of(impl) -> str:
-    """``"readable"`` or ``"fast_cpu"`` for a module returned by :func:`choose`."""
+    """``"readable"``, ``"fast_cpu"`` or ``"fast_gpu"`` for a module returned by :func:`choose`."""
     for name, module in ROUTES.items():
         if module is impl:
             return name
@@ -84,13 +87,13 @@ def for_backward(impl, dout, label: str):
     """Check that the backward may run on ``impl``, the module the forward ran on; return it.
 
     Raises a ``RuntimeError`` (one line) when the cache holds an unknown route,
-    or when the forward ran in the other mode (inside/outside
-    :func:`reference`) than the backward is being called in.
+    or when the forward ran on another path than the backward would: in the
+    other mode (inside/outside :func:`reference`), or on the other device.
     """
     ran = name_of(impl)
     now = name_of(choose(dout))
     if ran != now:
         raise RuntimeError(f"{label}.backward(): the forward ran on the {ran} path but the backward is "
-                           f"called on the {now} path (inside/outside minisd.reference()); run forward "
-                           "and backward in the same mode")
+                           f"called on the {now} path (inside/outside minisd.reference(), or on another "
+                           "device); run forward and backward in the same mode, on one device")
     return impl

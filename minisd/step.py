@@ -13,8 +13,9 @@ whole run and a resumed run continues bit-exactly.
 The step never waits for the device: the loss and the count of wrong
 predictions come back as 0-d arrays on the network's device (NumPy or CuPy),
 and the caller turns them into Python numbers when it wants them (that
-``float(...)`` is where a GPU run waits). The caller also checks that the loss
-is finite; by then this step's update has been applied, and the run stops.
+``float(...)`` is where a GPU run waits: ``minisd.train`` reads many steps at
+once, every few steps). The caller also checks that the loss is finite; by
+then this step's update (and maybe a few more) has been applied, and the run stops.
 """
 from __future__ import annotations
 

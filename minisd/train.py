@@ -155,6 +155,11 @@ def evaluate(net, x_uint8, y, normalizer, *, batch_size=500, should_stop=None):
 # ---------------------------------------------------------------------------
 
 
+# On a GPU, the steps' losses and error counts are read (the host waits for the
+# device) once every READ_EVERY steps, when the progress bar is refreshed.
+READ_EVERY = 20
+
+
 class Run:
     """Holds the state of one training run: data, network, optimizer, RNG, progress."""
 
@@ -240,52 +245,84 @@ class Run:
     def train_step(self, idx):
         """One SGD step on the training images ``idx`` (minisd.step.train_step).
 
-        Returns (loss, wrong, blocks run) as Python numbers; a loss that is not
-        finite stops the run with a TrainingError.
+        Returns (loss, wrong, blocks run): loss and wrong as 0-d arrays on the
+        device, not read yet (on a GPU, reading them makes the host wait for
+        the step: :meth:`read_steps` reads many at once), blocks as a float.
         """
-        loss, wrong, blocks = step.train_step(self.net, self.opt, self.x_train[idx], self.y_train[idx],
-                                              self.normalizer, self.rng, augment=self.cfg.augment)
-        loss = float(loss)  # on a GPU, this is where the host waits for the step
-        if not math.isfinite(loss):
-            kept = (f"the last good checkpoint is {self.path('last.npz')}"
-                    if os.path.exists(self.path("last.npz")) else "no checkpoint was written yet")
-            raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; "
-                                f"stopped ({kept}). Try a lower --lr or --warmup-epochs.")
-        return loss, int(wrong), blocks
+        return step.train_step(self.net, self.opt, self.x_train[idx], self.y_train[idx],
+                               self.normalizer, self.rng, augment=self.cfg.augment)
+
+    def read_steps(self, unread):
+        """Add the losses and error counts of the ``unread`` steps to the epoch's sums, and empty it.
+
+        ``unread``: ``(loss, wrong)`` 0-d device arrays of the last steps of this
+        epoch, oldest first. On a GPU this is where the host waits for them:
+        once for all (two small copies to the host), not once per step. A loss
+        that is not finite stops the run with a TrainingError naming its step.
+        """
+        if not unread:
+            return
+        s, xp = self.epoch_sums, backend.get_xp(*unread[0])
+        losses = backend.to_numpy(xp.stack([loss for loss, _ in unread]))
+        wrong = backend.to_numpy(xp.stack([w for _, w in unread]))
+        first = self.step_in_epoch - len(unread)
+        for i, (loss, w) in enumerate(zip(losses.tolist(), wrong.tolist())):
+            if not math.isfinite(loss):
+                kept = (f"the last good checkpoint is {self.path('last.npz')}"
+                        if os.path.exists(self.path("last.npz")) else "no checkpoint was written yet")
+                raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {first + i + 1}; "
+                                    f"stopped ({kept}). Try a lower --lr or --warmup-epochs.")
+            s["loss"] += loss * self.cfg.batch_size
+            s["wrong"] += int(w)
+        unread.clear()
 
     def train_epoch(self, bar=None):
+        """The rest of this epoch's steps. Losses and error counts stay on the device and are
+        read every READ_EVERY steps on a GPU (every step on the CPU, where reading costs nothing),
+        before a mid-epoch evaluation or a stop, and at the end of the epoch."""
         cfg = self.cfg
         if self.step_in_epoch == 0:
             self.perm = self.rng.permutation(len(self.y_train))
             self.epoch_sums = dict(loss=0.0, wrong=0, seen=0, blocks=0.0, steps=0, seconds=0.0)
         self.opt.lr = self.lr_for(self.epoch)
         s = self.epoch_sums
-        t_epoch = time.perf_counter()
+        xp = backend.get_xp(self.x_train)
+        read_every = 1 if xp is np else READ_EVERY
+        unread = []  # (loss, wrong) of the steps not read yet
+        t_epoch = t_read = time.perf_counter()
         while self.step_in_epoch < self.steps_per_epoch:
-            t0 = time.perf_counter()
             b = self.step_in_epoch
             idx = backend.to_device(self.perm[b * cfg.batch_size:(b + 1) * cfg.batch_size], self.device)
             loss, wrong, blocks = self.train_step(idx)
+            unread.append((loss, wrong))
             self.step_in_epoch += 1
-            s["loss"] += loss * len(idx)
-            s["wrong"] += wrong
             s["seen"] += len(idx)
             s["blocks"] += blocks
             s["steps"] += 1
+            first_six = self.epoch == 0 and s["steps"] == 6
+            if len(unread) >= read_every or first_six:
+                steps_read = len(unread)
+                self.read_steps(unread)  # on a GPU: waits for those steps
+                now = time.perf_counter()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{s['loss'] / s['seen']:.3f}", err=f"{s['wrong'] / s['seen']:.3f}",
+                                    img_s=f"{steps_read * cfg.batch_size / (now - t_read):.0f}", refresh=False)
+                t_read = now
             if bar is not None:
-                dt = time.perf_counter() - t0
                 bar.update(1)
-                bar.set_postfix(loss=f"{s['loss'] / s['seen']:.3f}", err=f"{s['wrong'] / s['seen']:.3f}",
-                                img_s=f"{len(idx) / dt:.0f}", refresh=False)
-            if self.epoch == 0 and s["steps"] == 6:
+            if first_six:
                 self.announce_eta(time.perf_counter() - t_epoch)
             if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                self.read_steps(unread)
                 t_eval = time.perf_counter()  # (at an epoch's end finish_epoch evaluates)
                 self.evaluate_mid_epoch(seconds=s.get("seconds", 0.0) + t_eval - t_epoch)
                 t_epoch += time.perf_counter() - t_eval  # evaluating is not training time
             if self.should_stop():
+                self.read_steps(unread)
                 s["seconds"] = s.get("seconds", 0.0) + time.perf_counter() - t_epoch
                 raise StopRequested
+        self.read_steps(unread)
+        backend.synchronize(xp)  # every step has run: now the clock means something
         s["seconds"] = s.get("seconds", 0.0) + time.perf_counter() - t_epoch
 
     def should_stop(self):

@@ -51,7 +51,8 @@ this module's :class:`ndarray`, which wraps a NumPy array and behaves as CuPy's 
 * ``get_default_memory_pool()``: ``used_bytes()`` (live arrays), ``total_bytes()``
   (the pool's high-water mark since the last ``free_all_blocks()``, as a caching
   pool that never gives memory back would hold), ``free_all_blocks()``.
-* ``fuse``: runs the Python function and counts one launch for the whole of it.
+* ``fuse``: runs the Python function and counts one launch for the whole of it; inside,
+  its array arguments can do only what ``cupy.fuse`` compiles (see :func:`fuse`).
 
 What it does **not** mimic: asynchrony (every kernel runs when launched, so race
 bugs stay hidden; only the *count* of syncs is checked), CuPy's exact dtype
@@ -296,6 +297,8 @@ def _out_operand(out):
 
 def _ufunc(uf, inputs, kwargs):
     """Run NumPy ufunc ``uf`` as one CuPy elementwise kernel."""
+    if builtins.any(isinstance(x, _FusedVar) for x in (*inputs, kwargs.get("out"))):
+        return _fused_ufunc(uf, inputs, kwargs)
     out = _out_operand(kwargs.pop("out", None))
     args = [_operand(x) for x in inputs]
     n = 1
@@ -776,6 +779,8 @@ def _array_arg(a):
 
 
 def sum(a, axis=None, dtype=None, out=None, keepdims=False):  # noqa: A001
+    if isinstance(a, _FusedVar):
+        return _fused_reduce("sum", a, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
     return _array_arg(a).sum(axis=axis, dtype=dtype, out=out, keepdims=keepdims)
 
 
@@ -792,14 +797,20 @@ def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
 
 
 def prod(a, axis=None, dtype=None, out=None, keepdims=False):
+    if isinstance(a, _FusedVar):
+        return _fused_reduce("prod", a, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
     return _array_arg(a).prod(axis=axis, dtype=dtype, out=out, keepdims=keepdims)
 
 
 def amax(a, axis=None, out=None, keepdims=False):
+    if isinstance(a, _FusedVar):
+        return _fused_reduce("max", a, axis=axis, out=out, keepdims=keepdims)
     return _array_arg(a).max(axis=axis, out=out, keepdims=keepdims)
 
 
 def amin(a, axis=None, out=None, keepdims=False):
+    if isinstance(a, _FusedVar):
+        return _fused_reduce("min", a, axis=axis, out=out, keepdims=keepdims)
     return _array_arg(a).min(axis=axis, out=out, keepdims=keepdims)
 
 
@@ -970,14 +981,26 @@ def tensordot(a, b, axes=2):
 
 
 def fuse(*args, **kwargs):
-    """``@cupy.fuse()``: the function runs as written, counted as ONE launch."""
+    """``@cupy.fuse()``: the function runs as written, counted as ONE launch.
+
+    Inside, array arguments are not arrays but fusion variables (:class:`_FusedVar`), as
+    in ``cupy.fuse``'s trace: they take part only in what CuPy's kernel fusion compiles -
+    operators (in place too, which writes the argument), ``x[...] = y``, ``astype``,
+    ``copy``, this module's elementwise functions, and ONE reduction (``sum``, ``prod``,
+    ``max``, ``min``) with ``axis`` only, after which only the reduced values and scalars
+    may be used. Anything else (indexing, ``reshape``, ``shape``, matrix products, NumPy
+    functions, a device array that is not an argument, ``keepdims``, a second reduction)
+    raises here, where on a GPU it would fail or silently do something else.
+    """
     def decorate(f):
         @functools.wraps(f)
         def fused(*a, **k):
             global _paused
             _paused += 1
+            state = _FusionState()
             try:
-                out = f(*a, **k)
+                out = f(*[_FusedVar(x, state) if isinstance(x, ndarray) else x for x in a], **k)
+                out = _unfuse(out, a)
             finally:
                 _paused -= 1
             _launch()
@@ -987,6 +1010,101 @@ def fuse(*args, **kwargs):
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
     return decorate
+
+
+class _FusionState:
+    """One trace of a fused function: whether its reduction has happened yet."""
+    reduced = False
+
+
+class _FusedVar:
+    """An array inside a fused function (see :func:`fuse`): what cupy.fuse lets it do, nothing more."""
+
+    __slots__ = ("_v", "_state", "_reduced")
+    __array_ufunc__ = None  # NumPy functions refuse it (they would on a GPU too)
+
+    def __init__(self, value, state, reduced=False):
+        self._v, self._state, self._reduced = value, state, reduced
+
+    dtype = property(lambda self: self._v.dtype)
+    ndim = property(lambda self: self._v.ndim)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("a fused function's argument is not an array (cupy.fuse traces it)")
+
+    def __bool__(self):
+        raise TypeError("Can't cast to bool (a value inside cupy.fuse)")
+
+    def __setitem__(self, key, value):
+        if key is not Ellipsis and key != slice(None):
+            raise ValueError("The fusion supports `[...]` or `[:]`.")
+        _fused_ufunc(np.positive, (value,), {"out": self})
+
+    def copy(self):
+        return _fused_ufunc(np.positive, (self,), {})
+
+    def astype(self, dtype):
+        return _FusedVar(self._v.astype(dtype), self._state, self._reduced)
+
+    def __matmul__(self, other):
+        raise TypeError("cupy.fuse compiles elementwise operations and one reduction: no matmul")
+
+    __rmatmul__ = __matmul__
+
+
+def _fused_operand(x, state):
+    if isinstance(x, _FusedVar):
+        if x._reduced != state.reduced:
+            raise ValueError("Shape mismatch: a fused function used an input array after its reduction")
+        return x._v
+    if isinstance(x, ndarray):
+        raise TypeError(f"Unsupported type {type(x)}: a device array inside a fused function must be an argument")
+    return _operand(x)
+
+
+def _fused_ufunc(uf, inputs, kwargs):
+    out = kwargs.pop("out", None)
+    state = next(x for x in (*inputs, out) if isinstance(x, _FusedVar))._state
+    args = [_operand(_fused_operand(x, state)) for x in inputs]
+    if out is not None:
+        uf(*args, out=_fused_operand(out, state)._a, **kwargs)
+        return out
+    return _FusedVar(_wrap(uf(*args, **kwargs)), state, state.reduced)
+
+
+def _fused_reduce(name, a, axis=None, dtype=None, out=None, keepdims=False):
+    state = a._state
+    if state.reduced:
+        raise NotImplementedError("Multiple reduction is not implemented yet (cupy.fuse)")
+    if keepdims or dtype is not None or out is not None:
+        raise TypeError("cupy.fuse passes only `axis` to a reduction (keepdims, dtype and out are dropped)")
+    value = getattr(_fused_operand(a, state), name)(axis=axis)
+    state.reduced = True
+    return _FusedVar(value, state, True)
+
+
+def _unfuse(out, args):
+    """A fused function's results as arrays (new ones: a kernel writes its outputs)."""
+    if out is None:
+        return None
+    if isinstance(out, tuple):
+        return tuple(_unfuse(o, args) for o in out)
+    if not isinstance(out, _FusedVar):
+        raise TypeError(f"Fusion function can't return {type(out)}")
+    return out._v.copy() if builtins.any(out._v is x for x in args) else out._v
+
+
+for _name, _uf in dict(add=np.add, sub=np.subtract, mul=np.multiply, truediv=np.true_divide,
+                       floordiv=np.floor_divide, mod=np.remainder, pow=np.power).items():
+    setattr(_FusedVar, f"__{_name}__", (lambda uf: lambda self, o: _fused_ufunc(uf, (self, o), {}))(_uf))
+    setattr(_FusedVar, f"__r{_name}__", (lambda uf: lambda self, o: _fused_ufunc(uf, (o, self), {}))(_uf))
+    setattr(_FusedVar, f"__i{_name}__",
+            (lambda uf: lambda self, o: _fused_ufunc(uf, (self, o), {"out": self}))(_uf))
+for _name, _uf in dict(lt=np.less, le=np.less_equal, eq=np.equal, ne=np.not_equal, gt=np.greater,
+                       ge=np.greater_equal).items():
+    setattr(_FusedVar, f"__{_name}__", (lambda uf: lambda self, o: _fused_ufunc(uf, (self, o), {}))(_uf))
+setattr(_FusedVar, "__neg__", lambda self: _fused_ufunc(np.negative, (self,), {}))
+setattr(_FusedVar, "__abs__", lambda self: _fused_ufunc(np.absolute, (self,), {}))
 
 
 class _CudaSourceKernel:

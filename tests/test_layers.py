@@ -276,6 +276,20 @@ def test_bad_labels_raise():
         loss_fn.forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
 
 
+@pytest.mark.gpu
+def test_gpu_labels_are_checked_on_request_only(standin):
+    """On the GPU the range check would read two numbers back every step (two syncs): off by
+    default (the loaders check the files once), on with check_labels=True."""
+    logits, y = standin.zeros((2, 3)), standin.asarray(np.array([0, 3]))
+    with standin.counting() as c:
+        minisd.SoftmaxCrossEntropy().forward(logits, standin.asarray(np.array([0, 2])))
+    assert c.syncs == 0
+    with pytest.raises(ValueError, match="labels must lie"):
+        minisd.SoftmaxCrossEntropy(check_labels=True).forward(logits, y)
+    with pytest.raises(ValueError, match="labels must be 2 integers"):
+        minisd.SoftmaxCrossEntropy().forward(logits, standin.zeros(2))
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError):
         minisd.Conv2d(3, 0, 3)

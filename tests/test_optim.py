@@ -177,6 +177,92 @@ def test_with_a_resnet_whose_middle_block_is_dropped(dropped, xp, device):
 
 
 # ---------------------------------------------------------------------------
+# one flat array: one update for all parameters (Module.flatten_parameters)
+# ---------------------------------------------------------------------------
+
+
+def _resnet_with_grads(xp, seed=0):
+    net = ResNet(depth=14, num_classes=3, seed=seed).to("cpu" if xp is np else "gpu")
+    rng = np.random.default_rng(seed)
+    for _, _, g in net.parameters():
+        g[...] = xp.asarray(rng.standard_normal(g.shape).astype(np.float32))
+    return net
+
+
+@pytest.mark.parametrize("dropped", ["paper", "skip"])
+@pytest.mark.parametrize("kwargs", [dict(), dict(nesterov=False), dict(momentum=0.0), dict(weight_decay=0.0)])
+def test_flat_update_equals_one_update_per_parameter(dropped, kwargs, xp):
+    """A flattened ResNet is one group; every step, inactive runs included, is bit-identical
+    to updating each parameter on its own (copies of the arrays: no flat layout to find)."""
+    net = _resnet_with_grads(xp)
+    flat = SGD(net.parameters(), lr=0.1, dropped=dropped, **kwargs)
+    copies = [(n, p.copy(), g.copy()) for n, p, g in net.parameters()]
+    alone = SGD(copies, lr=0.1, dropped=dropped, **kwargs)
+    assert len(flat.groups) == 1 and len(alone.groups) == len(copies)
+    blocks = [n for n, _, _ in copies if n.startswith(("blocks.1.", "blocks.2.", "blocks.5."))]
+    for inactive in ([], blocks, blocks[:3], []):
+        flat.step(inactive=inactive)
+        alone.step(inactive=inactive)
+        flat.lr = alone.lr = 0.05
+    for (name, p, _), (_, q, _) in zip(net.parameters(), copies):
+        assert xp.array_equal(p, q), name
+        if flat.buffers[name] is None:
+            assert alone.buffers[name] is None, name
+        else:
+            assert flat.buffers[name].shape == p.shape and xp.array_equal(flat.buffers[name], alone.buffers[name]), name
+    assert flat.steps == alone.steps
+    assert backend.to_numpy(next(net.parameters())[2]).any()  # the gradients are only read
+
+
+def test_flatten_keeps_values_and_makes_views(xp):
+    net = ResNet(depth=8, num_classes=3, seed=0)
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    net.to("cpu" if xp is np else "gpu")
+    flat_params, flat_grads, _ = net._flat[0]
+    assert flat_params.size == net.num_parameters() and len(net._flat) == 1
+    for name, p, g in net.parameters():
+        assert p.base is flat_params and g.base is flat_grads, name
+    for k, v in net.state_dict().items():
+        assert np.array_equal(backend.to_numpy(v), before[k]), k
+    for _, _, g in net.parameters():
+        g += 1
+    net.zero_grad()
+    assert not flat_grads.any()
+    net.conv1.grads["weight"] = xp.ones_like(net.conv1.grads["weight"])  # a new array by hand: noticed
+    net.zero_grad()
+    assert not net.conv1.grads["weight"].any()
+
+
+def test_flat_sgd_and_zero_grad_are_one_kernel(standin):
+    """On the GPU path: zero_grad one fill; a step one kernel, plus one per run of dropped parameters."""
+    net = ResNet(depth=14, num_classes=3, seed=0).to("gpu")
+    opt = SGD(net.parameters(), lr=0.1)
+    with standin.counting() as c:
+        net.zero_grad()
+    assert c.launches == 1
+    with standin.counting() as c:
+        opt.step()
+    assert (c.launches, c.syncs) == (1, 0)
+    inactive = [n for n, _, _ in net.parameters() if n.startswith(("blocks.1.", "blocks.3."))]
+    with standin.counting() as c:
+        opt.step(inactive=inactive)   # active, dropped, active, dropped, active
+    assert c.launches == 5
+    skip = SGD(net.parameters(), lr=0.1, dropped="skip")
+    with standin.counting() as c:
+        skip.step(inactive=inactive)
+    assert c.launches == 3
+
+
+def test_to_refuses_to_strand_an_optimizer_on_flat_views(monkeypatch):
+    net = ResNet(depth=8, num_classes=3, seed=0)
+    opt = SGD(net.parameters(), 0.1)
+    assert net.to("cpu") is net and net.conv1.params["weight"].base is opt.groups[0].params  # nothing moved
+    monkeypatch.setattr("minisd.layers.resolve_device", lambda device: "gpu")
+    with pytest.raises(RuntimeError, match="optimizer was built"):
+        net.to("gpu")
+
+
+# ---------------------------------------------------------------------------
 # saving and resuming
 # ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minisd
-from minisd import fast_cpu, functional, parallel, route
+from minisd import backend, fast_cpu, fast_gpu, functional, parallel, route
 
 
 def _training_step(net, x, y):
@@ -78,6 +78,46 @@ def test_choose_and_nesting():
             assert route.in_reference_mode()
         assert route.in_reference_mode()  # leaving the inner block keeps the outer one
     assert route.choose(x) is fast_cpu
+
+
+@pytest.mark.gpu
+def test_choose_on_the_gpu_path(gpu_xp):
+    """Three modules: fast_gpu for CuPy arrays, fast_cpu for NumPy, functional inside reference()."""
+    x = gpu_xp.zeros((1, 1, 2, 2))
+    assert route.choose(x) is fast_gpu and route.name_of(fast_gpu) == "fast_gpu"
+    assert set(route.ROUTES.values()) == {functional, fast_cpu, fast_gpu}
+    with minisd.reference():
+        assert route.choose(x) is functional
+    assert route.choose(np.zeros(1)) is fast_cpu
+
+
+@pytest.mark.gpu
+def test_reference_mode_on_the_gpu_path_never_enters_fast_gpu(gpu_xp, monkeypatch):
+    """Inside reference() CuPy runs the readable functions; outside, fast_gpu's; the step agrees."""
+    net, x, y = _resnet_and_batch(depth=8, batch=4)
+    net.to("gpu")
+    x, y = backend.to_device(x, "gpu"), backend.to_device(y, "gpu")
+    own = [name for name in dir(fast_gpu) if getattr(getattr(fast_gpu, name), "__module__", None) == "minisd.fast_gpu"
+           and callable(getattr(fast_gpu, name)) and not name.startswith("_")]
+    assert {"conv2d_forward", "batchnorm_train_backward", "relu_backward"} <= set(own)
+    with monkeypatch.context() as m:
+        for name in own:
+            m.setattr(fast_gpu, name, lambda *a, _name=name, **k: pytest.fail(f"fast_gpu.{_name} ran in reference()"))
+        with minisd.reference():
+            ref = _training_step(net, x, y)
+    fast = _training_step(net, x, y)
+    assert minisd.relative_error(backend.to_numpy(fast[0]), backend.to_numpy(ref[0])) <= 1e-10
+    for name in ref[3]:
+        assert minisd.relative_error(backend.to_numpy(fast[3][name]), backend.to_numpy(ref[3][name])) <= 1e-10, name
+
+
+@pytest.mark.gpu
+def test_backward_on_the_other_device_raises_one_clear_error(gpu_xp):
+    conv = minisd.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=np.random.default_rng(0)).to("gpu")
+    out = conv.forward(gpu_xp.ones((2, 2, 4, 4)))
+    with pytest.raises(RuntimeError, match="forward ran on the fast_gpu path but the backward is called on the "
+                                           "fast_cpu path"):
+        conv.backward(np.ones(out.shape))
 
 
 def test_reference_mode_is_per_thread():
