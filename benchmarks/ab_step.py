@@ -10,7 +10,8 @@ process. For each depth: the same seeded network, batch and gate draws in
 both; steps alternate A, B, A, B, ... so that a noisy machine slows both
 alike; the script prints the median step of each and the ratio B / A, for
 constant depth and for stochastic depth (p_L 0.5, linear, one fresh draw per
-step pair). Use it to show that a change costs no speed: compare the ratio
+step pair), and the median and quartiles of the ratios of neighbouring A and B steps
+(a slow spell of the machine hits both steps of a pair). Use it to show that a change costs no speed: compare the ratio
 with 1, not absolute times from different runs.
 """
 from __future__ import annotations
@@ -76,7 +77,8 @@ def main(argv=None):
     threads = a.parallel.get_num_threads() if hasattr(a, "parallel") else None
     print(f"A = {args.tree_a}\nB = {args.tree_b}\n{platform.processor() or platform.machine()}, "
           f"NumPy {np.__version__}, minisd threads {threads}; batch {args.batch_size}, float32")
-    print(f"{'depth':>5}  {'gates':<10} {'A median':>10} {'B median':>10} {'B / A':>7}")
+    print(f"{'depth':>5}  {'gates':<10} {'A median':>10} {'B median':>10} {'B / A':>7} {'pairs B/A':>9}  "
+          f"{'quartiles':>11}")
     for depth in args.depth:
         sa, sb = Stepper(a, depth, args.batch_size), Stepper(b, depth, args.batch_size)
         n = len(sa.net.blocks)
@@ -91,7 +93,10 @@ def main(argv=None):
                     if i >= args.warmup:
                         times[name].append(t)
             ma, mb = statistics.median(times["A"]), statistics.median(times["B"])
-            print(f"{depth:>5}  {label:<10} {1e3 * ma:>8.0f}ms {1e3 * mb:>8.0f}ms {mb / ma:>7.3f}", flush=True)
+            pairs = sorted(tb / ta for ta, tb in zip(times["A"], times["B"]))  # neighbours in time
+            q1, q3 = pairs[len(pairs) // 4], pairs[(3 * len(pairs)) // 4]
+            print(f"{depth:>5}  {label:<10} {1e3 * ma:>8.0f}ms {1e3 * mb:>8.0f}ms {mb / ma:>7.3f} "
+                  f"{statistics.median(pairs):>8.3f}  {q1:.3f}-{q3:.3f}", flush=True)
 
 
 if __name__ == "__main__":
