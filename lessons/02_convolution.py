@@ -34,8 +34,9 @@ Try this
 # patch of the (zero-padded) input around (i, j). minisd has this twice:
 # `conv2d_naive_forward/backward` (a loop over output pixels, obviously right) and
 # `conv2d_forward/backward` (im2col + one matrix product for the whole batch), both in
-# minisd/functional.py. The network runs the second on the GPU and inside
-# `with minisd.reference():`; on the CPU it runs its fast twin in minisd/fast_cpu.py.
+# minisd/functional.py. The network runs the second inside
+# `with minisd.reference():`; otherwise its fast twin, in minisd/fast_cpu.py on the CPU
+# (minisd/fast_gpu.py on the GPU).
 
 # %%
 import numpy as np
@@ -252,8 +253,9 @@ L.save_figure(fig, "naive_vs_im2col.png")
 # * a convolution is a matrix product once the patches are laid out as columns;
 # * its backward is two more matrix products and a col2im, the adjoint of im2col - or, at
 #   stride 1, a convolution of dout with the flipped kernel, which needs no col2im;
-# * the readable im2col version is what runs on the GPU and inside `minisd.reference()`;
-#   on the CPU the network runs its tested twin in minisd/fast_cpu.py: the same numbers, faster;
+# * the readable im2col version is what runs inside `minisd.reference()` (`--reference`);
+#   otherwise the network runs its tested twin, minisd/fast_cpu.py on the CPU (fast_gpu.py
+#   on the GPU): the same numbers, faster;
 # * minisd keeps the loop (`Conv2d.naive = True`) only to teach and to test the others.
 
 # %%

@@ -133,7 +133,7 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
         L.reference_mode.enter_context(minisd.reference())
     code = ("the readable code only (--reference)" if args.reference else
             "the CPU fast path (minisd/fast_cpu.py; --reference for the readable code)" if device == "cpu" else
-            "the readable code")
+            "the GPU fast path (minisd/fast_gpu.py; --reference for the readable code)")
     print(f"{name}: device {device}, {mode} sizes, {code}, outputs in {L.out}")
     return L
 

@@ -8,12 +8,14 @@ with respect to the inputs and parameters. The loss is no exception: its
 minimise. Arrays are NCHW: N images, C channels, H rows, W columns. Nothing
 here keeps state: the stateful classes in :mod:`minisd.layers` wrap these pairs.
 
-This module is the readable code, and it is what runs: on the GPU (CuPy),
-and on the CPU inside ``with minisd.reference():``. Every function is written
-once for NumPy and CuPy through ``xp = get_xp(x)``. On the CPU, outside
-``reference()``, the layers call :mod:`minisd.fast_cpu` instead: the same
-functions computed faster (threads, reused buffers, long copies), each tested
-equal to its twin here. Nothing in this file is there for speed.
+This module is the readable code, and it is what runs inside
+``with minisd.reference():``, on NumPy and CuPy alike (``--reference`` on the
+training CLI and the lessons). Every function is written once for NumPy and
+CuPy through ``xp = get_xp(x)``. Outside ``reference()`` the layers call a
+speed appendix with the same function names instead - :mod:`minisd.fast_cpu`
+on the CPU (threads, reused buffers, long copies), :mod:`minisd.fast_gpu` on
+the GPU (fewer, fused kernels) - each function tested equal to its twin here.
+Nothing in this file is there for speed.
 
 Convolution comes twice: ``conv2d_naive_*`` is the textbook loop over output
 pixels (slow, obvious); ``conv2d_*`` unfolds the patches with im2col and does
