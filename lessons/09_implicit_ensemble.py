@@ -185,7 +185,7 @@ table(["model", "blocks", "test accuracy"], rows, ["{}", "{}", "{:.3f}"])
 print(f"(check: minisd.train.evaluate gives the scaled network an error of {err_check:.3f}, "
       f"i.e. accuracy {1 - err_check:.3f})")
 tv = lambda p, q: float(np.abs(p - q).sum(axis=1).mean() / 2)
-print(f"\nhow close are the predictions? mean total-variation distance between softmax outputs:")
+print("\nhow close are the predictions? mean total-variation distance between softmax outputs:")
 print(f"  scaled (a) vs ensemble (d): {tv(p_scaled, np.mean(sub_probs, axis=0)):.3f}   "
       f"unscaled (b) vs ensemble (d): {tv(p_unscaled, np.mean(sub_probs, axis=0)):.3f}   "
       f"a single sub-network vs (d): {np.mean([tv(p, np.mean(sub_probs, axis=0)) for p in sub_probs]):.3f}")

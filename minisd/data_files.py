@@ -20,7 +20,6 @@ Generated stand-in files in these formats: :mod:`minisd.fake_data`.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import io
