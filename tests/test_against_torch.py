@@ -1,6 +1,10 @@
 """minisd against PyTorch autograd, in float64: every layer, then the whole gated ResNet.
 
 PyTorch is not a dependency of minisd: this whole file is skipped without it.
+There is no float32 comparison here: float32 agreement needs a bound that follows from the
+arithmetic, and PyTorch's CPU convolutions may pick Winograd or other algorithms whose error
+has no such bound. minisd's own float32 results are checked against float64, layer by layer
+and on every path, in tests/test_layers.py (bounds in tests/float32_bounds.py).
 The network side uses ``benchmarks/torch_resnet.py``, a separate PyTorch
 implementation written from the paper (loaded by path, no ``sys.path`` edits).
 """
@@ -500,29 +504,6 @@ def test_resnet_uniform_rule_and_plain():
         close(dx, tdx, NET_TOL, "dx")
         m.eval(), t.eval()
         close(m.forward(x), N(t(T(x))), NET_TOL, "eval logits")
-
-
-def test_resnet_float32_close():
-    """The float32 network agrees with PyTorch's float32 to float32 accuracy."""
-    net = ResNet(8, num_classes=10, p_last=0.5, dtype=np.float32, seed=5)
-    tnet = tr.TorchResNet(8, num_classes=10, p_last=0.5)
-    tr.load_from_minisd(tnet, net.state_dict())
-    x, y = _batch()
-    x = x.astype(np.float32)
-    net.set_gates([True, False, True])
-    tnet.set_gates([True, False, True])
-    loss_fn = SoftmaxCrossEntropy()
-    logits = net.forward(x)
-    loss_fn.forward(logits, y)
-    net.zero_grad()
-    net.backward(loss_fn.backward())
-    tl = tnet(torch.from_numpy(x))
-    TF.cross_entropy(tl, torch.as_tensor(y)).backward()
-    close(logits, N(tl), 1e-4, "float32 logits")
-    tg = tr.minisd_grads(tnet)
-    for name, _, g in net.parameters():
-        if tg[name] is not None:
-            close(g, tg[name], 1e-3, f"float32 grad {name}")
 
 
 # ---------------------------------------------------------------------------

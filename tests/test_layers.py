@@ -1,10 +1,13 @@
 """Every layer: float64 numerical gradient checks (fast and reference paths), naive-vs-im2col agreement,
 shapes and errors. The fast CPU functions against the readable ones: tests/test_fast_cpu.py."""
+import contextlib
+
 import numpy as np
 import pytest
 
 import minisd
 from minisd import functional as F
+import float32_bounds
 from gradcheck_utils import check_layer_gradients, randn
 
 F64 = np.float64
@@ -307,16 +310,14 @@ def test_float32_default_and_float64_everywhere(rng):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 1e-3)])
-def test_layers_run_on_gpu_like_cpu(rng, gpu_xp, dtype, tol):
-    """NumPy and CuPy give the same outputs and gradients.
+def test_layers_run_on_gpu_like_cpu(rng, gpu_xp):
+    """NumPy and CuPy give the same outputs and gradients (float64; float32 is checked layer
+    by layer against float64 in test_float32_layers_within_rounding_of_float64).
 
     The convolutions have no bias, as in the ResNet: a bias before a batch norm has a true
-    gradient of exactly 0, so both devices return rounding noise (+-6e-8 in float32) whose
-    relative error is 1. float32 allows 1e-3: the weight gradient of a convolution before a
-    batch norm is a difference of nearly equal sums (BN's backward removes their mean), so
-    float32 noise reaches ~2e-4 of it.
+    gradient of exactly 0, so both devices return rounding noise whose relative error is 1.
     """
+    dtype = np.float64
     net = minisd.Sequential(minisd.Conv2d(3, 8, 3, stride=2, padding=1, bias=False, dtype=dtype, rng=rng),
                             minisd.BatchNorm2d(8, dtype=dtype), minisd.ReLU(),
                             minisd.Conv2d(8, 8, 3, padding=1, bias=False, dtype=dtype, rng=rng),
@@ -330,10 +331,47 @@ def test_layers_run_on_gpu_like_cpu(rng, gpu_xp, dtype, tol):
     net.to("gpu")
     out_gpu = net.forward(minisd.to_device(x, "gpu"))
     dx_gpu = net.backward(minisd.to_device(dout, "gpu"))
-    assert minisd.relative_error(out_cpu, minisd.to_numpy(out_gpu)) < tol
-    assert minisd.relative_error(dx_cpu, minisd.to_numpy(dx_gpu)) < tol
+    assert minisd.relative_error(out_cpu, minisd.to_numpy(out_gpu)) < 1e-10
+    assert minisd.relative_error(dx_cpu, minisd.to_numpy(dx_gpu)) < 1e-10
     for n, _, g in net.parameters():
-        assert minisd.relative_error(grads_cpu[n], minisd.to_numpy(g)) < tol, n
+        assert minisd.relative_error(grads_cpu[n], minisd.to_numpy(g)) < 1e-10, n
+
+
+FLOAT32_LAYERS = {  # name: (layer, input shape); the ResNet's layer kinds and shapes, and odd ones
+    "conv3x3": (lambda r: minisd.Conv2d(3, 8, 3, padding=1, bias=False, rng=r), (4, 3, 8, 8)),
+    "conv-stride2": (lambda r: minisd.Conv2d(8, 16, 3, stride=2, padding=1, bias=False, rng=r), (4, 8, 8, 8)),
+    "conv-bias-odd": (lambda r: minisd.Conv2d(3, 4, 3, stride=2, padding=1, rng=r), (3, 3, 7, 5)),
+    "batchnorm": (lambda r: minisd.BatchNorm2d(8, rng=r), (16, 8, 6, 6)),
+    "relu": (lambda r: minisd.ReLU(), (4, 8, 5, 5)),
+    "pool": (lambda r: minisd.GlobalAvgPool(), (4, 8, 8, 8)),
+    "linear": (lambda r: minisd.Linear(64, 10, rng=r), (16, 64)),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", ["cpu", "reference", "gpu"])
+@pytest.mark.parametrize("name", list(FLOAT32_LAYERS))
+def test_float32_layers_within_rounding_of_float64(name, path, rng, gpu_xp):
+    """Every layer's float32 output and gradients, on each path, lie within the rounding budget
+    of the same computation in float64 (tests/float32_bounds.py: derived from float32's unit
+    roundoff, the sums' lengths and the operands, so they hold whatever BLAS kernel runs)."""
+    make, shape = FLOAT32_LAYERS[name]
+    layer = make(np.random.default_rng(7))
+    if isinstance(layer, minisd.BatchNorm2d):  # gamma and beta away from their 1 and 0 defaults
+        layer.params["weight"][...] = rng.uniform(0.5, 1.5, layer.num_features)
+        layer.params["bias"][...] = rng.standard_normal(layer.num_features)
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+    out_shape = layer.forward(x).shape
+    dout = rng.standard_normal(out_shape).astype(np.float32)
+    bounds = float32_bounds.for_layer(layer, x, dout)
+    if path == "gpu":
+        layer.to("gpu")
+        x, dout = minisd.to_device(x, "gpu"), minisd.to_device(dout, "gpu")
+    with (minisd.reference() if path == "reference" else contextlib.nullcontext()):
+        results = float32_bounds.layer_results(layer, x, dout)
+    assert all(r.dtype == np.float32 for r in results.values() if r is not None)
+    worst = float32_bounds.assert_within_rounding(results, bounds, f"{name} on {path}")
+    assert {k for k, r in results.items() if r is not None} <= set(worst)  # every output and gradient compared
 
 
 def test_to_refuses_to_strand_an_optimizer(monkeypatch):
@@ -350,3 +388,27 @@ def test_to_refuses_to_strand_an_optimizer(monkeypatch):
     gc.collect()
     monkeypatch.setattr(minisd.layers, "to_device", lambda a, device: a.copy())
     net.to("gpu")
+
+
+def test_rounding_budget_is_tight_enough_to_catch_a_wrong_term(rng):
+    """The float32 check can fail: a convolution missing one of its C*k*k products, or batch
+    norm's backward without its mean correction, uses far more than its rounding budget."""
+    x, w = rng.standard_normal((4, 8, 6, 6)).astype(np.float32), rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    out, cache = F.conv2d_forward(x, w, None, 1, 1)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    bounds = float32_bounds.conv2d(x, w, None, 1, 1, dout)
+    assert float32_bounds.ratios({"out": out}, bounds)["out"] <= 1
+    w_missing = w.copy()
+    w_missing[0, 0, 1, 1] = 0  # one product of each output element of filter 0 left out
+    assert float32_bounds.ratios({"out": F.conv2d_forward(x, w_missing, None, 1, 1)[0]}, bounds)["out"] > 10
+
+    x = (rng.standard_normal((8, 4, 5, 5)) * 2 + 1).astype(np.float32)
+    gamma, beta = np.ones(4, np.float32), np.zeros(4, np.float32)
+    _, cache = F.batchnorm_train_forward(x, gamma, beta, 1e-5)
+    dout = (rng.standard_normal(x.shape) + 0.5).astype(np.float32)
+    bounds = float32_bounds.batchnorm_train(x, gamma, beta, 1e-5, dout)
+    dx, _, dbias = F.batchnorm_train_backward(dout, cache)
+    assert float32_bounds.ratios({"dx": dx}, bounds)["dx"] <= 1
+    m = x.size // x.shape[1]
+    no_mean_correction = dx + (gamma * cache.inv_std / m * dbias)[None, :, None, None]
+    assert float32_bounds.ratios({"dx": no_mean_correction}, bounds)["dx"] > 10

@@ -4,6 +4,7 @@ import io
 import numpy as np
 import pytest
 
+import minisd
 from minisd import backend
 from minisd.model import ResNet
 from minisd.optim import SGD, lr_at_epoch
@@ -170,8 +171,11 @@ def test_with_a_resnet_whose_middle_block_is_dropped(dropped, xp, device):
         if dropped == "skip":
             assert xp.array_equal(p, before[name]), name
         else:  # first step, zero grad: d = wd*w, buf = d, d += 0.9*buf, so w -= 0.1 * 1.9 * 1e-4 * w
-            expected = before[name] * np.float32(1 - 0.1 * 1.9 * 1e-4)
-            assert xp.allclose(p, expected, rtol=1e-6, atol=0), name
+            # in float64 on the float32 weights; float32 rounds ~6 times (wd * w, the buffer,
+            # Nesterov's sum, * lr, the subtraction), each relative to at most |w|
+            w = backend.to_numpy(before[name]).astype(np.float64)
+            ratio = minisd.gradcheck.rounding_error_ratio(backend.to_numpy(p), w * (1 - 0.1 * 1.9 * 1e-4), np.abs(w), 6)
+            assert ratio <= 1, (name, ratio)
     conv = inactive[0]  # the dropped block's first conv weight: non-zero, so weight decay moves it
     assert xp.array_equal(dict((n, p) for n, p, _ in net.parameters())[conv], before[conv]) == (dropped == "skip")
 
