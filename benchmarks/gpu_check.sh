@@ -38,7 +38,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's minisd, i
 PYTHON="${PYTHON:-python3}"
 
 if [ "$DRY" = "1" ]; then
-    PY=("$PYTHON" tests/run_with_standin.py)  # cupy is the NumPy-backed stand-in
+    PY=("$PYTHON" tests/support/run_with_standin.py)  # cupy is the NumPy-backed stand-in
     export MINISD_TEST_STANDIN=1
     TESTS=("tests/test_gpu_path.py::test_training_step_matches_numpy[8]")
     STEP_TIME=(--depth 8 --batch-size 4 --steps 2 --warmup 1 --plain-steps 2)

@@ -57,7 +57,7 @@ def main(argv=None):
 
     print(f"ResNet-{args.depth}, batch {args.batch_size}, p_L {args.p_last} linear, float32; "
           f"{platform.processor() or platform.machine()}, NumPy {np.__version__}, "
-          f"minisd threads {minisd.parallel.get_num_threads()}")
+          f"minisd threads {minisd.fast.threads.get_num_threads()}")
     for _ in range(2):
         step([True] * L)
         step(net.sample_gates(rng))

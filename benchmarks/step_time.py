@@ -51,7 +51,8 @@ from pathlib import Path
 import numpy as np
 
 import minisd
-from minisd import SoftmaxCrossEntropy, backend, parallel
+from minisd import SoftmaxCrossEntropy, backend
+from minisd.fast import threads as parallel
 from minisd.model import ResNet
 from minisd.optim import SGD
 from minisd.tracing import held_nbytes

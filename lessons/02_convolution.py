@@ -5,7 +5,7 @@ What you will learn
   * im2col: unfold every k x k patch into a column, so the whole layer is ONE matrix product;
   * the backward pass: dW = dout @ cols^T, dcols = W^T @ dout, dx = col2im(dcols), and why
     col2im (summing overlapping patches back) is exactly the adjoint of im2col;
-  * the CPU speed appendix, minisd/fast_cpu.py, which the network runs on NumPy outside
+  * the CPU speed appendix, minisd/fast/cpu.py, which the network runs on NumPy outside
     `with minisd.reference():` - im2col_fast / col2im_fast (the same numbers, fewer and longer
     copies) and, for stride 1, dx as a convolution of dout with the flipped kernel, no col2im;
   * that all versions agree to rounding, that the backward is right (float64 gradient
@@ -35,15 +35,15 @@ Try this
 # `conv2d_naive_forward/backward` (a loop over output pixels, obviously right) and
 # `conv2d_forward/backward` (im2col + one matrix product for the whole batch), both in
 # minisd/functional.py. The network runs the second inside
-# `with minisd.reference():`; otherwise its fast twin, in minisd/fast_cpu.py on the CPU
-# (minisd/fast_gpu.py on the GPU).
+# `with minisd.reference():`; otherwise its fast twin, in minisd/fast/cpu.py on the CPU
+# (minisd/fast/gpu.py on the GPU).
 
 # %%
 import numpy as np
 
 import minisd
 from minisd import Conv2d, numerical_gradient, relative_error, to_numpy
-from minisd import fast_cpu
+from minisd.fast import cpu as fast_cpu
 from minisd import functional as F
 from _common import plt, section, setup, table
 
@@ -105,7 +105,7 @@ table(["stride", "input", "output", "relative error"], rows, ["{}", "{}", "{}", 
 # That identity *is* the chain rule for a linear map, so we check it first.
 #
 # The speed appendix. On the CPU (outside `minisd.reference()`) the network's convolutions
-# run minisd/fast_cpu.py instead. They are all "phase-aligned": the output is the input
+# run minisd/fast/cpu.py instead. They are all "phase-aligned": the output is the input
 # subsampled by the stride (32x32 -> 32x32 at stride 1, 32x32 -> 16x16 at stride 2). For
 # those, fast_cpu has `im2col_fast` and `col2im_fast`: the same matrices, built with a few
 # long copies instead of many short ones. They must equal the readable pair, and be adjoint too.
@@ -182,7 +182,7 @@ else:
 # im2col version does one large product for the whole batch, which BLAS runs near the
 # machine's peak. We time the Conv2d layer itself: `layer.naive = True` for the loop, and
 # inside `with minisd.reference():` for the readable im2col. On the CPU a third row, labelled
-# apart, times the speed appendix (minisd/fast_cpu.py: chunks of a few images on threads,
+# apart, times the speed appendix (minisd/fast/cpu.py: chunks of a few images on threads,
 # long copies, one unfold in the backward) - what training runs there.
 
 # %%
@@ -218,7 +218,7 @@ def time_version(naive, reference):
 
 
 versions = {"naive loop": (True, True), "im2col (readable)": (False, True)}
-fast_row = xp is np and not minisd.route.in_reference_mode()  # not under --reference: no fast code at all
+fast_row = xp is np and not minisd.fast.switch.in_reference_mode()  # not under --reference: no fast code at all
 if fast_row:
     versions["fast CPU path (fast_cpu.py)"] = (False, False)
 rows, times = [], {}
@@ -254,7 +254,7 @@ L.save_figure(fig, "naive_vs_im2col.png")
 # * its backward is two more matrix products and a col2im, the adjoint of im2col - or, at
 #   stride 1, a convolution of dout with the flipped kernel, which needs no col2im;
 # * the readable im2col version is what runs inside `minisd.reference()` (`--reference`);
-#   otherwise the network runs its tested twin, minisd/fast_cpu.py on the CPU (fast_gpu.py
+#   otherwise the network runs its tested twin, minisd/fast/cpu.py on the CPU (fast_gpu.py
 #   on the GPU): the same numbers, faster;
 # * minisd keeps the loop (`Conv2d.naive = True`) only to teach and to test the others.
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from minisd import BatchNorm2d, numerical_gradient, relative_error, to_numpy
 from minisd import functional as F
-from minisd import route
+from minisd.fast import switch as route
 from _common import plt, section, setup, table
 
 L = setup(__doc__)
@@ -120,7 +120,7 @@ print(f"sum of dx over N, H, W per channel: {np.round(to_numpy(dx.sum(axis=(0, 2
       "(shifting a whole channel changes nothing after BN)")
 
 ref, cache_ref = F.batchnorm_train_forward(x, bn.params["weight"], bn.params["bias"], bn.eps)
-path = {"fast_cpu": "the fast CPU path, minisd/fast_cpu.py", "fast_gpu": "the fast GPU path, minisd/fast_gpu.py",
+path = {"fast_cpu": "the fast CPU path, minisd/fast/cpu.py", "fast_gpu": "the fast GPU path, minisd/fast/gpu.py",
         "readable": "the readable code itself"}[route.name_of(route.choose(x))]
 print(f"the layer (here: {path}) vs the readable functional.py: forward "
       f"{relative_error(f(), ref):.0e}, backward {relative_error(dx, F.batchnorm_train_backward(dout, cache_ref)[0]):.0e}")

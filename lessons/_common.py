@@ -132,8 +132,8 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
         L.reference_mode = contextlib.ExitStack()
         L.reference_mode.enter_context(minisd.reference())
     code = ("the readable code only (--reference)" if args.reference else
-            "the CPU fast path (minisd/fast_cpu.py; --reference for the readable code)" if device == "cpu" else
-            "the GPU fast path (minisd/fast_gpu.py; --reference for the readable code)")
+            "the CPU fast path (minisd/fast/cpu.py; --reference for the readable code)" if device == "cpu" else
+            "the GPU fast path (minisd/fast/gpu.py; --reference for the readable code)")
     print(f"{name}: device {device}, {mode} sizes, {code}, outputs in {L.out}")
     return L
 
@@ -180,11 +180,12 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
 
     Real images when minisd.data finds them (``--data-dir``, else
     ``minisd.data.default_data_dir()``); otherwise generated stand-in images
-    (``minisd.fake_data.write_fake_cifar10``), and the lesson says so loudly:
+    (``minisd.data.fake.write_fake_cifar10``), and the lesson says so loudly:
     numbers on generated data say nothing about CIFAR.
     Returns (x_train, y_train, x_test, y_test, source) as NumPy arrays.
     """
-    from minisd import data, fake_data
+    from minisd import data
+    from minisd.data import fake as fake_data
 
     root = getattr(L.args, "data_dir", None) or data.default_data_dir()
     try:
@@ -198,7 +199,7 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
             fake_data.write_fake_cifar10(tmp, n_per_batch=per_batch, seed=L.seed, n_test=max(100, n_test or 500))
             x_train, y_train, x_test, y_test = data.load_cifar10(tmp)
         source = "GENERATED stand-in"
-        root = "minisd.fake_data.write_fake_cifar10"
+        root = "minisd.data.fake.write_fake_cifar10"
         print(f"NOTE: real CIFAR-10 not available ({e}).\n      Using GENERATED stand-in images "
               f"instead; pass --data-dir to use real data. Accuracies below say nothing about CIFAR-10.")
     if n_train is not None:

@@ -9,7 +9,7 @@ from .layers import (BatchNorm2d, Conv2d, GlobalAvgPool, Linear, Module, ReLU, S
 from .blocks import ResidualBlock
 from .model import ResNet, expected_blocks, survival_probabilities
 from .optim import SGD
-from .route import reference
+from .fast.switch import reference
 from .tracing import trace
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ This module is the readable code, and it is what runs inside
 ``with minisd.reference():``, on NumPy and CuPy alike (``--reference`` on the
 training CLI and the lessons). Every function is written once for NumPy and
 CuPy through ``xp = get_xp(x)``. Outside ``reference()`` the layers call a
-speed appendix with the same function names instead - :mod:`minisd.fast_cpu`
-on the CPU (threads, reused buffers, long copies), :mod:`minisd.fast_gpu` on
+speed appendix with the same function names instead - :mod:`minisd.fast.cpu`
+on the CPU (threads, reused buffers, long copies), :mod:`minisd.fast.gpu` on
 the GPU (fewer, fused kernels) - each function tested equal to its twin here.
 Nothing in this file is there for speed.
 

@@ -7,9 +7,9 @@ and ``grads`` (same keys, same shapes: ``weight``, ``bias`` as in PyTorch),
 ``cache`` attribute holds what backward needs, from ``forward`` until
 ``backward`` has used it (then it is freed).
 
-Which code computes a layer is decided in one place, :func:`minisd.route.choose`:
+Which code computes a layer is decided in one place, :func:`minisd.fast.switch.choose`:
 the readable :mod:`minisd.functional` (on the GPU, and inside
-``with minisd.reference():``) or its fast CPU twin :mod:`minisd.fast_cpu`.
+``with minisd.reference():``) or its fast CPU twin :mod:`minisd.fast.cpu`.
 A layer calls ``impl = route.choose(x)`` in ``forward``, keeps ``impl`` in its
 cache, and ``backward`` calls the twin of what ran.
 
@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from . import functional as F
-from . import route
+from .fast import switch as route
 from .backend import device_of, fuse, get_xp, resolve_device, to_device
 from .tracing import traced
 
@@ -197,7 +197,7 @@ class Module:
     def _take_cache(self, dout):
         """For ``backward``: ``(impl, cache)`` as ``forward`` stored them; frees ``self.cache``.
 
-        ``impl`` is the module the forward ran on (see :mod:`minisd.route`); a
+        ``impl`` is the module the forward ran on (see :mod:`minisd.fast.switch`); a
         backward in the other mode, or an unknown route, raises one clear error.
         ``dout``: the upstream gradient (any array on the device the backward runs on).
         """

@@ -346,7 +346,7 @@ def lr_at_epoch(epoch, base_lr=0.1, epochs=500, milestones=None, gamma=0.1, warm
     paper trains its 1202-layer net this way: 0.01 for the first 10 epochs,
     then 0.1, divided by 10 at epochs 150 and 225 of 300 (``warmup_epochs=10,
     warmup_lr=0.01, milestones=[150, 225]``; the recipe ``paper-1202`` in
-    :mod:`minisd.recipes`). (He et al. 2016 warmed their 110-layer net up
+    :mod:`minisd.tools.recipes`). (He et al. 2016 warmed their 110-layer net up
     until the training error fell below 80%, about 400 iterations; the
     stochastic-depth paper uses a fixed 10 epochs.) Warm-up epochs count
     towards ``epochs`` and the milestones.

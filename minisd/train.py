@@ -12,11 +12,11 @@ The loop, top to bottom, is the paper's recipe:
 
 Defaults are the paper's CIFAR-10 run: 110 layers, p_L = 0.5, linear decay,
 500 epochs, batch 128. ``--recipe paper-cifar10 | paper-cifar100 | paper-svhn
-| paper-1202`` sets everything as the paper did for that run (minisd.recipes);
+| paper-1202`` sets everything as the paper did for that run (minisd.tools.recipes);
 ``--print-config`` shows the settings without training. Outputs in the run
 folder (``--out``): config.json, metrics.csv (one row per epoch; with
 ``--eval-every N`` also one every N steps), last.npz and best.npz
-checkpoints, summary.json and curves.png (the run folder: minisd.runs).
+checkpoints, summary.json and curves.png (the run folder: minisd.tools.runs).
 
 Faults lose nothing: Ctrl-C and SIGTERM save last.npz at the next step
 boundary (further signals wait until it is written) and exit 130 / 143;
@@ -46,15 +46,17 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend, data, data_files, recipes, step
-from .checkpoint import (CheckpointError, atomic_write, load_checkpoint, prefixed, remove_orphan_temp_files,
+from . import backend, data, step
+from .data import files as data_files
+from .tools import recipes
+from .tools.checkpoint import (CheckpointError, atomic_write, load_checkpoint, prefixed, remove_orphan_temp_files,
                          save_checkpoint, unprefixed)
 from .layers import SoftmaxCrossEntropy
 from .model import ResNet
 from .optim import SGD, lr_at_epoch
-from .plot import plot_runs
-from .route import reference
-from .runs import RUN_FILES, read_metrics, summarize, write_json, write_metrics
+from .tools.plot import plot_runs
+from .fast.switch import reference
+from .tools.runs import RUN_FILES, read_metrics, summarize, write_json, write_metrics
 
 
 @dataclass
@@ -88,7 +90,7 @@ class Config:
     eval_batch_size: int = 500
     out: str = "runs/run"
     progress: bool = True
-    # the paper's recipes and protocols (minisd.recipes); flags in _add_recipe_flags
+    # the paper's recipes and protocols (minisd.tools.recipes); flags in _add_recipe_flags
     recipe: Optional[str] = None       # the --recipe the settings started from (a record; the fields hold the values)
     shortcut: str = "subsample"        # option-A shortcut: subsample (the paper's 2016 runs) | avg (2x2, the 2017 code)
     svhn_extra: bool = False           # SVHN: add extra_32x32.mat (531,131 images) to the training set
@@ -920,9 +922,9 @@ SVHN_MEMORY_HELP = ("1.86 GB of uint8 images held throughout (on the GPU with --
 
 
 def _add_recipe_flags(a, d):
-    """The paper's recipes (minisd.recipes) and the settings only they needed so far."""
+    """The paper's recipes (minisd.tools.recipes) and the settings only they needed so far."""
     a("--recipe", choices=list(recipes.RECIPES), default=None,
-      help="start from the paper's settings for that run (minisd/recipes.py); flags given beside it "
+      help="start from the paper's settings for that run (minisd/tools/recipes.py); flags given beside it "
       "override it. Not with --resume: a resumed run keeps the settings it started with")
     a("--print-config", action="store_true",
       help="print the resolved settings as JSON (the config.json keys) and exit, loading no data")
@@ -984,7 +986,7 @@ def given_flags(argv=None) -> dict:
 
 def resolve_recipe(values: dict, argv=None) -> dict:
     """``values`` (every flag, defaults included) with ``values["recipe"]`` applied, then the
-    flags written on the command line on top (minisd.recipes.resolve)."""
+    flags written on the command line on top (minisd.tools.recipes.resolve)."""
     known = {f.name for f in fields(Config)}
     given = {k: v for k, v in given_flags(argv).items() if k in known}
     try:

@@ -1,17 +1,23 @@
 """Shared fixtures: every test that takes ``xp`` or ``device`` runs on NumPy and on the GPU path.
 
 The GPU path is real CuPy on a CUDA device when there is one, and otherwise the
-NumPy-backed CuPy stand-in (tests/cupy_standin.py), so it never skips on a CPU-only CI.
+NumPy-backed CuPy stand-in (tests/support/cupy_standin.py), so it never skips on a CPU-only CI.
 ``MINISD_TEST_STANDIN=1`` uses the stand-in even where a GPU is present. Tests on the
 GPU path carry the ``gpu`` mark: ``pytest -m gpu`` runs just those.
 """
 import os
+import sys
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minisd import backend
+
+# The tests' helpers (the CuPy stand-in, the independent reference net, the gradient and
+# float32 checks) live in tests/support/ and are imported by their module names.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 REAL_GPU = backend.gpu_available() and not os.environ.get("MINISD_TEST_STANDIN")
 

@@ -1,5 +1,5 @@
-"""Tests for minisd.data (loading, split, normalisation), minisd.data_files (file formats, safe
-unpickling, download) and minisd.fake_data (the stand-in files).
+"""Tests for minisd.data (loading, split, normalisation), minisd.data.files (file formats, safe
+unpickling, download) and minisd.data.fake (the stand-in files).
 
 Real data: the small official-format CIFAR subsets in ``minisd.data.default_data_dir()``
 (``$MINISD_DATA`` or ``<repo>/../shared/data``); those tests skip when absent.
@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 import minisd
-from minisd import backend, data, data_files, fake_data
+from minisd import backend, data
+from minisd.data import fake as fake_data, files as data_files
 from minisd.data import DataError, DataNotFoundError
-from minisd.data_files import Resource
+from minisd.data.files import Resource
 
 def _real_root(folder):
     root = data.default_data_dir()

@@ -1,4 +1,4 @@
-"""The CPU speed appendix (minisd/fast_cpu.py) computes what the readable code (minisd/functional.py) does.
+"""The CPU speed appendix (minisd/fast/cpu.py) computes what the readable code (minisd/functional.py) does.
 
 Every public function of ``fast_cpu`` is checked against its readable twin, in float64 and
 float32, on one and on two threads, for the phase-aligned shapes it speeds up and for other
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import minisd
-from minisd import fast_cpu, functional, parallel
+from minisd import functional
+from minisd.fast import cpu as fast_cpu, threads as parallel
 import float32_bounds
 from gradcheck_utils import randn
 
@@ -115,7 +116,7 @@ def test_every_fast_function_names_its_readable_twin():
             continue
         assert f"minisd.functional.{name}`" in (fast.__doc__ or ""), f"fast_cpu.{name} does not name its twin"
     own = [n for n, f in inspect.getmembers(fast_cpu, inspect.isfunction)
-           if not n.startswith("_") and f.__module__ == "minisd.fast_cpu"]
+           if not n.startswith("_") and f.__module__ == "minisd.fast.cpu"]
     assert {"conv2d_forward", "conv2d_backward", "batchnorm_train_forward", "relu_forward"} <= set(own)
     for name in own:
         twin = name.replace("_fast", "")

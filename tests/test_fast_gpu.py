@@ -1,7 +1,7 @@
-"""The GPU speed appendix (minisd/fast_gpu.py) computes what the readable code (minisd/functional.py) does.
+"""The GPU speed appendix (minisd/fast/gpu.py) computes what the readable code (minisd/functional.py) does.
 
 Every function of ``fast_gpu`` is checked against its readable twin on the GPU path: on the
-CuPy stand-in (tests/cupy_standin.py: the fused kernels run their Python bodies there) and, on
+CuPy stand-in (tests/support/cupy_standin.py: the fused kernels run their Python bodies there) and, on
 a machine with a CUDA device, on real CuPy too (the compiled kernels). Float64 and float32;
 the convolutions on the ResNet's shapes and on odd ones (strides, no padding, 1x1, 5x5, odd
 sizes, more output than input channels, a bias). The kernel counts each function promises are
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import minisd
-from minisd import backend, fast_gpu, functional
+from minisd import backend, functional
+from minisd.fast import gpu as fast_gpu
 import float32_bounds
 from conftest import REAL_GPU
 
@@ -211,7 +212,7 @@ def test_every_fast_function_names_its_readable_twin():
     assert set(own) == {"conv2d_forward", "conv2d_backward", "batchnorm_train_forward", "batchnorm_train_backward",
                         "relu_backward"}
     public = [n for n, f in inspect.getmembers(fast_gpu, inspect.isfunction)
-              if not n.startswith("_") and f.__module__ == "minisd.fast_gpu"]
+              if not n.startswith("_") and f.__module__ == "minisd.fast.gpu"]
     assert sorted(public) == sorted(own)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from minisd.fake_data import write_fake_cifar10
+from minisd.data.fake import write_fake_cifar10
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"

@@ -4,7 +4,7 @@
   the GPU path agree with the NumPy path (float64, fixed gates) to 1e-10.
 * ``python -m minisd.train --device gpu`` trains and resumes bit-exactly; every lesson runs
   with ``--quick --device gpu``; ``benchmarks/step_time.py --device gpu`` runs.
-* What a step costs on a GPU, counted by the stand-in (tests/cupy_standin.py): kernel
+* What a step costs on a GPU, counted by the stand-in (tests/support/cupy_standin.py): kernel
   launches per phase of an all-blocks-open ResNet-110 step, and the device -> host syncs,
   with the line each comes from. The counts do not depend on the batch size (checked), so
   they are measured at batch 4. See them with
@@ -13,7 +13,7 @@
 
 * The targets of issue 14 as their own tests: no sync in a training step (the loss checks
   no label range on the GPU; minisd.train reads the losses every few steps), at most 3,000
-  launches per all-open ResNet-110 step (minisd/fast_gpu.py, the fused BN running
+  launches per all-open ResNet-110 step (minisd/fast/gpu.py, the fused BN running
   statistics, one flat SGD update and one zero_grad fill): about 2,550 today.
 """
 import os
@@ -26,7 +26,7 @@ import pytest
 
 import minisd
 from minisd import backend, layers, train
-from minisd.fake_data import write_fake_cifar10
+from minisd.data.fake import write_fake_cifar10
 from minisd.optim import SGD
 
 pytestmark = pytest.mark.gpu
@@ -330,8 +330,8 @@ def test_standin_rng_has_no_permutation(standin):
 
 
 def run_gpu(args, cwd=ROOT, timeout=300, **env):
-    """Run ``python ARGS`` on the GPU path (through tests/run_with_standin.py without a GPU)."""
-    launcher = [] if _real_gpu() else [str(HERE / "run_with_standin.py")]
+    """Run ``python ARGS`` on the GPU path (through tests/support/run_with_standin.py without a GPU)."""
+    launcher = [] if _real_gpu() else [str(HERE / "support" / "run_with_standin.py")]
     environ = {**os.environ, **env,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, *launcher, *args], cwd=cwd, capture_output=True, text=True,
@@ -343,7 +343,7 @@ def run_gpu(args, cwd=ROOT, timeout=300, **env):
 
 
 def test_train_cli_on_gpu_resumes_bit_exactly(fake_root, tmp_path):
-    from minisd.checkpoint import load_checkpoint
+    from minisd.tools.checkpoint import load_checkpoint
     common = ["-m", "minisd.train", "--data-dir", fake_root, "--depth", "8", "--batch-size", "16",
               "--valid-size", "32", "--seed", "3", "--device", "gpu", "--no-progress"]
     out, _ = run_gpu(common + ["--epochs", "2", "--out", str(tmp_path / "straight")])
@@ -378,7 +378,7 @@ def test_step_time_benchmark_runs_on_gpu():
 
 
 if __name__ == "__main__":  # print the counts: python tests/test_gpu_path.py [depth]
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE / "support"))
     import cupy_standin
     cupy_standin.install()
     depth = int(sys.argv[1]) if len(sys.argv) > 1 else 110

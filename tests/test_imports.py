@@ -13,48 +13,78 @@ PACKAGE = "minisd"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 INIT = "__init__"  # the package itself: `from minisd import trace` imports minisd/__init__.py
 
+# The readable core at the top of minisd/ (issue 18): what a learner reads. It reaches the
+# speed appendix only through the switch and imports no data or tool code.
+CORE = {"functional", "layers", "blocks", "model", "step", "optim", "backend", "tracing", "gradcheck", "augment"}
+LOOP = {"train"}                 # the training loop: the one top module that uses data and tools
+ENTRY_POINTS = {"sweep", "plot"}  # `python -m minisd.sweep|plot`: a few lines each, the code is in tools/
+FOLDERS = {"fast", "data", "tools"}
 
-def imported_modules(source, modules, package=PACKAGE):
-    """The modules among ``modules`` (names such as "train", "__init__") that ``source`` imports.
 
-    Every import statement counts, at any depth (module level, inside functions,
-    classes, try/if blocks). Handles ``import minisd.x``, ``from minisd.x import y``,
-    ``from minisd import x`` and the relative ``from . import x`` / ``from .x import y``.
-    ``from minisd import name`` of a name that is not a module imports the package's
-    ``__init__``.
+def module_names(package_dir=PACKAGE_DIR):
+    """Dotted names, relative to the package, of every module: "layers", "fast.cpu", "data" (its
+    __init__), ...; the package's own __init__ is INIT."""
+    names = set()
+    for p in package_dir.rglob("*.py"):
+        parts = list(p.relative_to(package_dir).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.add(".".join(parts) or INIT)
+    return names
+
+
+def imported_modules(source, modules, package=PACKAGE, here=""):
+    """The modules among ``modules`` (dotted names such as "train", "fast.cpu", "__init__") that
+    ``source``, the module ``here``, imports.
+
+    Every import statement counts, at any depth (module level, inside functions, classes,
+    try/if blocks). Handles ``import minisd.x.y``, ``from minisd.x import y``, ``from minisd
+    import x`` and relative imports of any level (``from . import x``, ``from ..x import y``).
+    ``from P import name`` imports the module P.name when there is one, else P itself.
     """
     found = set()
+    package_of_here = here.split(".")[:-1] if here and here != INIT else []
+    if here in modules and (PACKAGE_DIR / here.replace(".", "/") / "__init__.py").exists():
+        package_of_here = here.split(".")  # a package's __init__: relative to itself
 
-    def add_from(base, names):
+    def add(base, names):
         """``from <package>.<base> import names``; ``base`` "" for the package itself."""
-        if base:
-            head = base.split(".")[0]
-            if head in modules:
-                found.add(head)
-            return
         for name in names:
-            found.add(name if name in modules else INIT)
+            full = f"{base}.{name}" if base else name
+            if full in modules:
+                found.add(full)
+            else:
+                found.add(base if base in modules else INIT)
 
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 if parts[0] == package:
-                    found.add(parts[1] if len(parts) > 1 and parts[1] in modules else INIT)
+                    dotted = ".".join(parts[1:])
+                    found.add(dotted if dotted in modules else INIT)
         elif isinstance(node, ast.ImportFrom):
             names = [a.name for a in node.names]
-            if node.level == 1:                            # from . import x / from .x import y
-                add_from(node.module or "", names)
-            elif node.level == 0 and node.module and node.module.split(".")[0] == package:
-                add_from(node.module[len(package) + 1:], names)
+            if node.level:
+                anchor = package_of_here[:len(package_of_here) - (node.level - 1)]
+                base = ".".join(anchor + (node.module.split(".") if node.module else []))
+                add(base, names)
+            elif node.module and node.module.split(".")[0] == package:
+                add(node.module[len(package) + 1:], names)
     return found
 
 
 def import_graph(package_dir=PACKAGE_DIR):
-    """{module: set of minisd modules it imports} for every ``*.py`` in ``package_dir``."""
-    modules = {p.stem for p in package_dir.glob("*.py")}
-    return {p.stem: imported_modules(p.read_text(), modules) - {p.stem}
-            for p in sorted(package_dir.glob("*.py"))}
+    """{module: set of minisd modules it imports} for every module in ``package_dir``, folders included."""
+    modules = module_names(package_dir)
+    graph = {}
+    for p in sorted(package_dir.rglob("*.py")):
+        parts = list(p.relative_to(package_dir).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        name = ".".join(parts) or INIT
+        graph[name] = imported_modules(p.read_text(), modules, here=name) - {name}
+    return graph
 
 
 def find_cycle(graph):
@@ -86,15 +116,36 @@ def find_cycle(graph):
 
 def test_minisd_has_no_import_cycle():
     graph = import_graph()
-    assert {"train", "plot", "runs", "step", "data"} <= set(graph)   # the graph was really read
-    assert "runs" in graph["plot"] and "plot" in graph["train"]     # ... with its edges
+    assert {"train", "tools.plot", "tools.runs", "step", "data", "data.files", "fast.cpu"} <= set(graph)  # read
+    assert "tools.runs" in graph["tools.plot"] and "tools.plot" in graph["train"]                           # edges
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle in minisd: " + " -> ".join(cycle)
 
 
 def test_plot_does_not_import_train():
     """The cycle this test was written for: plot read metrics.csv through train (issue 11)."""
-    assert "train" not in import_graph()["plot"]
+    assert "train" not in import_graph()["tools.plot"]
+
+
+def test_the_tree_shows_the_design():
+    """The top of minisd/ holds the readable core and the loop (plus two entry points);
+    everything else sits one level down, in a folder that names its role."""
+    top = {p.stem for p in PACKAGE_DIR.glob("*.py")} - {INIT}
+    assert top == CORE | LOOP | ENTRY_POINTS
+    assert {p.name for p in PACKAGE_DIR.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == FOLDERS
+    for name in ENTRY_POINTS:
+        assert len((PACKAGE_DIR / f"{name}.py").read_text().splitlines()) <= 8, f"{name}.py is more than an entry point"
+
+
+def test_the_core_reaches_speed_code_only_through_the_switch():
+    """No core module imports data or tool code, nor a CPU/GPU twin except through fast.switch."""
+    graph = import_graph()
+    for name in CORE:
+        for target in graph[name]:
+            head = target.split(".")[0]
+            assert head not in ("data", "tools"), f"core module {name} imports {target}"
+            if head == "fast":
+                assert target in ("fast", "fast.switch"), f"core module {name} imports {target}, not the switch"
 
 
 def test_every_kind_of_import_is_seen():
@@ -106,20 +157,24 @@ from minisd.data import load_cifar10
 from minisd import backend, ResNet
 from . import layers
 from .model import ResNet
+from ..fast import switch
+from ..data.files import DataError
 
 def later():
-    from .plot import plot_runs          # function level
+    from ..tools.plot import plot_runs          # function level
     try:
-        from . import tracing
+        from .. import tracing
     except ImportError:
         pass
 
 class C:
     import minisd.optim
 '''
-    modules = {"__init__", "train", "data", "backend", "layers", "model", "plot", "tracing", "optim", "runs"}
-    assert imported_modules(source, modules) == {
-        "__init__", "train", "data", "backend", "layers", "model", "plot", "tracing", "optim"}
+    modules = {"__init__", "train", "data", "data.files", "backend", "layers", "model", "tools", "tools.plot",
+               "tools.runs", "tracing", "optim", "fast", "fast.switch", "fast.cpu"}
+    assert imported_modules(source, modules, here="fast.cpu") == {
+        "__init__", "train", "data", "data.files", "backend", "fast.switch", "tools.plot", "tracing", "optim",
+        "fast"}  # `from . import layers` / `from .model import` inside fast/: fast.layers is no module, so fast
 
 
 @pytest.mark.parametrize("graph,cycle", [

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from minisd import data, recipes, runs, train
-from minisd.checkpoint import load_checkpoint
-from minisd.fake_data import write_fake_cifar10, write_fake_svhn
+from minisd import data, train
+from minisd.tools import recipes, runs
+from minisd.tools.checkpoint import load_checkpoint
+from minisd.data.fake import write_fake_cifar10, write_fake_svhn
 
 # What the paper did (arXiv 1603.09382 v3, Sec. 4; the issue quotes it), written out once more by hand.
 SHARED = dict(p_last=0.5, rule="linear", mode="batch", scale="test", shortcut="subsample", batch_size=128,

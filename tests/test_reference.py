@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import minisd
-from minisd import backend, fast_cpu, fast_gpu, functional, parallel, route
+from minisd import backend, functional
+from minisd.fast import cpu as fast_cpu, gpu as fast_gpu, switch as route, threads as parallel
 
 
 def _training_step(net, x, y):
@@ -44,7 +45,7 @@ def test_whole_training_step_equal_in_both_modes():
 def test_reference_mode_never_enters_the_fast_module_nor_starts_a_thread(monkeypatch):
     net, x, y = _resnet_and_batch(depth=8, batch=4)
     fast_names = [name for name in dir(fast_cpu)
-                  if getattr(getattr(fast_cpu, name), "__module__", None) == "minisd.fast_cpu"
+                  if getattr(getattr(fast_cpu, name), "__module__", None) == "minisd.fast.cpu"
                   and callable(getattr(fast_cpu, name))]
     assert "conv2d_forward" in fast_names and "batchnorm_train_backward" in fast_names
 
@@ -97,7 +98,7 @@ def test_reference_mode_on_the_gpu_path_never_enters_fast_gpu(gpu_xp, monkeypatc
     net, x, y = _resnet_and_batch(depth=8, batch=4)
     net.to("gpu")
     x, y = backend.to_device(x, "gpu"), backend.to_device(y, "gpu")
-    own = [name for name in dir(fast_gpu) if getattr(getattr(fast_gpu, name), "__module__", None) == "minisd.fast_gpu"
+    own = [name for name in dir(fast_gpu) if getattr(getattr(fast_gpu, name), "__module__", None) == "minisd.fast.gpu"
            and callable(getattr(fast_gpu, name)) and not name.startswith("_")]
     assert {"conv2d_forward", "batchnorm_train_backward", "relu_backward"} <= set(own)
     with monkeypatch.context() as m:
@@ -153,8 +154,8 @@ def test_unknown_route_in_a_cache_raises():
 
 def test_train_cli_reference_flag_runs_the_readable_code_only(tmp_path, monkeypatch):
     from minisd import train
-    from minisd.checkpoint import load_checkpoint
-    from minisd.fake_data import write_fake_cifar10
+    from minisd.tools.checkpoint import load_checkpoint
+    from minisd.data.fake import write_fake_cifar10
     write_fake_cifar10(tmp_path / "data", n_per_batch=20, seed=0, n_test=20)
     common = ["--data-dir", str(tmp_path / "data"), "--depth", "8", "--epochs", "1", "--batch-size", "25",
               "--valid-size", "0", "--dtype", "float64", "--device", "cpu", "--no-progress"]

@@ -1,5 +1,5 @@
-"""minisd.runs and minisd.plot: metrics.csv, config.json, the paper's number and the figure, without
-training anything; minisd.checkpoint's temporary files."""
+"""minisd.tools.runs and minisd.plot: metrics.csv, config.json, the paper's number and the figure, without
+training anything; minisd.tools.checkpoint's temporary files."""
 import math
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from minisd import checkpoint, plot, runs
+from minisd.tools import checkpoint, plot, runs
 
 
 def row(epoch, valid, test, train=0.5):
@@ -79,7 +79,7 @@ def test_summary_with_rows_every_n_steps():
     assert "every --eval-every steps" in s["test_error_rule"]
     assert "best_iteration" not in runs.summarize([row(1, 0.3, 0.3)])  # rows of old runs: no iteration
 # ---------------------------------------------------------------------------
-# temporary files (minisd.checkpoint): recognisable, and orphans removed
+# temporary files (minisd.tools.checkpoint): recognisable, and orphans removed
 # ---------------------------------------------------------------------------
 
 

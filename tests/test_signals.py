@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minisd.checkpoint import TEMP_PREFIX, load_checkpoint
-from minisd.fake_data import write_fake_cifar10
+from minisd.tools.checkpoint import TEMP_PREFIX, load_checkpoint
+from minisd.data.fake import write_fake_cifar10
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

@@ -111,7 +111,7 @@ def test_train_and_the_lessons_call_this_step(monkeypatch, tmp_path):
     assert calls == [hook, hook] and r["blocks"] <= 3
     sys.modules.pop("_common", None)
 
-    from minisd.fake_data import write_fake_cifar10
+    from minisd.data.fake import write_fake_cifar10
     write_fake_cifar10(tmp_path / "data", n_per_batch=8, n_test=8)
     cfg = train.Config(data_dir=str(tmp_path / "data"), depth=8, epochs=1, batch_size=8, valid_size=0,
                        device="cpu", out=str(tmp_path / "run"), progress=False)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from minisd import sweep, train
-from minisd.checkpoint import load_checkpoint
-from minisd.fake_data import write_fake_cifar10
+from minisd import train
+from minisd.tools import sweep
+from minisd.tools.checkpoint import load_checkpoint
+from minisd.data.fake import write_fake_cifar10
 
 ROOT = Path(__file__).resolve().parent.parent
 

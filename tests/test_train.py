@@ -16,9 +16,11 @@ import urllib.request
 import numpy as np
 import pytest
 
-from minisd import checkpoint, data_files, layers, runs, train
-from minisd.checkpoint import load_checkpoint
-from minisd.fake_data import write_fake_cifar10
+from minisd import layers, train
+from minisd.data import files as data_files
+from minisd.tools import checkpoint, runs
+from minisd.tools.checkpoint import load_checkpoint
+from minisd.data.fake import write_fake_cifar10
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
@@ -366,7 +368,7 @@ def test_failed_runs_leave_no_folder(case, fake_root, tmp_path, capsys):
         batch = root / "cifar-10-batches-py" / "data_batch_1"
         obj = __import__("pickle").loads(batch.read_bytes(), encoding="bytes")
         obj[b"labels"] = [99] * len(obj[b"labels"])
-        from minisd.fake_data import write_cifar_pickle
+        from minisd.data.fake import write_cifar_pickle
         write_cifar_pickle(batch, obj)
     out = tmp_path / "runs" / "run"
     assert train.main(quick_args(root, out, *extra)) == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_files import (CIFAR10_CLASSES, CIFAR10_LAYOUT, CIFAR100_LAYOUT, SVHN_FILES, DataError,
+from .files import (CIFAR10_CLASSES, CIFAR10_LAYOUT, CIFAR100_LAYOUT, SVHN_FILES, DataError,
                          np_reconstruct)
 
 
@@ -23,7 +23,7 @@ class _Py2Pickler(pickle._Pickler):
     """Pickles as Python 2 ``cPickle`` wrote the CIFAR files (protocol 2).
 
     Python 3 pickles ``bytes`` at protocol 2 as a call to ``_codecs.encode``,
-    which the official files do not contain and :class:`~minisd.data_files.RestrictedUnpickler`
+    which the official files do not contain and :class:`~minisd.data.files.RestrictedUnpickler`
     refuses. Here ``bytes`` become Python 2 strings (SHORT_BINSTRING /
     BINSTRING, read back as ``bytes`` with ``encoding="bytes"``) and the array
     reconstructor is named ``numpy.core.multiarray._reconstruct`` as in the

@@ -12,7 +12,7 @@ checkpoint intact, never a half file that looks complete. Temporary files
 are named ``.minisd-tmp-<pid>-<random>-<target name>`` (:data:`TEMP_PREFIX`),
 so that one left behind by a killed process (``kill -9`` mid-save) is
 recognisable: :func:`remove_orphan_temp_files` deletes those whose process
-is gone. Every file of a run folder (minisd.runs) is written this way.
+is gone. Every file of a run folder (minisd.tools.runs) is written this way.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import zipfile
 
 import numpy as np
 
-from .backend import to_numpy
+from ..backend import to_numpy
 
 META_KEY = "__meta__"
 TEMP_PREFIX = ".minisd-tmp-"

@@ -16,7 +16,7 @@ the normalisation; it reads the files through this module.
 
 Every failure a user can cause (missing, corrupt or unsafe files, no network)
 raises :class:`DataError` with a one-line message that a command line can print.
-Generated stand-in files in these formats: :mod:`minisd.fake_data`.
+Generated stand-in files in these formats: :mod:`minisd.data.fake`.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import pid_alive
+from ..tools.checkpoint import pid_alive
 
 # the function a pickle calls to rebuild a NumPy array (the fake-data writer names it too)
 try:  # NumPy >= 2 keeps the array reconstructor in numpy._core; older NumPy in numpy.core
@@ -89,7 +89,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     before anything is called. (Python 3 itself writes ``bytes`` at protocol 2
     as a call to ``_codecs.encode``, and arrays at protocol 5 with
     ``_frombuffer``; such files are refused too, with a message that says to
-    re-save them at protocol 3 or 4. :func:`minisd.fake_data.write_cifar_pickle`
+    re-save them at protocol 3 or 4. :func:`minisd.data.fake.write_cifar_pickle`
     writes files in the official format.)
     """
 

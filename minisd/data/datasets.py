@@ -21,8 +21,8 @@ paper's SVHN runs); :func:`default_data_dir` finds the shared one.
 
 What is elsewhere: reading the official file formats (CIFAR pickles, safely;
 tarballs; SVHN .mat), downloads and their MD5 checks are in
-:mod:`minisd.data_files`; generated stand-in files in those formats (tests,
-lessons without the real data) in :mod:`minisd.fake_data`.
+:mod:`minisd.data.files`; generated stand-in files in those formats (tests,
+lessons without the real data) in :mod:`minisd.data.fake`.
 
 Every failure a user can cause (missing, corrupt or unsafe files, no network)
 raises :class:`DataError` with a one-line message that a command line can print.
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data_files
-from .backend import get_xp, to_numpy, xp_for
-from .data_files import DataError, DataNotFoundError  # raised here too; callers catch data.DataError
+from . import files as data_files
+from ..backend import get_xp, to_numpy, xp_for
+from .files import DataError, DataNotFoundError  # raised here too; callers catch data.DataError
 
 
 # ---------------------------------------------------------------------------
@@ -102,10 +102,10 @@ def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool =
     ``data_dir`` is the ``root`` of the loaders (``None``: :func:`default_data_dir`).
     ``svhn_extra`` (SVHN only) adds ``extra_32x32.mat`` to the training set.
     Missing files are fetched into ``data_dir`` when ``download`` is true
-    (:func:`minisd.data_files.download`: MD5 checked, moved into place only
+    (:func:`minisd.data.files.download`: MD5 checked, moved into place only
     when complete; ``log`` says so, ``progress`` shows a progress bar).
     Otherwise a :class:`DataNotFoundError` says which file to put where; a
-    failed download raises :class:`minisd.data_files.DownloadError`, damaged
+    failed download raises :class:`minisd.data.files.DownloadError`, damaged
     files a :class:`DataError`.
     """
     if name not in _LOADERS:

@@ -5,7 +5,7 @@ computes the same results on the CPU with three tricks that have nothing to
 do with stochastic depth or backprop (read it with lesson 10):
 
 * **threads** - the batch is cut into chunks that run on a thread pool
-  (NumPy releases the GIL inside copies and products; see :mod:`minisd.parallel`);
+  (NumPy releases the GIL inside copies and products; see :mod:`minisd.fast.threads`);
 * **chunks that fit in the CPU cache** - a chunk's temporaries (im2col columns,
   BN temporaries) are read back while still in cache, in reused scratch buffers;
 * **fewer, longer memory passes** - im2col with long copies, BN as per-channel
@@ -17,7 +17,7 @@ readable twin in :mod:`minisd.functional` (the docstrings say which), and
 the shapes this module speeds up and on others. Functions with no faster
 version are :mod:`minisd.functional`'s own, imported at the bottom, so a layer
 can call ``impl.<name>`` whichever of the two modules ``impl`` is
-(:mod:`minisd.route` chooses, in one place). NumPy only.
+(:mod:`minisd.fast.switch` chooses, in one place). NumPy only.
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import functional
-from .parallel import for_each_chunk, scratch
+from .. import functional
+from .threads import for_each_chunk, scratch
 
 # No faster version of these: the readable functions serve as they are.
-from .functional import (batchnorm_eval_backward, batchnorm_eval_forward, global_avg_pool_backward,  # noqa: F401
+from ..functional import (batchnorm_eval_backward, batchnorm_eval_forward, global_avg_pool_backward,  # noqa: F401
                          global_avg_pool_forward, linear_backward, linear_forward, shortcut_backward,
                          shortcut_forward, softmax_cross_entropy_backward, softmax_cross_entropy_forward)
 
@@ -102,7 +102,7 @@ def im2col_fast(x, k, stride, padding, tag="x"):
     bottom land in the zero margins; pixels shifted past the left or right
     border wrapped around to the neighbouring row, and are set to zero
     afterwards (that is where the zero padding belongs).
-    Buffers are this thread's scratch buffers (see :func:`minisd.parallel.scratch`).
+    Buffers are this thread's scratch buffers (see :func:`minisd.fast.threads.scratch`).
     """
     N, C, H, W = x.shape
     s = stride

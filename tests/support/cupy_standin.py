@@ -2,7 +2,7 @@
 
 CI has no GPU, yet minisd's CuPy path must run on every push. This module looks like
 ``cupy`` for everything minisd calls. Install it as minisd's CuPy with the ``standin``
-fixture (tests/conftest.py), ``install()``, or ``python tests/run_with_standin.py ...``
+fixture (tests/conftest.py), ``install()``, or ``python tests/support/run_with_standin.py ...``
 for a whole program; then ``device="gpu"`` and ``to_device(x, "gpu")`` give arrays of
 this module's :class:`ndarray`, which wraps a NumPy array and behaves as CuPy's does:
 
@@ -1282,7 +1282,8 @@ def install(monkeypatch=None):
 
     With a pytest ``monkeypatch`` both are undone after the test. Returns this module.
     """
-    from minisd import backend, parallel
+    from minisd import backend
+    from minisd.fast import threads as parallel
 
     # The stand-in's kernels are NumPy calls on this thread: give BLAS one thread and keep
     # freed memory, as minisd's CPU kernels do. A busy-waiting multi-threaded BLAS on a

@@ -1,9 +1,9 @@
-"""Run a program with the CuPy stand-in (tests/cupy_standin.py) installed as minisd's CuPy.
+"""Run a program with the CuPy stand-in (tests/support/cupy_standin.py) installed as minisd's CuPy.
 
-    python tests/run_with_standin.py -m minisd.train --device gpu ...
-    python tests/run_with_standin.py lessons/05_the_gate.py --quick --device gpu
-    python tests/run_with_standin.py benchmarks/step_time.py --device gpu --depth 8 ...
-    python tests/run_with_standin.py -c "import cupy; print(cupy.__version__)"
+    python tests/support/run_with_standin.py -m minisd.train --device gpu ...
+    python tests/support/run_with_standin.py lessons/05_the_gate.py --quick --device gpu
+    python tests/support/run_with_standin.py benchmarks/step_time.py --device gpu --depth 8 ...
+    python tests/support/run_with_standin.py -c "import cupy; print(cupy.__version__)"
 
 The target runs as ``python -m MODULE``, ``python -c CODE`` or ``python SCRIPT`` would run it (``runpy``,
 ``sys.argv`` and ``sys.path[0]`` set alike), with ``device="gpu"`` served by the
@@ -18,7 +18,7 @@ import runpy
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))  # tests/support -> the checkout
 
 
 def _report():

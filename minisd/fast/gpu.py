@@ -40,7 +40,7 @@ readable twin in :mod:`minisd.functional` (docstrings say which; caches may
 differ, as each backward takes its own forward's cache), and
 ``tests/test_fast_gpu.py`` checks each pair equal. Functions with no faster
 version are :mod:`minisd.functional`'s own, imported below, so a layer can
-call ``impl.<name>`` whichever module :mod:`minisd.route` chose.
+call ``impl.<name>`` whichever module :mod:`minisd.fast.switch` chose.
 """
 from __future__ import annotations
 
@@ -48,11 +48,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import fuse, get_xp
-from .functional import conv_output_size
+from ..backend import fuse, get_xp
+from ..functional import conv_output_size
 
 # No faster version of these: the readable functions serve as they are.
-from .functional import (batchnorm_eval_backward, batchnorm_eval_forward, global_avg_pool_backward,  # noqa: F401
+from ..functional import (batchnorm_eval_backward, batchnorm_eval_forward, global_avg_pool_backward,  # noqa: F401
                          global_avg_pool_forward, linear_backward, linear_forward, relu_forward, shortcut_backward,
                          shortcut_forward, softmax_cross_entropy_backward, softmax_cross_entropy_forward)
 

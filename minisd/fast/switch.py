@@ -4,8 +4,8 @@ Every layer asks :func:`choose` in its ``forward`` and gets a module back:
 
 * :mod:`minisd.functional`, the readable code, for everything inside
   ``with minisd.reference():`` (NumPy and CuPy alike);
-* otherwise :mod:`minisd.fast_cpu` for NumPy arrays (the same functions made
-  fast on the CPU: threads, cache-sized chunks) and :mod:`minisd.fast_gpu`
+* otherwise :mod:`minisd.fast.cpu` for NumPy arrays (the same functions made
+  fast on the CPU: threads, cache-sized chunks) and :mod:`minisd.fast.gpu`
   for CuPy arrays (the same functions in fewer GPU kernels: gathers, fused
   kernels).
 
@@ -21,8 +21,9 @@ import contextvars
 
 import numpy as np
 
-from . import fast_cpu, fast_gpu, functional
-from .backend import get_xp
+from .. import functional
+from ..backend import get_xp
+from . import cpu as fast_cpu, gpu as fast_gpu
 
 ROUTES = {"readable": functional, "fast_cpu": fast_cpu, "fast_gpu": fast_gpu}
 
@@ -35,7 +36,7 @@ def reference():
     """Run every layer on the readable code of :mod:`minisd.functional` inside this block.
 
     On NumPy no thread is started, no scratch buffer is used and nothing of
-    :mod:`minisd.fast_cpu` runs; on CuPy nothing of :mod:`minisd.fast_gpu`
+    :mod:`minisd.fast.cpu` runs; on CuPy nothing of :mod:`minisd.fast.gpu`
     runs (one kernel per array operation: slower). Results equal the fast
     paths' to rounding (tests check a whole ResNet step in float64 to 1e-10).
 

@@ -7,12 +7,12 @@ A run folder (``--out``) holds
                    METRIC_FIELDS; epochs numbered from 1 (the row of epoch 1 is written when
                    the first epoch ends); valid_error is an empty cell when the run has no
                    validation split
-    last.npz       checkpoint after the latest epoch (or at Ctrl-C / SIGTERM); see minisd.checkpoint
+    last.npz       checkpoint after the latest epoch (or at Ctrl-C / SIGTERM); see minisd.tools.checkpoint
     best.npz       checkpoint at the lowest validation error so far
     summary.json   the paper's number (summarize), written at the end
     curves.png     error curves (minisd.plot)
 
-RUN_FILES names them. Every file is written atomically (minisd.checkpoint.atomic_write).
+RUN_FILES names them. Every file is written atomically (minisd.tools.checkpoint.atomic_write).
 
 ``minisd.train`` writes these files and ``minisd.plot`` reads them; both import
 this module, which imports neither.

@@ -20,7 +20,7 @@ words. (``main.lua`` drops it one epoch earlier: its 1-based counter tests
 """
 from __future__ import annotations
 
-from .data import NUM_CLASSES
+from ..data import NUM_CLASSES
 
 # Settings shared by every recipe (paper Sec. 4 and main.lua's sgdState and model):
 _COMMON = dict(

@@ -1,0 +1,13 @@
+"""Data: the data sets minisd trains on, read from their official files.
+
+* :mod:`minisd.data.datasets`: CIFAR-10/100 and SVHN loaders, the train/validation split,
+  per-channel normalisation (what the training loop calls; re-exported here);
+* :mod:`minisd.data.files`: the file formats, safe unpickling, downloads with MD5 checks;
+* :mod:`minisd.data.fake`: generated files in the official layouts, for tests and lessons
+  where the real data is absent.
+
+Nothing in the readable core (functional, layers, blocks, model, step, optim) imports this.
+"""
+from .datasets import (NUM_CLASSES, Normalizer, default_data_dir, load_cifar10, load_cifar100,  # noqa: F401
+                       load_dataset, load_svhn, stratified_split, svhn_file_of_each_image, train_valid_split)
+from .files import DataError, DataNotFoundError  # noqa: F401

@@ -1,0 +1,10 @@
+"""Tools around the training loop: everything a run needs that is not the method itself.
+
+* :mod:`minisd.tools.checkpoint`: checkpoint files, written atomically, read safely;
+* :mod:`minisd.tools.runs`: the run folder (config, metrics, summary);
+* :mod:`minisd.tools.recipes`: the papers' training settings, each value cited;
+* :mod:`minisd.tools.sweep`: grids of runs (``python -m minisd.sweep``);
+* :mod:`minisd.tools.plot`: figures from run folders (``python -m minisd.plot``).
+
+Nothing in the readable core (functional, layers, blocks, model, step, optim) imports this.
+"""
