@@ -234,7 +234,7 @@ class Module:
 
     # -- for the trace ---------------------------------------------------------
 
-    in_shape = None
+    in_shape = None  # the shape of the last forward's input: recorded by @traced
     backward_flops_factor = 1
 
     def flops(self) -> int:
@@ -282,7 +282,6 @@ class Conv2d(Module):
         if H + 2 * self.padding < self.kernel_size or W + 2 * self.padding < self.kernel_size:
             raise ValueError(f"{self._label()}: input {H}x{W} is smaller than the {self.kernel_size}x"
                              f"{self.kernel_size} kernel (padding {self.padding})")
-        self.in_shape = x.shape
         impl = route.choose(x)
         fwd = F.conv2d_naive_forward if self.naive else impl.conv2d_forward
         out, cache = fwd(x, w, self.params.get("bias"), self.stride, self.padding)
@@ -344,7 +343,6 @@ class BatchNorm2d(Module):
     def forward(self, x):
         w, b = self.params["weight"], self.params["bias"]
         self._check_input(x, 4, self.num_features, like=w)
-        self.in_shape = x.shape
         impl = route.choose(x)
         if self.training:
             N, C, H, W = x.shape
@@ -390,7 +388,6 @@ class ReLU(Module):
 
     @traced
     def forward(self, x):
-        self.in_shape = x.shape
         impl = route.choose(x)
         out, cache = impl.relu_forward(x)
         self.cache = (impl, cache)
@@ -408,7 +405,6 @@ class GlobalAvgPool(Module):
     @traced
     def forward(self, x):
         self._check_input(x, 4)
-        self.in_shape = x.shape
         impl = route.choose(x)
         out, cache = impl.global_avg_pool_forward(x)
         self.cache = (impl, cache)
@@ -444,7 +440,6 @@ class Linear(Module):
     def forward(self, x):
         w = self.params["weight"]
         self._check_input(x, 2, self.in_features, like=w)
-        self.in_shape = x.shape
         impl = route.choose(x)
         out, cache = impl.linear_forward(x, w, self.params.get("bias"))
         self.cache = (impl, cache)
@@ -485,7 +480,6 @@ class Shortcut(Module):
     @traced
     def forward(self, x):
         self._check_input(x, 4, self.in_channels)
-        self.in_shape = x.shape
         impl = route.choose(x)
         out, cache = impl.shortcut_forward(x, self.out_channels, self.stride, self.downsample)
         self.cache = (impl, cache)
@@ -558,7 +552,6 @@ class SoftmaxCrossEntropy(Module):
         if check and labels.size and (int(labels.min()) < 0 or int(labels.max()) >= K):
             raise ValueError(f"{self._label()}: labels must lie in [0, {K}), got "
                              f"[{int(labels.min())}, {int(labels.max())}]")
-        self.in_shape = logits.shape
         impl = route.choose(logits)
         loss, cache = impl.softmax_cross_entropy_forward(logits, labels)
         self.cache = (impl, cache)
