@@ -8,10 +8,11 @@ and ``grads`` (same keys, same shapes: ``weight``, ``bias`` as in PyTorch),
 ``backward`` has used it (then it is freed).
 
 Which code computes a layer is decided in one place, :func:`minisd.fast.switch.choose`:
-the readable :mod:`minisd.functional` (on the GPU, and inside
-``with minisd.reference():``) or its fast CPU twin :mod:`minisd.fast.cpu`.
-A layer calls ``impl = route.choose(x)`` in ``forward``, keeps ``impl`` in its
-cache, and ``backward`` calls the twin of what ran.
+the readable :mod:`minisd.functional` inside ``with minisd.reference():``, else
+its fast twin, :mod:`minisd.fast.cpu` for NumPy arrays and :mod:`minisd.fast.gpu`
+for CuPy arrays. A layer calls ``impl = switch.choose(x)`` in ``forward`` and
+stores its cache tagged with it, ``(impl, cache)``; ``backward`` calls ``impl``'s
+twin of what ran.
 
 Containers (:class:`Sequential`, the residual block, the ResNet) find their
 sub-layers by looking at their attributes, so names such as
@@ -24,7 +25,7 @@ import math
 import numpy as np
 
 from . import functional as F
-from .fast import switch as route
+from .fast import switch
 from .backend import device_of, fuse, get_xp, resolve_device, to_device
 from .tracing import traced
 
@@ -194,16 +195,17 @@ class Module:
             raise RuntimeError(f"{self._label()}.backward() called before forward() "
                                "(or twice for one forward: the cache is freed after use)")
 
-    def _take_cache(self, dout):
+    def _take_cache(self, dout=None):
         """For ``backward``: ``(impl, cache)`` as ``forward`` stored them; frees ``self.cache``.
 
-        ``impl`` is the module the forward ran on (see :mod:`minisd.fast.switch`); a
-        backward in the other mode, or an unknown route, raises one clear error.
-        ``dout``: the upstream gradient (any array on the device the backward runs on).
+        ``impl``, the cache's tag, is the module the forward ran on (see
+        :mod:`minisd.fast.switch`); a backward in the other mode or on the other
+        device raises one clear error. ``dout``: the upstream gradient (None for
+        the loss, which is given no array).
         """
         self._check_backward()
         impl, cache = self.cache
-        route.for_backward(impl, dout, self._label())
+        switch.check_backward(impl, self._label(), dout)
         self.cache = None
         return impl, cache
 
@@ -282,7 +284,7 @@ class Conv2d(Module):
         if H + 2 * self.padding < self.kernel_size or W + 2 * self.padding < self.kernel_size:
             raise ValueError(f"{self._label()}: input {H}x{W} is smaller than the {self.kernel_size}x"
                              f"{self.kernel_size} kernel (padding {self.padding})")
-        impl = route.choose(x)
+        impl = switch.choose(x)
         fwd = F.conv2d_naive_forward if self.naive else impl.conv2d_forward
         out, cache = fwd(x, w, self.params.get("bias"), self.stride, self.padding)
         self.cache = (impl, cache)
@@ -343,7 +345,7 @@ class BatchNorm2d(Module):
     def forward(self, x):
         w, b = self.params["weight"], self.params["bias"]
         self._check_input(x, 4, self.num_features, like=w)
-        impl = route.choose(x)
+        impl = switch.choose(x)
         if self.training:
             N, C, H, W = x.shape
             m = N * H * W
@@ -388,7 +390,7 @@ class ReLU(Module):
 
     @traced
     def forward(self, x):
-        impl = route.choose(x)
+        impl = switch.choose(x)
         out, cache = impl.relu_forward(x)
         self.cache = (impl, cache)
         return out
@@ -405,7 +407,7 @@ class GlobalAvgPool(Module):
     @traced
     def forward(self, x):
         self._check_input(x, 4)
-        impl = route.choose(x)
+        impl = switch.choose(x)
         out, cache = impl.global_avg_pool_forward(x)
         self.cache = (impl, cache)
         return out
@@ -440,7 +442,7 @@ class Linear(Module):
     def forward(self, x):
         w = self.params["weight"]
         self._check_input(x, 2, self.in_features, like=w)
-        impl = route.choose(x)
+        impl = switch.choose(x)
         out, cache = impl.linear_forward(x, w, self.params.get("bias"))
         self.cache = (impl, cache)
         return out
@@ -480,7 +482,7 @@ class Shortcut(Module):
     @traced
     def forward(self, x):
         self._check_input(x, 4, self.in_channels)
-        impl = route.choose(x)
+        impl = switch.choose(x)
         out, cache = impl.shortcut_forward(x, self.out_channels, self.stride, self.downsample)
         self.cache = (impl, cache)
         return out
@@ -552,7 +554,7 @@ class SoftmaxCrossEntropy(Module):
         if check and labels.size and (int(labels.min()) < 0 or int(labels.max()) >= K):
             raise ValueError(f"{self._label()}: labels must lie in [0, {K}), got "
                              f"[{int(labels.min())}, {int(labels.max())}]")
-        impl = route.choose(logits)
+        impl = switch.choose(logits)
         loss, cache = impl.softmax_cross_entropy_forward(logits, labels)
         self.cache = (impl, cache)
         return loss
@@ -561,9 +563,7 @@ class SoftmaxCrossEntropy(Module):
     def backward(self, dout=1.0):
         """Gradient of the loss w.r.t. the logits, (N, K); ``dout``: the gradient arriving
         at the loss (1, the default, when the loss is what is minimised)."""
-        self._check_backward()
-        probs = self.cache[1][0]  # (N, K): no dout array here, so the probabilities tell the device
-        impl, cache = self._take_cache(probs)
+        impl, cache = self._take_cache()  # no array arrives here: the cache is on its forward's device
         return impl.softmax_cross_entropy_backward(dout, cache)
 
     def flops(self):

@@ -144,6 +144,24 @@ def test_backward_in_the_other_mode_raises_one_clear_error():
         conv.backward(np.ones_like(out))
 
 
+def test_the_loss_backward_checks_its_mode_without_an_array(device, xp):
+    """The loss is given no gradient array: its cache's tag alone says where the forward ran."""
+    loss_fn = minisd.SoftmaxCrossEntropy()
+    logits, labels = xp.asarray(np.eye(3)[:2]), xp.asarray(np.array([0, 2]))
+    loss_fn.forward(logits, labels)
+    assert loss_fn.cache[0] is route.choose(logits)  # the cache carries its route
+    with minisd.reference():
+        with pytest.raises(RuntimeError, match=f"forward ran on the fast_{device} path but the backward is called "
+                                               "on the readable path"):
+            loss_fn.backward()
+    with minisd.reference():
+        loss_fn.forward(logits, labels)
+    with pytest.raises(RuntimeError, match="forward ran on the readable path but the backward is called on the fast"):
+        loss_fn.backward()
+    loss_fn.forward(logits, labels)
+    assert backend.get_xp(loss_fn.backward()) is xp
+
+
 def test_unknown_route_in_a_cache_raises():
     relu = minisd.ReLU()
     out = relu.forward(np.ones((2, 3, 2, 2)))

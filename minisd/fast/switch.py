@@ -10,9 +10,10 @@ Every layer asks :func:`choose` in its ``forward`` and gets a module back:
   kernels).
 
 The three modules have the same function names, so the layer writes
-``impl.conv2d_forward(...)`` and keeps ``impl`` in its cache: its
-``backward`` then calls the twin of the forward that really ran
-(:func:`for_backward` checks it).
+``impl.conv2d_forward(...)`` and tags its cache with ``impl`` (cs231n's way:
+the cache says what made it): its ``backward`` calls ``impl``'s twin of the
+forward that really ran, no look-up, and :func:`check_backward` refuses, in
+one line, a backward in the other mode or on the other device.
 """
 from __future__ import annotations
 
@@ -84,17 +85,23 @@ def name_of(impl) -> str:
     raise RuntimeError(f"unknown route {impl!r}: expected one of {sorted(ROUTES)}")
 
 
-def for_backward(impl, dout, label: str):
-    """Check that the backward may run on ``impl``, the module the forward ran on; return it.
+def check_backward(ran, label: str, dout=None):
+    """Raise one ``RuntimeError`` line unless a backward may run on ``ran``, its cache's tag.
 
-    Raises a ``RuntimeError`` (one line) when the cache holds an unknown route,
-    or when the forward ran on another path than the backward would: in the
-    other mode (inside/outside :func:`reference`), or on the other device.
+    ``ran`` is the module the forward ran on. ``dout``: the array the backward
+    is given; the backward must run where :func:`choose` would send it, i.e.
+    in the same mode (inside/outside :func:`reference`) and on the same device.
+    Without one (the loss: its cache is on its forward's device) only the mode
+    is compared.
     """
-    ran = name_of(impl)
-    now = name_of(choose(dout))
-    if ran != now:
-        raise RuntimeError(f"{label}.backward(): the forward ran on the {ran} path but the backward is "
-                           f"called on the {now} path (inside/outside minisd.reference(), or on another "
-                           "device); run forward and backward in the same mode, on one device")
-    return impl
+    if dout is not None:
+        now = choose(dout)
+    elif _reference_mode.get():
+        now = functional
+    else:
+        now = ran if ran in (fast_cpu, fast_gpu) else None  # None: "the fast path", device unknown
+    if now is not ran:
+        raise RuntimeError(f"{label}.backward(): the forward ran on the {name_of(ran)} path but the backward is "
+                           f"called on the {'fast' if now is None else name_of(now)} path (inside/outside "
+                           "minisd.reference(), or on another device); run forward and backward in the same "
+                           "mode, on one device")
