@@ -1,0 +1,136 @@
+"""Exercise 2 - The classifier head: a linear layer and the softmax cross-entropy loss.
+
+Derivation to do (on paper first)
+  Linear: out = x W^T + b, x (N, D), W (K, D), b (K,), out (N, K). With G = dL/dout (N, K):
+      dL/dx = G W          (N, D)      dL/dW = G^T x   (K, D)      dL/db = sum over n of G  (K,)
+  (write out_nk = sum_d x_nd W_kd + b_k and differentiate one entry; then check the shapes.)
+
+  Softmax cross-entropy, z = logits (N, K), y (N,) integer labels:
+      p_nk = exp(z_nk) / sum_j exp(z_nj),     L = -(1/N) sum_n log p_{n, y_n}.
+  1. Show that d(-log p_{n,y})/dz_nk = p_nk - [k = y_n]. (Write -log p_{n,y} = -z_ny + log sum_j exp z_nj.)
+  2. So dL/dz = (p - onehot(y)) / N: the 1/N because L is a mean over the batch. And when the
+     loss arrives scaled (dL_total/dL = dout, e.g. a loss weight), multiply by dout.
+  3. Why subtract max_k z_nk before exp? Show that it does not change p, and what exp(1000) gives.
+
+Fill in the four functions below, then run
+  python lessons/exercises/02_softmax_linear.py              # checks your functions
+  python lessons/exercises/02_softmax_linear.py --solution   # the worked solution
+"""
+import numpy as np
+
+from minisd import functional as F
+from _check import EXACT_TOL, Cases
+
+
+def linear_forward(x, weight, bias):
+    """x (N, D), weight (K, D), bias (K,) -> (out (N, K), cache)."""
+    raise NotImplementedError("not written yet")
+
+
+def linear_backward(dout, cache):
+    """dout (N, K) -> (dx (N, D), dweight (K, D), dbias (K,))."""
+    raise NotImplementedError("not written yet")
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    """logits (N, K) floats, labels (N,) ints in [0, K) -> (loss: a float, the mean over N; cache)."""
+    raise NotImplementedError("not written yet")
+
+
+def softmax_cross_entropy_backward(dout, cache):
+    """dout: a number, dL_total/dloss (1 when the loss is what is minimised) -> dlogits (N, K)."""
+    raise NotImplementedError("not written yet")
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks (run this file)
+# ---------------------------------------------------------------------------------------------
+
+cases = Cases("linear_forward", "linear_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward")
+
+def onehot(labels, K):
+    return np.eye(K)[labels]
+
+
+@cases.case("linear: forward and backward, N=4 D=3 K=5",
+            hint="dx = dout @ W, dW = dout.T @ x, db = dout.sum(axis=0): write the shapes under each factor")
+def _(impl, check):
+    rng = check.rng
+    x, W, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
+    dout = rng.standard_normal((4, 5))
+    out, cache = impl.linear_forward(x, W, b)
+    check.close("out", out, F.linear_forward(x, W, b)[0], tol=EXACT_TOL)
+    dx, dW, db = impl.linear_backward(dout, cache)
+    f = lambda: impl.linear_forward(x, W, b)[0]
+    check.close("dx", dx, check.numgrad(f, x, dout))
+    check.close("dW", dW, check.numgrad(f, W, dout))
+    check.close("db", db, check.numgrad(f, b, dout), mistakes={"the mean of dout over N, not the sum": dout.mean(axis=0)})
+
+
+@cases.case("softmax CE: one example", hint="loss = log(sum_j exp z_j) - z_y; dz = softmax(z) - onehot(y)")
+def _(impl, check):
+    rng = check.rng
+    z, y = rng.standard_normal((1, 4)), np.array([2])
+    loss, cache = impl.softmax_cross_entropy_forward(z, y)
+    check.close("loss", loss, F.softmax_cross_entropy_forward(z, y)[0], tol=EXACT_TOL)
+    dz = impl.softmax_cross_entropy_backward(1.0, cache)
+    check.close("dlogits", dz, check.numgrad(lambda: np.asarray(impl.softmax_cross_entropy_forward(z, y)[0]), z))
+
+
+@cases.case("softmax CE: a batch of 6, the mean over N",
+            hint="the loss is a mean over the N examples, so every row of dlogits carries a factor 1/N")
+def _(impl, check):
+    rng = check.rng
+    z, y = rng.standard_normal((6, 3)), rng.integers(0, 3, 6)
+    loss, cache = impl.softmax_cross_entropy_forward(z, y)
+    check.close("loss", loss, F.softmax_cross_entropy_forward(z, y)[0], tol=EXACT_TOL,
+                mistakes={"the sum over the batch, not the mean": 6 * F.softmax_cross_entropy_forward(z, y)[0]})
+    dz = impl.softmax_cross_entropy_backward(1.0, cache)
+    p = F.softmax_cross_entropy_forward(z, y)[1][0]
+    check.close("dlogits", dz, check.numgrad(lambda: np.asarray(impl.softmax_cross_entropy_forward(z, y)[0]), z),
+                mistakes={"p - onehot(y) without the 1/N": p - onehot(y, 3),
+                          "onehot(y) - p (the sign flipped)": (onehot(y, 3) - p) / 6})
+
+
+@cases.case("softmax CE: logits in the thousands (stability)",
+            hint="subtract each row's maximum before np.exp: softmax does not change, and exp never overflows")
+def _(impl, check):
+    rng = check.rng
+    z, y = 1000 * rng.standard_normal((3, 4)), np.array([0, 3, 1])
+    with np.errstate(all="ignore"):  # an unstable exp overflows: we report nan/inf below instead of a warning
+        loss, cache = impl.softmax_cross_entropy_forward(z, y)
+        dz = impl.softmax_cross_entropy_backward(1.0, cache)
+    check.close("loss", loss, F.softmax_cross_entropy_forward(z, y)[0], tol=EXACT_TOL)
+    check.close("dlogits", dz, F.softmax_cross_entropy_backward(1.0, F.softmax_cross_entropy_forward(z, y)[1]),
+                tol=EXACT_TOL)
+
+
+@cases.case("softmax CE: the loss arrives scaled (dout = 2.5)",
+            hint="the chain rule: dlogits = dout * (p - onehot(y)) / N")
+def _(impl, check):
+    rng = check.rng
+    z, y = rng.standard_normal((5, 3)), rng.integers(0, 3, 5)
+    _, cache = impl.softmax_cross_entropy_forward(z, y)
+    dz = impl.softmax_cross_entropy_backward(2.5, cache)
+    check.close("dlogits", dz, check.numgrad(lambda: 2.5 * np.asarray(impl.softmax_cross_entropy_forward(z, y)[0]), z))
+
+
+@cases.case("the whole head: x -> linear -> softmax CE, N=8 D=6 K=4",
+            hint="chain them: dlogits from the loss is the dout of linear_backward")
+def _(impl, check):
+    rng = check.rng
+    x, W, b = rng.standard_normal((8, 6)), 0.5 * rng.standard_normal((4, 6)), rng.standard_normal(4)
+    y = rng.integers(0, 4, 8)
+
+    def loss():
+        return np.asarray(impl.softmax_cross_entropy_forward(impl.linear_forward(x, W, b)[0], y)[0])
+
+    logits, lin_cache = impl.linear_forward(x, W, b)
+    _, ce_cache = impl.softmax_cross_entropy_forward(logits, y)
+    dx, dW, db = impl.linear_backward(impl.softmax_cross_entropy_backward(1.0, ce_cache), lin_cache)
+    for what, got, wrt in (("dx", dx, x), ("dW", dW, W), ("db", db, b)):
+        check.close(what, got, check.numgrad(loss, wrt))
+
+
+if __name__ == "__main__":
+    cases.main(globals())

@@ -1,0 +1,128 @@
+"""Exercise 3 - Batch normalisation in training mode: forward, and the backward with both correction terms.
+
+Derivation to do (on paper first). For one channel, over its m = N*H*W values x_i:
+      mu = (1/m) sum_i x_i,   var = (1/m) sum_i (x_i - mu)^2,   s = 1 / sqrt(var + eps),
+      xhat_i = (x_i - mu) * s,   out_i = gamma * xhat_i + beta.
+  With g_i = dL/dout_i:
+  1. dL/dbeta = sum_i g_i and dL/dgamma = sum_i g_i xhat_i.
+  2. dL/dxhat_i = gamma g_i. If mu and var were constants, dL/dx_i = gamma s g_i. They are not:
+     every x_j moves mu and var. Use d mu / d x_j = 1/m and d var / d x_j = 2 (x_j - mu) / m,
+     and show that
+         dL/dx_j = (gamma s / m) * ( m g_j  -  sum_i g_i  -  xhat_j sum_i g_i xhat_i ).
+     The term - sum_i g_i comes through the mean, - xhat_j sum_i g_i xhat_i through the variance.
+  3. Check: with g = 1 everywhere (the gradient of sum(out)), dL/dx = 0. Why must it be?
+  Arrays are NCHW: each channel c has its own mu, var, gamma, beta; sums run over axes (0, 2, 3).
+
+Fill in the two functions below, then run
+  python lessons/exercises/03_batchnorm.py              # checks your functions
+  python lessons/exercises/03_batchnorm.py --solution   # the worked solution
+"""
+import numpy as np
+
+from minisd import functional as F
+from _check import EXACT_TOL, Cases
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    """x (N, C, H, W), gamma (C,), beta (C,) -> (out (N, C, H, W), cache); batch statistics over N, H, W."""
+    raise NotImplementedError("not written yet")
+
+
+def batchnorm_backward(dout, cache):
+    """dout (N, C, H, W) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,))."""
+    raise NotImplementedError("not written yet")
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks (run this file)
+# ---------------------------------------------------------------------------------------------
+
+cases = Cases("batchnorm_forward", "batchnorm_backward")
+
+
+def data(rng, shape, gamma=None):
+    """An input with per-channel offsets and scales, gamma, beta and a random dout."""
+    C = shape[1]
+    x = rng.standard_normal(shape) * rng.uniform(0.5, 3, C)[None, :, None, None] + rng.normal(0, 3, C)[None, :, None, None]
+    g = np.ones(C) if gamma is None else gamma
+    return x, g, rng.standard_normal(C), rng.standard_normal(shape)
+
+
+def wrong_dx(x, gamma, dout, eps=1e-5):
+    """What dx would be with a correction term missing: {description: dx}."""
+    axes = (0, 2, 3)
+    m = x.size // x.shape[1]
+    s = 1 / np.sqrt(x.var(axis=axes) + eps)
+    xhat = (x - x.mean(axis=axes, keepdims=True)) * s[None, :, None, None]
+    k = (gamma * s / m)[None, :, None, None]
+    sum_g, sum_gx = dout.sum(axis=axes, keepdims=True), (dout * xhat).sum(axis=axes, keepdims=True)
+    return {"gamma * s * dout: mean and variance treated as constants": k * m * dout,
+            "the formula without the mean's term (- sum g)": k * (m * dout - xhat * sum_gx),
+            "the formula without the variance's term (- xhat sum g xhat)": k * (m * dout - sum_g),
+            "the formula with m = N instead of N*H*W": (gamma * s / x.shape[0])[None, :, None, None]
+            * (x.shape[0] * dout - sum_g - xhat * sum_gx)}
+
+
+def check_all(impl, check, x, gamma, beta, dout, eps=1e-5, h=1e-5):
+    """Forward against minisd, the three gradients against central differences (step h)."""
+    out, cache = impl.batchnorm_forward(x, gamma, beta, eps)
+    check.close("out", out, F.batchnorm_train_forward(x, gamma, beta, eps)[0], tol=EXACT_TOL)
+    dx, dgamma, dbeta = impl.batchnorm_backward(dout, cache)
+    f = lambda: impl.batchnorm_forward(x, gamma, beta, eps)[0]
+    check.close("dx", dx, check.numgrad(f, x, dout, h=h), mistakes=wrong_dx(x, gamma, dout, eps))
+    check.close("dgamma", dgamma, check.numgrad(f, gamma, dout))
+    check.close("dbeta", dbeta, check.numgrad(f, beta, dout))
+
+
+@cases.case("forward: every channel comes out with mean 0, std 1",
+            hint="mean and var over axes (0, 2, 3), keepdims=True; var is the biased one (np.var's default)")
+def _(impl, check):
+    x, _, _, _ = data(check.rng, (4, 3, 2, 2))
+    out, _ = impl.batchnorm_forward(x, np.ones(3), np.zeros(3))
+    check.shape("out", out, x.shape)
+    check.small("per-channel mean of out", out.mean(axis=(0, 2, 3)), 1e-12)
+    check.close("per-channel variance of out (eps = 1e-5 makes it slightly < 1)", out.var(axis=(0, 2, 3)),
+                x.var(axis=(0, 2, 3)) / (x.var(axis=(0, 2, 3)) + 1e-5), tol=EXACT_TOL)
+
+
+@cases.case("gamma = 1, beta = 0: dx, dgamma, dbeta",
+            hint="dx = (gamma * s / m) * (m * dout - sum(dout) - xhat * sum(dout * xhat)), sums over (0, 2, 3)")
+def _(impl, check):
+    x, g, _, dout = data(check.rng, (4, 3, 2, 2))
+    check_all(impl, check, x, g, np.zeros(3), dout)
+
+
+@cases.case("gamma and beta random: dx, dgamma, dbeta",
+            hint="gamma multiplies every path into dx: dL/dxhat = gamma * dout")
+def _(impl, check):
+    x, g, b, dout = data(check.rng, (4, 3, 2, 2), gamma=check.rng.uniform(0.5, 2, 3))
+    check_all(impl, check, x, g, b, dout)
+
+
+@cases.case("m = N*H*W, not N: two 3x3 images, 2 channels",
+            hint="each channel is normalised over all N*H*W of its values: m = x.size // C")
+def _(impl, check):
+    x, g, b, dout = data(check.rng, (2, 2, 3, 3), gamma=check.rng.uniform(0.5, 2, 2))
+    check_all(impl, check, x, g, b, dout)
+
+
+@cases.case("a channel with almost no variance (eps matters)",
+            hint="s = 1 / sqrt(var + eps) in the backward too: cache s (or var + eps) from the forward")
+def _(impl, check):
+    x, g, b, dout = data(check.rng, (3, 2, 2, 2), gamma=check.rng.uniform(0.5, 2, 2))
+    x[:, 1] = 0.7 + 1e-3 * check.rng.standard_normal((3, 2, 2))   # var ~ 1e-6, ten times below eps = 1e-5
+    check_all(impl, check, x, g, b, dout, h=1e-6)                  # h well below the spread of x (1e-3)
+
+
+@cases.case("dout = 1 everywhere: dx must be 0",
+            hint="sum(out) = m * beta per channel whatever x is, so its gradient is 0: both terms are needed")
+def _(impl, check):
+    x, g, b, _ = data(check.rng, (4, 2, 2, 2), gamma=check.rng.uniform(0.5, 2, 2))
+    _, cache = impl.batchnorm_forward(x, g, b)
+    dx, _, _ = impl.batchnorm_backward(np.ones_like(x), cache)
+    check.shape("dx", dx, x.shape)
+    check.small("dx", dx, 1e-12)
+
+
+if __name__ == "__main__":
+    cases.main(globals())
