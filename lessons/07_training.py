@@ -45,7 +45,7 @@ import numpy as np
 from minisd import ResNet
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
-from minisd.train import evaluate
+from minisd.step import evaluate
 from _common import add_data_dir, load_cifar10, plt, section, setup, table, train_epoch
 
 
@@ -99,7 +99,7 @@ print(src[src.index("    for s in range(steps)"):src.index("    backend.synchron
 # For each seed both runs get the same initial weights, data order and augmentation (the
 # gates draw from the same generator, so the sequences part after the first step). After
 # every epoch the test error is measured in eval mode (every block, branches scaled by p_l)
-# with minisd.train.evaluate.
+# with minisd.step.evaluate.
 #
 # Timing fairly: the first steps of a process are slow (memory is allocated, thread pools
 # start), so a throwaway network of each kind takes a few steps first. Then all runs advance

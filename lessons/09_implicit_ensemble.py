@@ -44,7 +44,7 @@ import numpy as np
 from minisd import ResNet, relative_error, to_numpy
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
-from minisd.train import evaluate
+from minisd.step import evaluate
 from _common import add_data_dir, load_cifar10, plt, section, setup, table, train_epoch
 
 
@@ -159,7 +159,7 @@ acc = lambda probs: float((probs.argmax(axis=1) == y_np).mean())
 
 net.eval()
 p_scaled = probabilities(net, x_test)
-err_check, _ = evaluate(net, x_test, y_test, normalizer)  # minisd.train.evaluate: the same thing
+err_check, _ = evaluate(net, x_test, y_test, normalizer)  # minisd.step.evaluate: the same thing
 set_subnetwork(net, [True] * nb)
 p_unscaled = probabilities(net, x_test)
 
@@ -182,7 +182,7 @@ rows = [["(a) scaled network (eval: every branch x p_l)", f"{nb}", acc(p_scaled)
          f"{min(sub_acc):.3f} / {max(sub_acc):.3f}"],
         [f"(d) average of {K} sub-networks' predictions", f"{np.mean(sub_depths):.1f}", ens_acc[-1]]]
 table(["model", "blocks", "test accuracy"], rows, ["{}", "{}", "{:.3f}"])
-print(f"(check: minisd.train.evaluate gives the scaled network an error of {err_check:.3f}, "
+print(f"(check: minisd.step.evaluate gives the scaled network an error of {err_check:.3f}, "
       f"i.e. accuracy {1 - err_check:.3f})")
 tv = lambda p, q: float(np.abs(p - q).sum(axis=1).mean() / 2)
 print("\nhow close are the predictions? mean total-variation distance between softmax outputs:")

@@ -57,7 +57,7 @@ import numpy as np
 from minisd import ResNet, expected_blocks
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
-from minisd.train import evaluate
+from minisd.step import evaluate
 from _common import add_data_dir, load_cifar10, plt, section, setup, table, train_epoch
 
 

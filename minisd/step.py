@@ -1,4 +1,5 @@
-"""One training step of the paper, the only copy: ``minisd.train`` and the lessons both call it.
+"""One training step of the paper and one evaluation, the only copies: ``minisd.train`` and
+the lessons both call them.
 
 Read it top to bottom; every line is one step of the recipe::
 
@@ -18,6 +19,8 @@ once, every few steps). The caller also checks that the loss is finite; by
 then this step's update (and maybe a few more) has been applied, and the run stops.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -57,3 +60,36 @@ def train_step(net, opt, x_uint8, y, normalizer, rng, augment=True, after_backwa
     opt.step(inactive=net.inactive_parameter_names())  # SGD; what a dropped block gets: see SGD
     blocks = sum(float(np.mean(g)) for g in gates)  # gates live on the CPU: no wait for the device
     return loss, wrong, blocks
+
+
+class StopRequested(Exception):
+    """Raised between steps or evaluation batches after Ctrl-C or SIGTERM: the run saves and stops."""
+
+
+def evaluate(net, x_uint8, y, normalizer, *, batch_size=500, should_stop=None):
+    """Error rate and mean loss of ``net`` in eval mode: every block, branch scaled by p_l.
+
+    x_uint8: (N, 3, 32, 32) uint8 images on the network's device, y: (N,) labels,
+    ``batch_size`` images at a time. Returns ``(error, loss)`` as floats, or (nan, nan)
+    for an empty set. ``should_stop``: called between batches; when it returns true the
+    evaluation is abandoned with :class:`StopRequested`. The network is left in training
+    mode, its caches empty.
+    """
+    if len(y) == 0:
+        return math.nan, math.nan
+    net.eval()
+    loss_fn = SoftmaxCrossEntropy()
+    wrong, total_loss = 0, 0.0
+    try:
+        for i in range(0, len(y), batch_size):
+            if should_stop is not None and should_stop():
+                raise StopRequested
+            logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size], dtype=net.dtype))
+            yb = y[i:i + batch_size]
+            total_loss += float(loss_fn.forward(logits, yb)) * len(yb)
+            wrong += int((logits.argmax(axis=1) != yb).sum())
+    finally:
+        net.clear_cache()
+        loss_fn.cache = None
+        net.train()
+    return wrong / len(y), total_loss / len(y)

@@ -1,5 +1,6 @@
 """The paper's recipes (--recipe, --print-config), SVHN with extra and its per-class split,
 --eval-every and --shortcut: on generated files, tiny networks, a few steps."""
+import dataclasses
 import csv
 import json
 
@@ -39,7 +40,7 @@ def print_config(capsys, *argv):
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_each_recipe_prints_the_papers_settings(name, capsys, tmp_path):
     cfg = print_config(capsys, "--recipe", name, "--data-dir", str(tmp_path / "absent"))
-    assert list(cfg) == [f.name for f in train.fields(train.Config)]  # the Config field names, in order
+    assert list(cfg) == [f.name for f in dataclasses.fields(train.Config)]  # the Config field names, in order
     assert {k: cfg[k] for k in PAPER[name]} == PAPER[name]
     assert cfg["recipe"] == name
     # untouched by a recipe: where the data is, the seed, the device, the run folder

@@ -1,6 +1,6 @@
 """Ctrl-C, SIGTERM and kill -9 sent to a real training process (``python -m minisd.train``).
 
-Nothing here sleeps and hopes: ``MINISD_TEST_HOOKS`` (``minisd.train._test_hook``)
+Nothing here sleeps and hopes: ``MINISD_TEST_HOOKS`` (``minisd.tools.signals.test_hook``)
 makes the run stop at a chosen point - a step boundary, inside a checkpoint
 save, while the data loads - and wait there until the test has sent its
 signals. Every interrupted run is then resumed and must end bit-exactly where

@@ -16,7 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from minisd import layers, train
+from minisd import layers, step, train
 from minisd.data import files as data_files
 from minisd.tools import checkpoint, runs
 from minisd.tools.checkpoint import load_checkpoint
@@ -105,21 +105,21 @@ def test_ctrl_c_saves_and_resumes_mid_epoch(fake_root, tmp_path, monkeypatch):
 def test_stop_during_evaluation_abandons_it_and_resume_evaluates_again(fake_root, tmp_path, monkeypatch):
     """A signal during an epoch's evaluation (long on a big test set) is honoured there, not after it."""
     train.train(quick_config(fake_root, tmp_path / "straight", epochs=1), log=lambda *a: None)
-    original, calls = train.evaluate, {"n": 0}
+    original, calls = step.evaluate, {"n": 0}
 
     def evaluate_then_stop(net, x, y, normalizer, *, batch_size=500, should_stop=None):
         calls["n"] += 1
         if calls["n"] == 2:  # epoch 1's test set: as if Ctrl-C came during it
             should_stop = lambda: True  # noqa: E731
         return original(net, x, y, normalizer, batch_size=batch_size, should_stop=should_stop)
-    monkeypatch.setattr(train, "evaluate", evaluate_then_stop)
+    monkeypatch.setattr(step, "evaluate", evaluate_then_stop)
     out = tmp_path / "interrupted"
     lines = []
     assert train.train(quick_config(fake_root, out, epochs=1), log=lines.append) is None
     _, meta = load_checkpoint(out / "last.npz")
     assert (meta["epoch"], meta["step_in_epoch"]) == (0, 10) and meta["metrics"] == []  # all steps, no row
     assert "epoch 1, step 10 of 10" in lines[-1]
-    monkeypatch.setattr(train, "evaluate", original)
+    monkeypatch.setattr(step, "evaluate", original)
     train.train(quick_config(fake_root, out, epochs=1), resume=str(out / "last.npz"), log=lambda *a: None)
     a, meta_a = model_arrays(tmp_path / "straight" / "last.npz")
     b, meta_b = model_arrays(out / "last.npz")
@@ -543,3 +543,23 @@ def test_no_validation_split_shows_no_validation_figure(fake_root, tmp_path, cap
     (row,) = csv.DictReader(open(out / "metrics.csv"))
     assert row["valid_error"] == "" and row["epoch"] == "1"
     assert math.isnan(runs.read_metrics(out / "metrics.csv")[0]["valid_error"])
+
+
+def test_a_resume_opens_its_checkpoint_once(fake_root, tmp_path, monkeypatch):
+    """`--resume RUN/last.npz` reads the checkpoint once and passes it along (config, checks, state)."""
+    import builtins
+    out = tmp_path / "run"
+    assert train.main(["--data-dir", fake_root, "--depth", "8", "--epochs", "1", "--batch-size", "16",
+                       "--valid-size", "16", "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
+    last = os.path.realpath(out / "last.npz")
+    real_open, opened = builtins.open, []
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and os.path.realpath(file) == last:
+            mode = args[0] if args else kwargs.get("mode", "r")
+            if "r" in mode and "+" not in mode:
+                opened.append(mode)
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    assert train.main(["--resume", str(out / "last.npz"), "--epochs", "2", "--no-progress"]) == 0
+    assert len(opened) == 1, opened

@@ -355,7 +355,7 @@ def _read_svhn_files(paths, loadmat):
 
     The result is allocated once, when the first file is in memory: every
     other file is read and copied straight into it, so that the whole set is
-    never held twice (SVHN with extra: 1.86 GB, the largest file 1.63 GB).
+    never held twice (SVHN with extra: see minisd.data.datasets.SVHN_EXTRA_MEMORY).
     """
     sizes = [svhn_file_size(p) for p in paths]
     x_all = np.empty((sum(sizes), 3, 32, 32), dtype=np.uint8)

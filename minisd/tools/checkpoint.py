@@ -156,29 +156,30 @@ def load_checkpoint(path):
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a folder; give the checkpoint file (e.g. {os.path.join(path, 'last.npz')})")
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
+        f = open(path, "rb")  # opened once: the magic bytes, then the archive from the same handle
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    if head != _ZIP_MAGIC:
-        raise CheckpointError(f"{path} is not a minisd checkpoint (not an .npz file; checkpoints are the "
-                              f"last.npz and best.npz that python -m minisd.train writes)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if META_KEY not in data.files:
-                raise CheckpointError(f"{path} is an .npz file but not a minisd checkpoint (it has no "
-                                      f"{META_KEY} entry)")
-            arrays = {k: data[k] for k in data.files if k != META_KEY}
-            meta_text = str(data[META_KEY])
-    except CheckpointError:
-        raise
-    except ValueError as e:  # np.load refuses object arrays (they need pickle, which is never used here)
-        what = ("it holds Python objects, which minisd never writes or loads"
-                if "pickle" in str(e) or "object" in str(e).lower() else f"a damaged entry: {e}")
-        raise CheckpointError(f"{path} is not a readable minisd checkpoint ({what})") from None
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, zipfile.LargeZipFile) as e:
-        raise CheckpointError(f"{path} is damaged or incomplete ({type(e).__name__}: {e}); use another "
-                              f"checkpoint (best.npz, or a copy)") from None
+    with f:
+        if f.read(4) != _ZIP_MAGIC:
+            raise CheckpointError(f"{path} is not a minisd checkpoint (not an .npz file; checkpoints are the "
+                                  f"last.npz and best.npz that python -m minisd.train writes)")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as data:
+                if META_KEY not in data.files:
+                    raise CheckpointError(f"{path} is an .npz file but not a minisd checkpoint (it has no "
+                                          f"{META_KEY} entry)")
+                arrays = {k: data[k] for k in data.files if k != META_KEY}
+                meta_text = str(data[META_KEY])
+        except CheckpointError:
+            raise
+        except ValueError as e:  # np.load refuses object arrays (they need pickle, which is never used here)
+            what = ("it holds Python objects, which minisd never writes or loads"
+                    if "pickle" in str(e) or "object" in str(e).lower() else f"a damaged entry: {e}")
+            raise CheckpointError(f"{path} is not a readable minisd checkpoint ({what})") from None
+        except (zipfile.BadZipFile, KeyError, OSError, EOFError, zipfile.LargeZipFile) as e:
+            raise CheckpointError(f"{path} is damaged or incomplete ({type(e).__name__}: {e}); use another "
+                                  f"checkpoint (best.npz, or a copy)") from None
     try:
         meta = json.loads(meta_text)
     except ValueError:

@@ -15,18 +15,26 @@ A run folder (``--out``) holds
 RUN_FILES names them. Every file is written atomically (minisd.tools.checkpoint.atomic_write).
 
 ``minisd.train`` writes these files and ``minisd.plot`` reads them; both import
-this module, which imports neither.
+this module, which imports neither. Also here: the run folder's rules (a new folder, or the
+run being resumed, or ``--overwrite``), checked before any data is loaded, and
+:class:`TrainingError`, the one-line error that stops a run.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .checkpoint import (CheckpointError, atomic_write, load_checkpoint, remove_orphan_temp_files)
+
+class TrainingError(Exception):
+    """Stops a run with one clear line (bad flags or data, a NaN loss, an unusable checkpoint or folder)."""
+
 
 RUN_FILES = ("config.json", "metrics.csv", "last.npz", "best.npz", "summary.json", "curves.png")
 METRIC_FIELDS = ["epoch", "iteration", "lr", "train_loss", "train_error", "valid_error", "test_error",
@@ -133,3 +141,135 @@ def summarize(rows):
     else:
         out.update(test_error=last["test_error"], test_error_rule="no validation set: final test error")
     return out
+
+
+# ---------------------------------------------------------------------------
+# the run folder's rules
+# ---------------------------------------------------------------------------
+
+
+def same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_out_folder(out, resume=None, overwrite=False, resume_meta=None):
+    """Can a run write to ``out``? One line (TrainingError) when not; nothing is created.
+
+    ``out`` must be a folder that exists and is writable, or one that can be
+    created. It must not hold another run (any of RUN_FILES) unless that run is
+    the one resumed (``resume`` is a checkpoint in ``out`` that is not behind
+    ``out/last.npz``; ``resume_meta``: its meta, already read) or ``overwrite`` is given.
+    """
+    if os.path.isdir(out):
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise TrainingError(f"cannot write to the run folder {out}: permission denied (choose another --out)")
+        existing = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
+        if not existing or overwrite:
+            return
+        last = os.path.join(out, "last.npz")
+        if resume and same_file(os.path.dirname(os.path.abspath(resume)), out):
+            check_not_behind(resume, resume_meta, last)
+            return
+        again = f"continue it with --resume {last}, " if os.path.exists(last) else ""
+        raise TrainingError(f"{out} already holds a run ({', '.join(existing)}): {again}pass --overwrite to "
+                            f"replace it, or choose another --out")
+    if os.path.lexists(out):
+        raise TrainingError(f"--out {out} is a file, not a folder")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise TrainingError(f"cannot create the run folder {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrainingError(f"cannot create the run folder {out}: {parent} is not writable (choose another --out)")
+
+
+def check_not_behind(resume, mine, last):
+    """Resuming from ``resume`` (say best.npz; ``mine``: its meta) in its own folder must not
+    replace a ``last`` further along."""
+    if not os.path.exists(last) or same_file(resume, last) or mine is None:
+        return
+    try:
+        _, theirs = load_checkpoint(last)
+        ahead = (theirs["epoch"], theirs["step_in_epoch"]) > (mine["epoch"], mine["step_in_epoch"])
+    except (CheckpointError, KeyError, TypeError):
+        return  # a damaged last.npz: resuming from another checkpoint is the way out
+    if ahead:
+        raise TrainingError(f"{last} is further along (epoch {theirs['epoch'] + (theirs['step_in_epoch'] > 0)}) "
+                            f"than {resume} (epoch {mine['epoch'] + (mine['step_in_epoch'] > 0)}): continuing "
+                            f"here would replace it; give another --out to branch off, or --overwrite")
+
+
+def prepare_run_folder(out, resume, overwrite, log):
+    """Create ``out`` (or clear it with ``overwrite``) and remove orphan temporary files; returns
+    whether the folder was created here. Called once the run can start (data loaded, model built),
+    after :func:`check_out_folder` said it may."""
+    created = not os.path.isdir(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create the run folder {out}: {e.strerror or e}") from None
+    if overwrite:
+        old = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))
+               and not (resume and same_file(os.path.join(out, n), resume))]
+        for n in old:
+            os.remove(os.path.join(out, n))
+        if old:
+            log(f"--overwrite: removed the earlier run's {', '.join(old)} from {out}")
+    orphans = remove_orphan_temp_files(out)
+    if orphans:
+        log(f"removed {len(orphans)} unfinished temporary file(s) left in {out} by an interrupted save")
+    return created
+
+
+def remove_unstarted_run(out):
+    """After a failure: remove a run folder created by this run, unless it holds a checkpoint."""
+    if os.path.exists(os.path.join(out, "last.npz")):
+        return  # resumable: keep everything
+    for n in RUN_FILES:
+        try:
+            os.remove(os.path.join(out, n))
+        except OSError:
+            pass
+    remove_orphan_temp_files(out)
+    try:
+        os.rmdir(out)  # only if empty: files of anyone else stay
+    except OSError:
+        pass
+
+
+def carry_best_checkpoint(resume, out, best_valid, epoch):
+    """Resumed into another folder ``out``: copy the source run's best.npz along when it is this
+    run's best (its ``best_valid``, from an epoch not after ``epoch``)."""
+    src = os.path.join(os.path.dirname(os.path.abspath(resume)), "best.npz")
+    dst = os.path.join(out, "best.npz")
+    if not os.path.exists(src) or os.path.exists(dst) or same_file(os.path.dirname(src), out):
+        return
+    try:
+        _, meta = load_checkpoint(src)
+        if meta.get("best_valid") != best_valid or meta.get("epoch", math.inf) > epoch:
+            return
+        with open(src, "rb") as f:
+            atomic_write(dst, lambda dst_file: shutil.copyfileobj(f, dst_file))
+    except CheckpointError:
+        return
+    except OSError as e:
+        raise TrainingError(write_failed(out, "best.npz", e)) from None
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def write_failed(out, name, e):
+    """The line for a run-folder file that could not be written (a full disk, a lost mount)."""
+    path, last = os.path.join(out, name), os.path.join(out, "last.npz")
+    reason = "no space left on the device" if e.errno in _DISK_FULL else (e.strerror or str(e))
+    if name.endswith(".npz"):
+        kept = f"the previous {path} is kept unchanged" if os.path.exists(path) else "no checkpoint was written"
+    else:
+        kept = "the checkpoints are unchanged"
+    again = f"; free some space, then continue with --resume {last}" if os.path.exists(last) else ""
+    return f"cannot write {path}: {reason}; {kept}{again}"

@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import asdict
 
+from .flags import OneLineParser
 from .runs import read_config
 
 GRID_FLAGS = ("--p-last", "--rule", "--depth", "--seed")
@@ -407,9 +408,8 @@ def plot_main(sweep_dir, figure, log=print):
 # ---------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise SweepError(f"{message} (python -m minisd.sweep --help)", code=2)
+def _flag_error(message):
+    raise SweepError(f"{message} (python -m minisd.sweep --help)", code=2)
 
 
 def _p_last(s):
@@ -433,7 +433,7 @@ def _depth(s):
 
 
 def build_parser():
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="python -m minisd.sweep", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a grid of minisd.train runs (one folder each, resumable) and draw the paper's "
                     "Figure 8 from them.",
@@ -458,6 +458,7 @@ def build_parser():
     p.add_argument("--plot", metavar="DIR", help="draw Figure 8 from the finished runs in DIR and print their "
                                                  "table; run nothing")
     p.add_argument("-o", "--figure", metavar="PNG", help="with --plot: the file to write (default: DIR/fig8.png)")
+    p.error = _flag_error  # one line, returned by main() as exit status 2
     return p
 
 
