@@ -96,8 +96,8 @@ class Check:
             return self._record(True, f"{what}: exactly as it must be")
         if got_arr.shape != want_arr.shape:
             return self._record(False, f"{what}: shape {got_arr.shape}, should be {want_arr.shape}")
-        if got_arr.size == 1:
-            return self._record(False, f"{what}: {got_arr.item()!r}, should be {want_arr.item()!r}")
+        if got_arr.size <= 4:
+            return self._record(False, f"{what}: {got_arr.tolist()}, should be {want_arr.tolist()}")
         bad = int(np.sum(got_arr != want_arr))
         return self._record(False, f"{what}: {bad} of {got_arr.size} entries differ (largest |difference| "
                                    f"{float(np.max(np.abs(got_arr.astype(float) - want_arr.astype(float)))):.2e})")

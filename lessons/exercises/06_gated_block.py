@@ -1,0 +1,187 @@
+"""Exercise 6 - The gated residual block: stochastic depth's forward and backward.
+
+    out = ReLU( shortcut(x) + factor * f(x) )      f = the branch conv-BN-ReLU-conv-BN
+
+In training each block has a gate b, drawn once per mini-batch: open (b = 1) with probability
+p, the survival probability. The factor that multiplies the branch:
+
+                      training, gate open    training, gate closed      test time (eval)
+  scale = "test"      1                      the branch is NOT RUN      p    (the paper, eq. 5)
+  scale = "train"     1 / p                  the branch is NOT RUN      1    ("inverted", timm)
+
+A closed gate is not a multiplication by zero: f is never called, neither forward nor
+backward. At test time the gate is ignored: every branch runs.
+
+Derivation to do (on paper first)
+  1. E_b[ b * f(x) ] = p * f(x): so a branch multiplied by p at test time adds, on average,
+     what it added in training ("test" scale). Show that dividing by p in training and by
+     nothing at test time ("train" scale) gives the same expectation.
+  2. Backward: let g = dout * [total > 0] (the final ReLU), total = shortcut(x) + factor * f(x).
+     Show dL/dx = shortcut'(g) + f'(factor * g): the branch's backward receives factor * g,
+     with the same factor as the forward. With the gate closed, total = shortcut(x): dL/dx =
+     shortcut'(g) and the branch's parameters get no gradient at all.
+  3. Why must a closed block not call the branch, beyond the compute it saves? (Think of its
+     batch norms: what does a forward in training mode do to their running statistics?)
+  ``branch`` and ``shortcut`` are given (minisd layers): ``branch.forward(x)`` returns f(x) and
+  ``branch.backward(d)`` returns f'(d) (and adds the branch's parameter gradients), likewise
+  ``shortcut``. Write the gate, the factor and the final ReLU.
+
+Fill in the two functions below, then run
+  python lessons/exercises/06_gated_block.py              # checks your functions
+  python lessons/exercises/06_gated_block.py --solution   # the worked solution
+"""
+import numpy as np
+
+from minisd import ResidualBlock
+from _check import EXACT_TOL, Cases
+
+
+def gated_block_forward(x, branch, shortcut, gate, p, training, scale="test"):
+    """One block: x (N, C_in, H, W) -> (out (N, C_out, H', W'), cache).
+
+    gate: this mini-batch's draw (bool; ignored at test time), p: survival probability,
+    training: bool, scale: "test" or "train". branch/shortcut: layers with .forward/.backward.
+    """
+    raise NotImplementedError("not written yet")
+
+
+def gated_block_backward(dout, cache, branch, shortcut):
+    """dout (N, C_out, H', W') -> dx (N, C_in, H, W); the branch adds its own parameter gradients."""
+    raise NotImplementedError("not written yet")
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks (run this file)
+# ---------------------------------------------------------------------------------------------
+
+cases = Cases("gated_block_forward", "gated_block_backward")
+
+
+class Counted:
+    """A layer that counts its forward and backward calls, and is otherwise the layer itself."""
+
+    def __init__(self, layer):
+        self.layer, self.forwards, self.backwards = layer, 0, 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return self.layer.forward(x)
+
+    def backward(self, dout):
+        self.backwards += 1
+        return self.layer.backward(dout)
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)
+
+
+def make_block(rng, c_in, c_out, stride, p, scale):
+    """minisd's ResidualBlock in float64, with random BN gammas/betas and running statistics moved."""
+    block = ResidualBlock(c_in, c_out, stride, survival_prob=p, scale=scale, dtype=np.float64, rng=rng)
+    for bn in (block.branch[1], block.branch[4]):
+        bn.params["weight"][...] = rng.uniform(0.5, 1.5, c_out)
+        bn.params["bias"][...] = rng.uniform(-0.5, 0.5, c_out)
+    block.train()
+    for _ in range(3):  # some training batches, so that eval mode has statistics of its own
+        block.forward(1.5 * rng.standard_normal((4, c_in, 6, 6)) + 0.3)
+    block.clear_cache()
+    return block
+
+
+def check_block(impl, check, gate, training, scale, p=0.7, c_in=2, c_out=2, stride=1, size=4):
+    """Run the learner's block against minisd's ResidualBlock with the same branch and shortcut.
+
+    Checks the output, how often the branch was called, dx and two branch parameter gradients
+    (against central differences of minisd's block), and, when the branch must not run, that
+    its gradients are exactly 0 and its BN running statistics did not move.
+    """
+    rng = check.rng
+    block = make_block(rng, c_in, c_out, stride, p, scale)
+    block.train(training)
+    block.gate = gate
+    runs = (not training) or gate
+    x = rng.standard_normal((3, c_in, size, size))
+    want = block.forward(x)                     # minisd's block: the reference
+    block.clear_cache()
+    block.zero_grad()
+    dout = rng.standard_normal(want.shape)
+    stats = {k: v.copy() for k, v in block.state_dict().items() if "running" in k}
+    branch, shortcut = Counted(block.branch), Counted(block.shortcut)
+
+    out, cache = impl.gated_block_forward(x, branch, shortcut, gate, p, training, scale)
+    check.shape("out", out, want.shape)
+    check.close("out", out, want, tol=EXACT_TOL)
+    dx = impl.gated_block_backward(dout, cache, branch, shortcut)
+    calls = (branch.forwards, branch.backwards)
+    grads = {name: g.copy() for name, _, g in block.branch.parameters()}
+    moved = [k for k, v in block.state_dict().items() if "running" in k and not np.array_equal(v, stats[k])]
+
+    check.exact("branch calls (forward, backward)", np.array(calls), np.array((1, 1) if runs else (0, 0)))
+    check.exact("shortcut calls (forward, backward)", np.array((shortcut.forwards, shortcut.backwards)), np.array((1, 1)))
+    f = lambda: block.forward(x)                # the true function, for central differences
+    check.close("dx", dx, check.numgrad(f, x, dout))
+    conv1, bn2 = block.branch[0].params["weight"], block.branch[4].params["weight"]
+    if runs:
+        check.close("dW of the branch's first conv", grads["0.weight"], check.numgrad(f, conv1, dout))
+        check.close("dgamma of the branch's last BN", grads["4.weight"], check.numgrad(f, bn2, dout))
+    else:
+        for name, g in grads.items():
+            check.exact(f"gradient of branch parameter {name}", g, np.zeros_like(g))
+    if training and not gate:
+        check.true("BN running statistics unchanged", not moved, f"{moved} moved: the branch ran in training mode")
+    block.clear_cache()
+
+
+@cases.case("training, gate open, scale='test': out = ReLU(sc(x) + f(x))",
+            hint="cache the mask total > 0 (or out) and whether the branch ran; backward: g = dout * mask, "
+                 "dx = shortcut.backward(g) + branch.backward(g)")
+def _(impl, check):
+    check_block(impl, check, gate=True, training=True, scale="test")
+
+
+@cases.case("training, gate closed: out = ReLU(sc(x)), the branch never called",
+            hint="if the gate is closed, do not call branch.forward at all (not f(x) * 0): "
+                 "and remember in the cache that it did not run, so backward does not call it either")
+def _(impl, check):
+    check_block(impl, check, gate=False, training=True, scale="test")
+
+
+@cases.case("eval, scale='test': out = ReLU(sc(x) + p f(x)), the gate ignored",
+            hint="at test time every branch runs, whatever the gate says, multiplied by p; "
+                 "its backward receives p * g")
+def _(impl, check):
+    check_block(impl, check, gate=False, training=False, scale="test")
+
+
+@cases.case("training, gate open, scale='train': out = ReLU(sc(x) + f(x) / p)",
+            hint="the inverted scaling divides by p in training, in the forward AND in the backward: branch.backward(g / p)")
+def _(impl, check):
+    check_block(impl, check, gate=True, training=True, scale="train")
+
+
+@cases.case("eval, scale='train': out = ReLU(sc(x) + f(x)), the gate ignored",
+            hint="with scale='train' nothing is scaled at test time (factor 1), and every branch runs")
+def _(impl, check):
+    check_block(impl, check, gate=False, training=False, scale="train")
+
+
+@cases.case("training, gate closed, scale='train': still the branch never called",
+            hint="a closed gate skips the branch whatever the scale: there is nothing to divide by p")
+def _(impl, check):
+    check_block(impl, check, gate=False, training=True, scale="train")
+
+
+@cases.case("a stage transition (2 -> 4 channels, stride 2), gate open, p = 0.5",
+            hint="the shortcut changes the shape: use shortcut.forward/backward, never x itself, in the sum")
+def _(impl, check):
+    check_block(impl, check, gate=True, training=True, scale="test", p=0.5, c_in=2, c_out=4, stride=2, size=6)
+
+
+@cases.case("a stage transition in eval, scale='test', p = 0.5",
+            hint="out = ReLU(shortcut(x) + 0.5 * f(x)); dx = shortcut.backward(g) + branch.backward(0.5 * g)")
+def _(impl, check):
+    check_block(impl, check, gate=True, training=False, scale="test", p=0.5, c_in=2, c_out=4, stride=2, size=6)
+
+
+if __name__ == "__main__":
+    cases.main(globals())
