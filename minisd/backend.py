@@ -156,13 +156,3 @@ def fuse(body):
         return kernel(*args)
 
     return call
-
-
-def offset_in_base(view) -> int:
-    """Where ``view`` starts inside the 1-D array ``view.base``, in elements."""
-    base = view.base
-    if get_xp(view) is np:
-        start, origin = view.__array_interface__["data"][0], base.__array_interface__["data"][0]
-    else:
-        start, origin = view.data.ptr, base.data.ptr
-    return (start - origin) // view.itemsize

@@ -251,6 +251,17 @@ def batchnorm_train_backward(dout, cache):
     return dx, dweight, dbias
 
 
+def batchnorm_running_average(running, batch, momentum, factor=1.0):
+    """running = (1 - momentum) * running + momentum * batch * factor, in place.
+
+    A batch norm layer's running statistics in training, as PyTorch keeps them:
+    ``batch`` is this batch's mean, or its variance with ``factor`` m / (m - 1)
+    (the unbiased variance).
+    """
+    running *= 1 - momentum
+    running += momentum * batch * factor
+
+
 def batchnorm_eval_forward(x, weight, bias, running_mean, running_var, eps):
     """Normalise with the running statistics: a fixed per-channel affine map.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import functional as F
 from .fast import switch
-from .backend import device_of, fuse, get_xp, resolve_device, to_device
+from .backend import device_of, get_xp, resolve_device, to_device
 from .tracing import traced
 
 
@@ -40,7 +40,7 @@ class Module:
         self.training = True
         self.cache = None
         self.name = ""
-        self._flat = None  # see flatten_parameters
+        self._flat = None  # the flat layout of the parameters, once flatten_parameters made one
 
     # -- the tree of layers --------------------------------------------------
 
@@ -78,9 +78,7 @@ class Module:
 
     def zero_grad(self):
         """Set every gradient below this module to zero (one fill per flat array once flattened)."""
-        if self._flat is not None and self._flat_is_current():
-            for _, flat_grads, _ in self._flat:
-                flat_grads.fill(0)
+        if self._flat is not None and self._flat.zero_grad():
             return
         for m in self.modules():
             for g in m.grads.values():
@@ -89,40 +87,14 @@ class Module:
     def flatten_parameters(self):
         """Put all parameters of one dtype in one flat array, and their gradients in another.
 
-        Torch7's ``getParameters()``, which the paper's code calls once: afterwards the
-        ``params`` and ``grads`` of every layer below hold views (reshaped slices) of the
-        flat arrays, in the order of :meth:`parameters`, with their values kept. A layer
-        notices nothing (it reads its weights and adds into its gradients in place), but
-        :meth:`zero_grad` becomes one fill per flat array and :class:`minisd.SGD` updates
-        each flat array with one operation instead of one per parameter (one GPU kernel
-        instead of hundreds). :class:`minisd.ResNet` calls it when built; :meth:`to`
-        keeps it. Putting a new array in a layer's dict by hand leaves that one out (call
-        this again). Returns self.
+        Torch7's ``getParameters()``: afterwards every layer below holds views of
+        the flat arrays, values kept; :meth:`zero_grad` is one fill per flat array
+        and :class:`minisd.SGD` one update (the speed appendix,
+        :mod:`minisd.fast.flat`). :class:`minisd.ResNet` calls it when built;
+        :meth:`to` keeps it. Returns self.
         """
-        slots = {}  # (dtype, device) -> [(module, key)], in the order of parameters()
-        for _, m in self.named_modules():
-            m._flat = None  # a flat layout of a sub-module would go stale now
-            for key, p in m.params.items():
-                slots.setdefault((p.dtype, device_of(p)), []).append((m, key))
-        self._flat = []
-        for members in slots.values():
-            first = members[0][0].params[members[0][1]]
-            xp, size = get_xp(first), sum(m.params[key].size for m, key in members)
-            flat_params, flat_grads = xp.empty(size, dtype=first.dtype), xp.empty(size, dtype=first.dtype)
-            views, start = [], 0
-            for m, key in members:
-                p, g = m.params[key], m.grads[key]
-                part = slice(start, start + p.size)
-                flat_params[part], flat_grads[part] = p.reshape(-1), g.reshape(-1)
-                m.params[key], m.grads[key] = flat_params[part].reshape(p.shape), flat_grads[part].reshape(p.shape)
-                views.append((m, key, m.grads[key]))
-                start += p.size
-            self._flat.append((flat_params, flat_grads, views))
+        self._flat = switch.flatten_parameters(self)
         return self
-
-    def _flat_is_current(self):
-        """Whether every gradient still is the view :meth:`flatten_parameters` put there."""
-        return all(m.grads.get(key) is view for _, _, views in self._flat for m, key, view in views)
 
     def train(self, mode: bool = True):
         for m in self.modules():
@@ -353,9 +325,9 @@ class BatchNorm2d(Module):
                 raise ValueError(f"{self._label()}: batch statistics need more than one value per "
                                  f"channel in training, got input shape {tuple(x.shape)}")
             out, cache = impl.batchnorm_train_forward(x, w, b, self.eps)
-            mom = self.momentum  # the cache carries the batch statistics; the variance enters unbiased
-            _running_average(self.running_mean, cache.mean, 1 - mom, mom, 1.0)
-            _running_average(self.running_var, cache.var, 1 - mom, mom, m / (m - 1))
+            # the cache carries the batch statistics; the variance enters unbiased
+            impl.batchnorm_running_average(self.running_mean, cache.mean, self.momentum)
+            impl.batchnorm_running_average(self.running_var, cache.var, self.momentum, m / (m - 1))
             self.cache = (impl, ("train", cache))
         else:
             out, cache = impl.batchnorm_eval_forward(x, w, b, self.running_mean, self.running_var, self.eps)
@@ -373,16 +345,6 @@ class BatchNorm2d(Module):
 
     def flops(self):
         return 4 * super().flops()
-
-
-@fuse
-def _running_average(xp, running, batch, keep, momentum, factor):
-    """running = keep * running + momentum * batch * factor, in place (keep = 1 - momentum).
-
-    One kernel on the GPU (see :func:`minisd.backend.fuse`) instead of four or five.
-    """
-    running *= keep
-    running += momentum * batch * factor
 
 
 class ReLU(Module):

@@ -109,7 +109,7 @@ def test_relu_equals_readable(shape, dtype, threads, rng):
 def test_every_fast_function_names_its_readable_twin():
     """fast_cpu has functional's layer functions; each is functional's own or says which one it equals."""
     layer_functions = [n for n, f in inspect.getmembers(functional, inspect.isfunction)
-                       if n.endswith(("_forward", "_backward")) and "naive" not in n]
+                       if n.endswith(("_forward", "_backward", "_running_average")) and "naive" not in n]
     for name in layer_functions:
         fast = getattr(fast_cpu, name)  # every layer function exists in both modules
         if fast is getattr(functional, name):

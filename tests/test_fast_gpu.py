@@ -182,6 +182,17 @@ def test_kernel_counts_per_function(standin, rng):
     assert c.launches == 3
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_running_average_equals_readable(dtype, gpu, rng):
+    batch = randn(gpu, rng, (7,), dtype)
+    fast = randn(gpu, rng, (7,), dtype)
+    ref = fast.copy()
+    fast_gpu.batchnorm_running_average(fast, batch, 0.1, 8 / 7)
+    functional.batchnorm_running_average(ref, batch, 0.1, 8 / 7)
+    assert fast.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(backend.to_numpy(fast), backend.to_numpy(ref), rtol=4 * np.finfo(dtype).eps)
+
+
 def test_a_batchnorm_layer_updates_its_running_statistics_in_two_kernels(standin, rng):
     bn = minisd.BatchNorm2d(16).to("gpu")
     x = randn(standin, rng, (8, 16, 4, 4), np.float32)
@@ -200,7 +211,7 @@ def test_every_fast_function_names_its_readable_twin():
     """fast_gpu has functional's layer functions; each is functional's own or says which one it equals,
     with the same arguments."""
     layer_functions = [n for n, f in inspect.getmembers(functional, inspect.isfunction)
-                       if n.endswith(("_forward", "_backward")) and "naive" not in n]
+                       if n.endswith(("_forward", "_backward", "_running_average")) and "naive" not in n]
     own = []
     for name in layer_functions:
         fast = getattr(fast_gpu, name)
@@ -210,7 +221,7 @@ def test_every_fast_function_names_its_readable_twin():
         assert f"minisd.functional.{name}`" in (fast.__doc__ or ""), f"fast_gpu.{name} does not name its twin"
         assert list(inspect.signature(fast).parameters) == list(inspect.signature(getattr(functional, name)).parameters)
     assert set(own) == {"conv2d_forward", "conv2d_backward", "batchnorm_train_forward", "batchnorm_train_backward",
-                        "relu_backward"}
+                        "batchnorm_running_average", "relu_backward"}
     public = [n for n, f in inspect.getmembers(fast_gpu, inspect.isfunction)
               if not n.startswith("_") and f.__module__ == "minisd.fast.gpu"]
     assert sorted(public) == sorted(own)

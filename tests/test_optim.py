@@ -202,7 +202,8 @@ def test_flat_update_equals_one_update_per_parameter(dropped, kwargs, xp):
     flat = SGD(net.parameters(), lr=0.1, dropped=dropped, **kwargs)
     copies = [(n, p.copy(), g.copy()) for n, p, g in net.parameters()]
     alone = SGD(copies, lr=0.1, dropped=dropped, **kwargs)
-    assert len(flat.groups) == 1 and len(alone.groups) == len(copies)
+    assert len(flat._flat.groups) == 1 and flat._one_by_one == []   # the layout handed over: one group
+    assert alone._flat is None and len(alone._one_by_one) == len(copies)
     blocks = [n for n, _, _ in copies if n.startswith(("blocks.1.", "blocks.2.", "blocks.5."))]
     for inactive in ([], blocks, blocks[:3], []):
         flat.step(inactive=inactive)
@@ -222,8 +223,9 @@ def test_flatten_keeps_values_and_makes_views(xp):
     net = ResNet(depth=8, num_classes=3, seed=0)
     before = {k: v.copy() for k, v in net.state_dict().items()}
     net.to("cpu" if xp is np else "gpu")
-    flat_params, flat_grads, _ = net._flat[0]
-    assert flat_params.size == net.num_parameters() and len(net._flat) == 1
+    assert len(net._flat.groups) == 1
+    flat_params, flat_grads = net._flat.groups[0].params, net._flat.groups[0].grads
+    assert flat_params.size == net.num_parameters()
     for name, p, g in net.parameters():
         assert p.base is flat_params and g.base is flat_grads, name
     for k, v in net.state_dict().items():
@@ -260,7 +262,7 @@ def test_flat_sgd_and_zero_grad_are_one_kernel(standin):
 def test_to_refuses_to_strand_an_optimizer_on_flat_views(monkeypatch):
     net = ResNet(depth=8, num_classes=3, seed=0)
     opt = SGD(net.parameters(), 0.1)
-    assert net.to("cpu") is net and net.conv1.params["weight"].base is opt.groups[0].params  # nothing moved
+    assert net.to("cpu") is net and net.conv1.params["weight"].base is opt._flat.groups[0].group.params  # not moved
     monkeypatch.setattr("minisd.layers.resolve_device", lambda device: "gpu")
     with pytest.raises(RuntimeError, match="optimizer was built"):
         net.to("gpu")

@@ -14,6 +14,10 @@ The three modules have the same function names, so the layer writes
 the cache says what made it): its ``backward`` calls ``impl``'s twin of the
 forward that really ran, no look-up, and :func:`check_backward` refuses, in
 one line, a backward in the other mode or on the other device.
+
+The flat-parameter buffers (:mod:`minisd.fast.flat`) are reached here too:
+``Module.flatten_parameters`` and ``zero_grad``, and :class:`minisd.SGD`'s
+one update per flat array (:func:`flatten_parameters`, :func:`flat_sgd`).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import numpy as np
 
 from .. import functional
 from ..backend import get_xp
-from . import cpu as fast_cpu, gpu as fast_gpu
+from . import cpu as fast_cpu, flat, gpu as fast_gpu
 
 ROUTES = {"readable": functional, "fast_cpu": fast_cpu, "fast_gpu": fast_gpu}
 
@@ -105,3 +109,26 @@ def check_backward(ran, label: str, dout=None):
                            f"called on the {'fast' if now is None else name_of(now)} path (inside/outside "
                            "minisd.reference(), or on another device); run forward and backward in the same "
                            "mode, on one device")
+
+
+# ---------------------------------------------------------------------------
+# flat parameters (minisd.fast.flat): Module.flatten_parameters, zero_grad and SGD
+# ---------------------------------------------------------------------------
+
+
+def flatten_parameters(module):
+    """Lay ``module``'s parameters out in flat arrays (Torch7's ``getParameters``); see :mod:`minisd.fast.flat`.
+
+    Returns the layout, whose ``zero_grad()`` is one fill per flat array.
+    """
+    return flat.flatten_parameters(module)
+
+
+def flat_sgd(params, state, with_momentum):
+    """SGD's fast path: ``(updater, rest)``, see :func:`minisd.fast.flat.sgd_groups`.
+
+    ``updater`` (or None) updates the parameters among ``params`` that tile
+    flat arrays, one call per run of them; ``rest`` are the ``(name, p, g)``
+    triples the optimizer updates one by one.
+    """
+    return flat.sgd_groups(params, state, with_momentum)
