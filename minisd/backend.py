@@ -97,25 +97,16 @@ def to_numpy(x):
     return np.asarray(x)
 
 
-def make_rng(seed=None, device: str = "cpu"):
-    """A seeded NumPy ``Generator``, whatever the device: random decisions stay on the host.
+def make_rng(seed=None):
+    """A seeded NumPy ``Generator``: random decisions stay on the host, for either device.
 
-    minisd draws gates, shuffles and augmentation choices on the CPU, also for a GPU run,
-    and moves only the arrays that need to be on the device:
-
-    * CuPy's ``Generator`` has no ``permutation`` (the epoch shuffle) or ``choice``, and
-      its ``bit_generator`` keeps its state on the device (``state()`` is a pointer), so
-      a checkpoint could not save it and ``--resume`` could not continue bit-exactly;
-    * a gate is a Python ``if``: drawn on the device, reading it back would make the host
-      wait for the GPU (a sync) once per block and step;
-    * the same seed gives the same gates, order and augmentation on either device.
-
-    ``device`` is checked (``cpu``, ``gpu`` or ``auto``) but changes nothing; it is kept
-    so that older calls still work. To draw device arrays (noise, say), draw here and
-    copy with :func:`to_device`, or use ``xp.random`` directly.
+    Gates, shuffles and augmentation choices are drawn on the CPU, also for a
+    GPU run: CuPy's ``Generator`` has no ``permutation`` or ``choice`` and keeps
+    its state on the device (a checkpoint could not save it); a gate read back
+    from the device would make the host wait once per block and step; and the
+    same seed gives the same run on either device. To draw device arrays, draw
+    here and copy with :func:`to_device`, or use ``xp.random``.
     """
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     return np.random.default_rng(seed)
 
 

@@ -46,12 +46,11 @@ class ResidualBlock(Module):
         can skip work. ``"sample"``: one draw per image (``mask``); the branch must then run
         on the whole batch and the dropped images are multiplied by zero. Nothing is saved.
       shortcut: how the option-A shortcut downsamples, ``"subsample"`` or ``"avg"``
-        (see :class:`~minisd.layers.Shortcut`); bn_weight_init: ``"one"`` or ``"uniform"``
-        (see :class:`~minisd.layers.BatchNorm2d`).
+        (see :class:`~minisd.layers.Shortcut`).
     """
 
     def __init__(self, in_channels, out_channels, stride=1, survival_prob=1.0, dtype=np.float32,
-                 scale="test", mode="batch", rng=None, shortcut="subsample", bn_weight_init="one"):
+                 scale="test", mode="batch", rng=None, shortcut="subsample"):
         super().__init__()
         if not 0.0 < survival_prob <= 1.0:
             raise ValueError(f"ResidualBlock: survival_prob must be in (0, 1], got {survival_prob!r}")
@@ -65,13 +64,12 @@ class ResidualBlock(Module):
         self.mask = None   # sample mode: (N,) bools, one draw per image
         rng = rng if rng is not None else np.random.default_rng()
         self.shortcut = Shortcut(in_channels, out_channels, stride, downsample=shortcut)
-        bn = dict(dtype=dtype, weight_init=bn_weight_init, rng=rng)
         self.branch = Sequential(
             Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, dtype=dtype, rng=rng),
-            BatchNorm2d(out_channels, **bn),
+            BatchNorm2d(out_channels, dtype=dtype),
             ReLU(),
             Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False, dtype=dtype, rng=rng),
-            BatchNorm2d(out_channels, **bn),
+            BatchNorm2d(out_channels, dtype=dtype),
         )
         self.relu = ReLU()
         self.branch_ran = None  # what forward decided, so backward mirrors it exactly

@@ -39,8 +39,15 @@ def expected_blocks(num_blocks: int, p_last: float, rule: str = "linear") -> flo
     return float(sum(survival_probabilities(num_blocks, p_last, rule)))
 
 
-def valid_depths(limit: int = 1202) -> list[int]:
-    return [6 * n + 2 for n in range(1, (limit - 2) // 6 + 1)]
+def check_depth(depth) -> int:
+    """The blocks per stage N of a ResNet of ``depth`` = 6N + 2 layers; one ``ValueError`` line otherwise.
+
+    The one home of the depth rule: :class:`ResNet` and the command lines call it.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6N+2 with N >= 1 (8, 14, 20, 26, 32, ..., 56, 110, ..., 1202), "
+                         f"got {depth!r}")
+    return (int(depth) - 2) // 6
 
 
 class ResNet(Module):
@@ -51,20 +58,16 @@ class ResNet(Module):
     has survival probability p_l from :func:`survival_probabilities`.
     ``p_last=1`` gives the plain ResNet. ``seed`` makes the initial weights reproducible.
     ``shortcut``: ``"subsample"`` (the paper's 2016 runs, default) or ``"avg"`` (the
-    authors' 2017 code), see :class:`~minisd.layers.Shortcut`. ``bn_weight_init``:
-    ``"one"`` (PyTorch, default) or ``"uniform"`` (Torch7 cudnn: gamma ~ U(0, 1)).
+    authors' 2017 code), see :class:`~minisd.layers.Shortcut`.
     """
 
     def __init__(self, depth=110, num_classes=10, p_last=0.5, rule="linear", dtype=np.float32,
                  scale="test", mode="batch", in_channels=3, widths=(16, 32, 64), seed=None,
-                 shortcut="subsample", bn_weight_init="one"):
+                 shortcut="subsample"):
         super().__init__()
-        if not isinstance(depth, (int, np.integer)) or depth < 8 or (depth - 2) % 6:
-            shown = ", ".join(map(str, valid_depths(110))) + ", ..., 1202"
-            raise ValueError(f"ResNet depth must be 6N+2 (N >= 1): {shown}; got {depth!r}")
+        n = check_depth(depth)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        n = (depth - 2) // 6
         self.depth, self.num_classes, self.p_last, self.rule = depth, num_classes, p_last, rule
         self.downsample = shortcut  # how the shortcuts downsample: "subsample" or "avg"
         self.dtype = np.dtype(dtype)
@@ -72,15 +75,14 @@ class ResNet(Module):
         probs = survival_probabilities(3 * n, p_last, rule)
 
         self.conv1 = Conv2d(in_channels, widths[0], 3, padding=1, bias=False, dtype=dtype, rng=rng)
-        self.bn1 = BatchNorm2d(widths[0], dtype=dtype, weight_init=bn_weight_init, rng=rng)
+        self.bn1 = BatchNorm2d(widths[0], dtype=dtype)
         self.relu = ReLU()
         blocks, channels = [], widths[0]
         for stage, width in enumerate(widths):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(ResidualBlock(channels, width, stride, probs[len(blocks)], dtype=dtype,
-                                            scale=scale, mode=mode, rng=rng, shortcut=shortcut,
-                                            bn_weight_init=bn_weight_init))
+                                            scale=scale, mode=mode, rng=rng, shortcut=shortcut))
                 channels = width
         self.blocks = blocks
         self.pool = GlobalAvgPool()

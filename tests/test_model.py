@@ -69,10 +69,17 @@ def test_resnet110_structure():
     assert net.num_parameters() == expected == 1_727_962
 
 
-@pytest.mark.parametrize("depth", [7, 21, 0, "110"])
+@pytest.mark.parametrize("depth", [7, 21, 0, "110", 2, True, 8.0])
 def test_bad_depth_lists_valid_depths(depth):
-    with pytest.raises(ValueError, match="20, 26, 32"):
+    with pytest.raises(ValueError, match="depth must be 6N\\+2 .*20, 26, 32"):
         minisd.ResNet(depth)
+    with pytest.raises(ValueError, match="6N\\+2") as e:
+        minisd.model.check_depth(depth)
+    assert "\n" not in str(e.value)
+
+
+def test_check_depth_gives_the_blocks_per_stage():
+    assert [minisd.model.check_depth(d) for d in (8, 20, 110, np.int64(1202))] == [1, 3, 18, 200]
 
 
 def test_parameters_stable_order():
@@ -157,14 +164,20 @@ def test_logits_equal_independent_implementation(training, scale, shortcut):
     assert minisd.relative_error(logits, ref) < 1e-10
 
 
-def test_shortcut_and_bn_init_options_reach_every_block():
-    net = minisd.ResNet(14, shortcut="avg", bn_weight_init="uniform", seed=0)
+def test_shortcut_option_reaches_every_block_and_bn_starts_at_one():
+    net = minisd.ResNet(14, shortcut="avg", seed=0)
     assert {b.shortcut.downsample for b in net.blocks} == {"avg"} and net.downsample == "avg"
-    gammas = np.concatenate([m.params["weight"] for m in net.modules() if isinstance(m, minisd.BatchNorm2d)])
-    assert gammas.min() >= 0 and gammas.max() < 1 and len(np.unique(gammas)) == len(gammas)  # U(0, 1) draws
     plain = minisd.ResNet(14, seed=0)
     assert all(m.params["weight"].min() == 1 for m in plain.modules() if isinstance(m, minisd.BatchNorm2d))
     assert {b.shortcut.downsample for b in plain.blocks} == {"subsample"}
+
+
+def test_batchnorm_uniform_weight_init():
+    """Torch7 cudnn's gamma ~ U(0, 1), for the layer alone (no flag of the ResNet reaches it)."""
+    gammas = minisd.BatchNorm2d(64, weight_init="uniform", rng=np.random.default_rng(0)).params["weight"]
+    assert gammas.min() >= 0 and gammas.max() < 1 and len(np.unique(gammas)) == len(gammas)
+    with pytest.raises(ValueError, match="weight_init"):
+        minisd.BatchNorm2d(4, weight_init="zero")
 
 
 def test_p_last_one_is_the_plain_resnet():

@@ -2,9 +2,8 @@
 
 Why threads in Python? NumPy releases the GIL inside its copies and matrix
 products, so two threads working on two halves of a batch really run at
-once. Measured on a 2-core machine, one BLAS thread per Python thread with
-the batch split across threads beat one Python thread with multi-threaded
-BLAS: small per-chunk products parallelise badly inside BLAS, while whole
+once. One BLAS thread per Python thread with the batch split across
+threads beats one Python thread with multi-threaded BLAS: small per-chunk products parallelise badly inside BLAS, while whole
 chunks (unfold + product + fold) parallelise perfectly across threads.
 So when minisd runs more than one thread it asks BLAS for one thread each
 (through threadpoolctl): :func:`set_num_threads` is the one switch.
@@ -15,8 +14,8 @@ columns of a chunk are needed only for a moment, so each thread keeps one
 buffer per shape and reuses it. For the activations kept for the backward
 pass, :func:`_keep_freed_memory` asks the C allocator (glibc) to reuse freed
 blocks up to 32 MB instead of returning them to the system after every step
-(measured: a ResNet-20 step 8% faster on a 2-core EPYC); a little like
-PyTorch's caching allocator, with no cache of our own.
+(the gain is in benchmarks/RESULTS.md); a little like PyTorch's caching
+allocator, with no cache of our own.
 
 On the GPU (CuPy) none of this applies: chunks are the whole batch and CuPy's
 memory pool already reuses allocations.
@@ -80,9 +79,8 @@ def _keep_freed_memory():
 
     By default glibc maps each large array straight from the operating system
     and unmaps it when freed, so every training step page-faults its way
-    through hundreds of megabytes of fresh memory. Peak memory stays the same
-    (measured: ResNet-20, batch 128, 6 steps: 435 MB maximum resident either
-    way); freed blocks are reused by the next step rather than handed back.
+    through hundreds of megabytes of fresh memory. Peak memory stays the same;
+    freed blocks are reused by the next step rather than handed back.
     Set MINISD_MALLOC=default to leave the allocator alone; elsewhere than
     glibc this does nothing.
     """
