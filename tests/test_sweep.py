@@ -225,3 +225,100 @@ def test_every_flag_has_a_help_line():
     parser = sweep.build_parser()
     assert [a.option_strings for a in parser._actions if not a.help] == []
     assert "minisd.train" in parser.format_help()
+
+
+# ---------------------------------------------------------------------------
+# more than one worker: --jobs, --devices, --print-commands, --slurm
+# ---------------------------------------------------------------------------
+
+
+def test_jobs_2_runs_two_grid_points_at_once(fake_root, tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert sweep.main(tiny(fake_root, out, "--p-last", "0.5", "1", "--rule", "linear", "--jobs", "2")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    started = [i for i, l in enumerate(lines) if "started (job slot" in l]
+    done = [i for i, l in enumerate(lines) if ": test error" in l]
+    assert len(started) == 2 and len(done) == 2
+    assert max(started) < min(done)  # the second started before the first finished
+    assert {sweep.run_state(str(out / n)) for n in ("d8-linear-p0.5-s0", "d8-constant-s0")} == {"done"}
+
+
+def test_jobs_split_the_cores_and_devices_pick_a_gpu():
+    from minisd.tools import launch
+    env = launch.child_env(0, jobs=2, cores=8)
+    assert env["MINISD_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "4"
+    assert launch.child_env(1, jobs=3, cores=2)["MINISD_NUM_THREADS"] == "1"  # never 0
+    assert launch.child_env(0, jobs=1, cores=8).get("MINISD_NUM_THREADS") == os.environ.get("MINISD_NUM_THREADS")
+    assert [launch.child_env(j, 4, ["0", "1", "2", "3"])["CUDA_VISIBLE_DEVICES"] for j in range(6)] == \
+        ["0", "1", "2", "3", "0", "1"]
+
+
+def test_ctrl_c_stops_every_job_each_resumable(fake_root, tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while two runs train: each saves."""
+    import signal
+    import time
+    out = tmp_path / "grid"
+    argv = tiny(fake_root, out, "--p-last", "0.5", "1", "--rule", "linear", "--jobs", "2", epochs=200)
+    proc = subprocess.Popen([sys.executable, "-m", "minisd.sweep", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
+    logs = [out / n / "train.log" for n in ("d8-linear-p0.5-s0", "d8-constant-s0")]
+    deadline = time.monotonic() + 120
+    while not all(p.exists() and "epoch 1/200" in p.read_text() for p in logs):
+        assert time.monotonic() < deadline and proc.poll() is None, "the runs did not both start"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    for p in logs:
+        assert sweep.run_state(str(p.parent)) == "interrupted", p.read_text()[-2000:]
+        assert "continue with --resume" in p.read_text()
+    assert "run the same command again" in output.lower()
+
+
+def test_print_commands_prints_runnable_lines_for_pending_points(fake_root, tmp_path, capsys):
+    out = tmp_path / "grid"
+    argv = tiny(fake_root, out, "--p-last", "0.5", "1", "--rule", "linear")
+    assert sweep.main(argv + ["--print-commands"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("-m minisd.train" in l and "train.log" in l for l in lines)
+    assert not out.exists() or not any(out.iterdir())  # printed, nothing run
+    r = subprocess.run(["bash", "-c", lines[0]], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sweep.main(argv + ["--print-commands"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # only the pending one is left
+
+
+def test_slurm_script_runs_each_task_as_plain_bash(fake_root, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "grid"
+    script = tmp_path / "sweep.sbatch"
+    argv = tiny(fake_root, out, "--p-last", "0.5", "1", "--rule", "linear", epochs=2)
+    assert sweep.main(argv + ["--slurm", str(script)]) == 0
+    text = script.read_text()
+    assert "#SBATCH --array=0-1" in text and "#SBATCH --signal=TERM@120" in text and "#SBATCH --requeue" in text
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    task = lambda i: subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": str(i)},  # noqa: E731
+                                    cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # task 1 pre-empted mid-run: its last.npz, no summary (as SIGTERM before the time limit leaves it)
+    point = sweep.grid_points([8], ["linear"], [0.5, 1], [0])[1]
+    _, passthrough = sweep.parse(argv)
+    original, calls = train.Run.train_step, {"n": 0}
+
+    def interrupting_step(self, idx):
+        result = original(self, idx)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            self.stop_requested = True
+        return result
+    monkeypatch.setattr(train.Run, "train_step", interrupting_step)
+    run1 = out / point["name"]
+    assert train.main(sweep.train_argv(point, passthrough, str(run1))) == 130
+    monkeypatch.setattr(train.Run, "train_step", original)
+    assert sweep.run_state(str(run1)) == "interrupted"
+    for i in (0, 1):
+        r = task(i)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed from" in (run1 / "train.log").read_text()
+    assert {sweep.run_state(str(out / n)) for n in ("d8-linear-p0.5-s0", "d8-constant-s0")} == {"done"}
+    r = task(0)
+    assert r.returncode == 0 and "finished before" in r.stdout
+    assert task(5).returncode == 2

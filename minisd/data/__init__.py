@@ -8,6 +8,7 @@
 
 Nothing in the readable core (functional, layers, blocks, model, step, optim) imports this.
 """
-from .datasets import (NUM_CLASSES, SVHN_EXTRA_MEMORY, Normalizer, check_valid_size, default_data_dir, load_cifar10, load_cifar100,  # noqa: F401
-                       load_dataset, load_svhn, stratified_split, svhn_file_of_each_image, train_valid_split)
+from .datasets import (NUM_CLASSES, SVHN_EXTRA_MEMORY, Normalizer, check_valid_size,  # noqa: F401
+                       default_data_dir, load_cifar10, load_cifar100, load_dataset, load_svhn,
+                       stratified_split, svhn_file_of_each_image, train_valid_split)
 from .files import DataError, DataNotFoundError  # noqa: F401

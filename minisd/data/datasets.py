@@ -150,7 +150,7 @@ def default_data_dir():
     if env:
         p = Path(env).expanduser()
         return p.resolve() if p.is_dir() else None
-    p = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    p = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     return p if p.is_dir() else None
 
 

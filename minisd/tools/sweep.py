@@ -30,11 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict
 
+from . import launch
 from .flags import OneLineParser
 from .runs import read_config
 
@@ -161,36 +161,6 @@ def check_folder(run_dir, expected):
 # ---------------------------------------------------------------------------
 
 
-def run_one(argv, log_path):
-    """Run ``python -m minisd.train ARGV`` in a child process; its output goes to ``log_path``.
-
-    A child process rather than ``minisd.train.main(argv)`` in this one: a run that crashes,
-    runs out of memory or leaves state behind (thread pools, scratch buffers, CuPy's memory
-    pool) cannot take the rest of the grid with it, each run starts as a user's command would,
-    and its output goes to its own log. Starting Python costs a second or two, nothing next to
-    a training run. Ctrl-C reaches the child too (same process group): it saves last.npz and
-    exits with 130, and we wait for that. Returns the child's exit code.
-    """
-    import minisd
-    root = os.path.dirname(os.path.dirname(os.path.abspath(minisd.__file__)))
-    env = dict(os.environ)  # the child imports the same minisd as this process
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    with open(log_path, "a") as log:
-        log.write(f"\n$ {sys.executable} -m minisd.train {' '.join(argv)}\n")
-        log.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "minisd.train", *argv], stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:  # the child got the same Ctrl-C: let it save its checkpoint
-            try:
-                proc.wait()
-            except KeyboardInterrupt:  # a second Ctrl-C: stop now
-                proc.kill()
-                proc.wait()
-            return 130
-
-
 def last_line(path):
     """The last non-empty line of a text file ('' if none): the child's error message."""
     try:
@@ -201,8 +171,13 @@ def last_line(path):
     return lines[-1] if lines else ""
 
 
-def run_grid(points, passthrough, out, dry_run=False, log=print):
-    """Run every grid point not yet finished; one line per run. Returns the exit code."""
+def run_grid(points, passthrough, out, dry_run=False, log=print, jobs=1, devices=None, print_commands=False,
+             slurm=None):
+    """Run every grid point not yet finished (``jobs`` at a time); one line per run. Returns the exit code.
+
+    ``dry_run`` lists the runs and their commands; ``print_commands`` prints one shell line per
+    pending run and nothing else; ``slurm`` writes a job-array script of the whole grid there.
+    """
     plans = []
     for pt in points:
         run_dir = os.path.join(out, pt["name"])
@@ -210,40 +185,64 @@ def run_grid(points, passthrough, out, dry_run=False, log=print):
         check_folder(run_dir, expected_config(argv))  # every folder checked before any work
         plans.append((pt, run_dir, argv, run_state(run_dir)))
     n = len(plans)
-    todo = sum(state != "done" for *_, state in plans)
-    log(f"sweep: {n} runs in {out} ({n - todo} finished before, {todo} to run); "
-        f"each run's output in RUN/train.log")
+    pending = [(pt, run_dir, resume_argv(argv, run_dir) if state == "interrupted" else argv, state)
+               for pt, run_dir, argv, state in plans if state != "done"]
+    if print_commands:
+        for line in launch.shell_lines([(run_dir, argv) for _, run_dir, argv, _ in pending]):
+            log(line)
+        return 0
+    if slurm:
+        launch.slurm_script([(run_dir, argv, without_flag(argv, "--recipe")) for _, run_dir, argv, _ in plans],
+                            slurm, out)
+        log(f"wrote {slurm}: a SLURM job array of {n} runs ({n - len(pending)} finished before); "
+            f"submit it with: sbatch {slurm}")
+        return 0
+    log(f"sweep: {n} runs in {out} ({n - len(pending)} finished before, {len(pending)} to run"
+        f"{f', {jobs} at a time' if jobs > 1 else ''}); each run's output in RUN/train.log")
     if dry_run:
         for k, (pt, run_dir, argv, state) in enumerate(plans, 1):
             cmd = resume_argv(argv, run_dir) if state == "interrupted" else argv
             log(f"[{k}/{n}] {pt['name']} ({state}): python -m minisd.train {' '.join(cmd)}")
         return 0
     os.makedirs(out, exist_ok=True)
-    failed, t_sweep = [], time.perf_counter()
-    for k, (pt, run_dir, argv, state) in enumerate(plans, 1):
+    number = {pt["name"]: k for k, (pt, *_) in enumerate(plans, 1)}
+    for k, (pt, run_dir, _, state) in enumerate(plans, 1):
         if state == "done":
             log(f"[{k}/{n}] {pt['name']}: finished before, {_error_text(run_dir)} (skipped)")
-            continue
+    for _, run_dir, _, _ in pending:
         os.makedirs(run_dir, exist_ok=True)
-        note = ""
-        if state == "interrupted":
-            argv = resume_argv(argv, run_dir)
-            note = ", resumed from last.npz"
-        t0 = time.perf_counter()
-        code = run_one(argv, os.path.join(run_dir, "train.log"))
-        seconds = time.perf_counter() - t0
-        if code == 130:
+    failed, interrupted, t_sweep = [], [], time.perf_counter()
+    states = {pt["name"]: (run_dir, state) for pt, run_dir, _, state in pending}
+
+    def started(name, slot):
+        if jobs > 1 or devices:
+            where = f"GPU {devices[slot % len(devices)]}" if devices else f"job slot {slot}"
+            log(f"[{number[name]}/{n}] {name}: started ({where})")
+
+    def finished(name, code, seconds):
+        run_dir, state = states[name]
+        k = number[name]
+        if code in (130, 143):
+            interrupted.append(name)
             kept = ("its last.npz will be resumed" if run_state(run_dir) == "interrupted"
                     else "no checkpoint yet: it will start again")
-            log(f"[{k}/{n}] {pt['name']}: interrupted after {seconds:.0f} s ({kept}). "
+            log(f"[{k}/{n}] {name}: interrupted after {seconds:.0f} s ({kept}). "
                 "Run the same command again to continue.")
-            return 130
-        if code != 0 or run_state(run_dir) != "done":
-            failed.append(pt["name"])
-            log(f"[{k}/{n}] {pt['name']}: FAILED after {seconds:.0f} s (exit code {code}): "
+        elif code != 0 or run_state(run_dir) != "done":
+            failed.append(name)
+            log(f"[{k}/{n}] {name}: FAILED after {seconds:.0f} s (exit code {code}): "
                 f"{last_line(os.path.join(run_dir, 'train.log'))}")
-            continue
-        log(f"[{k}/{n}] {pt['name']}: {_error_text(run_dir)}, {seconds:.0f} s{note}")
+        else:
+            note = ", resumed from last.npz" if state == "interrupted" else ""
+            log(f"[{k}/{n}] {name}: {_error_text(run_dir)}, {seconds:.0f} s{note}")
+
+    tasks = [(pt["name"], argv, os.path.join(run_dir, "train.log")) for pt, run_dir, argv, _ in pending]
+    outcome = launch.run_many(tasks, jobs=jobs, devices=devices, on_start=started, on_done=finished)
+    if outcome == "interrupted" or interrupted:
+        if len(interrupted) != 1 or jobs > 1:
+            log("sweep interrupted: run the same command again to continue (finished runs are skipped, "
+                "interrupted ones resumed)")
+        return 130
     log(f"sweep: {n - len(failed)} of {n} runs finished ({time.perf_counter() - t_sweep:.0f} s); "
         f"draw them with: python -m minisd.sweep --plot {out}")
     if failed:
@@ -412,6 +411,16 @@ def _flag_error(message):
     raise SweepError(f"{message} (python -m minisd.sweep --help)", code=2)
 
 
+def _positive(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
 def _p_last(s):
     try:
         v = float(s)
@@ -438,9 +447,9 @@ def build_parser():
         description="Run a grid of minisd.train runs (one folder each, resumable) and draw the paper's "
                     "Figure 8 from them.",
         epilog="Every other flag goes to python -m minisd.train, for every run (e.g. --epochs 3\n"
-               "--data-dir ../shared/data --valid-size 0 --device gpu; see python -m minisd.train --help).\n\n"
+               "--data-dir data --valid-size 0 --device gpu; see python -m minisd.train --help).\n\n"
                "examples:\n"
-               "  python -m minisd.sweep --out runs/fig8 --depth 20 --epochs 3 --data-dir ../shared/data --valid-size 0\n"
+               "  python -m minisd.sweep --out runs/fig8 --depth 20 --epochs 3 --data-dir data --valid-size 0\n"
                "  python -m minisd.sweep --out runs/fig8 ...        (the same command again: resumes, skips finished runs)\n"
                "  python -m minisd.sweep --plot runs/fig8           (runs/fig8/fig8.png and a table)")
     p.add_argument("--out", metavar="DIR", help="sweep folder: one run folder per grid point, e.g. "
@@ -458,6 +467,17 @@ def build_parser():
     p.add_argument("--plot", metavar="DIR", help="draw Figure 8 from the finished runs in DIR and print their "
                                                  "table; run nothing")
     p.add_argument("-o", "--figure", metavar="PNG", help="with --plot: the file to write (default: DIR/fig8.png)")
+    p.add_argument("--jobs", metavar="N", type=_positive, default=1,
+                   help="run N grid points at once, each its own minisd.train process; on the CPU the cores "
+                        "are split between them (MINISD_NUM_THREADS) (default: 1)")
+    p.add_argument("--devices", metavar="GPU", nargs="+", default=None,
+                   help="GPU ids, e.g. 0 1 2 3: job slot j sees only GPU devices[j mod n] "
+                        "(CUDA_VISIBLE_DEVICES); give --jobs as many")
+    p.add_argument("--print-commands", action="store_true",
+                   help="print one shell line per pending grid point (for GNU parallel or a scheduler); run nothing")
+    p.add_argument("--slurm", metavar="FILE",
+                   help="write a SLURM job-array script to FILE (sbatch FILE): task i runs grid point i in its "
+                        "own folder, resumable, checkpointing on SIGTERM 120 s before its time is up; run nothing")
     p.error = _flag_error  # one line, returned by main() as exit status 2
     return p
 
@@ -466,7 +486,8 @@ def parse(argv):
     """(own args, flags for minisd.train); raises SweepError with one line on bad input."""
     args, passthrough = build_parser().parse_known_args(argv)
     if args.plot is not None:
-        grid = [a for a in argv if a.split("=", 1)[0] in ("--out", "--dry-run") + GRID_FLAGS]
+        grid = [a for a in argv if a.split("=", 1)[0] in ("--out", "--dry-run", "--jobs", "--devices",
+                                                          "--print-commands", "--slurm") + GRID_FLAGS]
         if grid:
             raise SweepError(f"--plot draws the runs already in DIR; it takes no {grid[0]}", code=2)
         if passthrough:
@@ -497,7 +518,8 @@ def main(argv=None):
         if args.plot is not None:
             return plot_main(args.plot, args.figure)
         points = grid_points(args.depth, args.rule, args.p_last, args.seed)
-        return run_grid(points, passthrough, args.out, dry_run=args.dry_run)
+        return run_grid(points, passthrough, args.out, dry_run=args.dry_run, jobs=args.jobs, devices=args.devices,
+                        print_commands=args.print_commands, slurm=args.slurm)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
