@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from .. import backend, data
+from ..model import check_depth
 from ..optim import lr_at_epoch
 from . import recipes
 from .checkpoint import CheckpointError, load_checkpoint
@@ -233,8 +234,10 @@ def _number(flag, value, ok, rule):
 def check_config(cfg: Config):
     """Reject impossible settings with one clear line, before any work is done (every numeric flag
     finite and in range)."""
-    if not isinstance(cfg.depth, int) or cfg.depth < 8 or (cfg.depth - 2) % 6:
-        raise TrainingError(f"--depth must be 6N+2 (20, 32, 44, 56, 110, ..., 1202), got {cfg.depth}")
+    try:
+        check_depth(cfg.depth)
+    except ValueError as e:
+        raise TrainingError(f"--{e}") from None
     _number("p-last", cfg.p_last, lambda v: 0 < v <= 1, "in (0, 1]")
     for name in ("epochs", "batch_size", "eval_batch_size"):
         _number(name.replace("_", "-"), getattr(cfg, name), lambda v: v >= 1, "an integer >= 1")

@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict
 
 from . import launch
+from ..model import check_depth, expected_blocks
 from .flags import OneLineParser
 from .runs import read_config
 
@@ -268,7 +269,6 @@ def collect(sweep_dir):
     """The finished runs under ``sweep_dir``: one dict per run (depth, rule, p_last, seed, test_error,
     test_error_rule, epoch_seconds, expected_blocks, blocks, name). Unfinished folders are counted
     in the second value returned."""
-    from ..model import expected_blocks
     if not os.path.isdir(sweep_dir):
         raise SweepError(f"{sweep_dir} is not a folder")
     runs, unfinished = [], []
@@ -436,8 +436,10 @@ def _depth(s):
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
-    if v < 8 or (v - 2) % 6:
-        raise argparse.ArgumentTypeError(f"depth must be 6N+2 (20, 32, 44, 56, 110, ..., 1202), got {s}")
+    try:
+        check_depth(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return v
 
 
