@@ -73,7 +73,6 @@ class ResidualBlock(Module):
         )
         self.relu = ReLU()
         self.branch_ran = None  # what forward decided, so backward mirrors it exactly
-        self.branch_scale = None
 
     # -- the gate --------------------------------------------------------------
 
@@ -109,23 +108,24 @@ class ResidualBlock(Module):
         xp = get_xp(x)
         total = self.shortcut.forward(x)
         self.branch_ran = self.branch_runs()
+        scale = None
         if self.branch_ran:
-            self.branch_scale = self.scale_for_branch(xp, x.shape[0])
-            total = total + _scaled(self.branch.forward(x), self.branch_scale)
+            scale = self.scale_for_branch(xp, x.shape[0])
+            total = total + _scaled(self.branch.forward(x), scale)
         else:
             # Gate closed: the branch is not called. Drop anything it still
             # holds from an earlier call so a skipped block keeps no memory.
             self.branch.clear_cache()
-        self.cache = True  # marks that forward ran (the layers hold the arrays)
+        self._save_for_backward(scale)  # the branch's factor (the layers hold the arrays)
         return self.relu.forward(total)
 
     def backward(self, dout):
         self._check_backward()
-        self.cache = None
+        (scale,), self.cache = self.cache, None
         dtotal = self.relu.backward(dout)
         dx = self.shortcut.backward(dtotal)
         if self.branch_ran:
-            dx = dx + self.branch.backward(_scaled(dtotal, self.branch_scale))
+            dx = dx + self.branch.backward(_scaled(dtotal, scale))
         # else: gate was closed, the branch is not called: no work, no gradient.
         return dx
 

@@ -5,7 +5,8 @@ and ``grads`` (same keys, same shapes: ``weight``, ``bias`` as in PyTorch),
 ``train()`` / ``eval()`` and ``zero_grad()``. ``backward`` *adds* into
 ``grads`` (as Torch7 and PyTorch do); ``zero_grad`` clears them. The
 ``cache`` attribute holds what backward needs, from ``forward`` until
-``backward`` has used it (then it is freed).
+``backward`` has used it (then it is freed); inside ``with minisd.no_grad():``
+a forward keeps none.
 
 Which code computes a layer is decided in one place, :func:`minisd.fast.switch.choose`:
 the readable :mod:`minisd.functional` inside ``with minisd.reference():``, else
@@ -20,6 +21,8 @@ sub-layers by looking at their attributes, so names such as
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import numpy as np
@@ -28,6 +31,41 @@ from . import functional as F
 from .fast import switch
 from .backend import device_of, get_xp, resolve_device, to_device
 from .tracing import traced
+
+
+# A ContextVar, not a global: each thread (and asyncio task) has its own value, as for reference().
+_grad_enabled = contextvars.ContextVar("minisd_grad_enabled", default=True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block no layer keeps a cache: a forward holds no activation for a backward.
+
+    For evaluation, where no backward comes: the memory a forward would keep
+    for it (every layer's input, more or less) is freed as the forward goes.
+    A ``backward`` inside the block raises one ``RuntimeError`` line; so does
+    one outside it for a forward made inside. The outputs are the same, and
+    batch norm in training mode still updates its running statistics.
+
+    Threads: like :func:`minisd.reference`, the block holds for the thread
+    that entered it (a :mod:`contextvars` variable); nesting is allowed.
+
+    Usage::
+
+        net.eval()
+        with minisd.no_grad():
+            logits = net.forward(x)
+    """
+    token = _grad_enabled.set(False)
+    try:
+        yield
+    finally:
+        _grad_enabled.reset(token)
+
+
+def grad_enabled() -> bool:
+    """False inside ``with minisd.no_grad():`` (in this thread)."""
+    return _grad_enabled.get()
 
 
 class Module:
@@ -162,10 +200,17 @@ class Module:
 
     # -- checks shared by the layers -----------------------------------------
 
+    def _save_for_backward(self, *cache):
+        """``self.cache = cache`` (a leaf layer's: ``(impl, arrays)``), or nothing inside :func:`no_grad`."""
+        self.cache = cache if _grad_enabled.get() else None
+
     def _check_backward(self):
+        if not _grad_enabled.get():
+            raise RuntimeError(f"{self._label()}.backward() inside minisd.no_grad(): no layer keeps a cache "
+                               "there; run the forward and backward that need gradients outside the block")
         if self.cache is None:
-            raise RuntimeError(f"{self._label()}.backward() called before forward() "
-                               "(or twice for one forward: the cache is freed after use)")
+            raise RuntimeError(f"{self._label()}.backward() called before forward() (or twice for one forward: "
+                               "the cache is freed after use; or its forward ran inside minisd.no_grad())")
 
     def _take_cache(self, dout=None):
         """For ``backward``: ``(impl, cache)`` as ``forward`` stored them; frees ``self.cache``.
@@ -259,7 +304,7 @@ class Conv2d(Module):
         impl = switch.choose(x)
         fwd = F.conv2d_naive_forward if self.naive else impl.conv2d_forward
         out, cache = fwd(x, w, self.params.get("bias"), self.stride, self.padding)
-        self.cache = (impl, cache)
+        self._save_for_backward(impl, cache)
         return out
 
     @traced
@@ -328,10 +373,10 @@ class BatchNorm2d(Module):
             # the cache carries the batch statistics; the variance enters unbiased
             impl.batchnorm_running_average(self.running_mean, cache.mean, self.momentum)
             impl.batchnorm_running_average(self.running_var, cache.var, self.momentum, m / (m - 1))
-            self.cache = (impl, ("train", cache))
+            self._save_for_backward(impl, ("train", cache))
         else:
             out, cache = impl.batchnorm_eval_forward(x, w, b, self.running_mean, self.running_var, self.eps)
-            self.cache = (impl, ("eval", cache))
+            self._save_for_backward(impl, ("eval", cache))
         return out
 
     @traced
@@ -354,7 +399,7 @@ class ReLU(Module):
     def forward(self, x):
         impl = switch.choose(x)
         out, cache = impl.relu_forward(x)
-        self.cache = (impl, cache)
+        self._save_for_backward(impl, cache)
         return out
 
     @traced
@@ -371,7 +416,7 @@ class GlobalAvgPool(Module):
         self._check_input(x, 4)
         impl = switch.choose(x)
         out, cache = impl.global_avg_pool_forward(x)
-        self.cache = (impl, cache)
+        self._save_for_backward(impl, cache)
         return out
 
     @traced
@@ -406,7 +451,7 @@ class Linear(Module):
         self._check_input(x, 2, self.in_features, like=w)
         impl = switch.choose(x)
         out, cache = impl.linear_forward(x, w, self.params.get("bias"))
-        self.cache = (impl, cache)
+        self._save_for_backward(impl, cache)
         return out
 
     @traced
@@ -446,7 +491,7 @@ class Shortcut(Module):
         self._check_input(x, 4, self.in_channels)
         impl = switch.choose(x)
         out, cache = impl.shortcut_forward(x, self.out_channels, self.stride, self.downsample)
-        self.cache = (impl, cache)
+        self._save_for_backward(impl, cache)
         return out
 
     @traced
@@ -518,7 +563,7 @@ class SoftmaxCrossEntropy(Module):
                              f"[{int(labels.min())}, {int(labels.max())}]")
         impl = switch.choose(logits)
         loss, cache = impl.softmax_cross_entropy_forward(logits, labels)
-        self.cache = (impl, cache)
+        self._save_for_backward(impl, cache)
         return loss
 
     @traced
