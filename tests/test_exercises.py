@@ -1,0 +1,284 @@
+"""The exercises (lessons/exercises/NN_*.py) fail on their stubs, pass with --solution, and catch wrong code.
+
+Each exercise is run as a learner runs it, in a subprocess from the repository root: as shipped
+(every function a stub) it must exit non-zero saying "not written yet"; with ``--solution`` it
+runs the same checks on lessons/solutions/NN_*.py and must exit 0. Then the checks themselves
+are tested: each exercise's cases are imported and run on deliberately wrong functions (the
+worked solution with one classic mistake), which must be reported as wrong, with the diagnosis
+the exercise promises. Lesson 00 runs in --quick mode.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXERCISES_DIR = ROOT / "lessons" / "exercises"
+SOLUTIONS_DIR = ROOT / "lessons" / "solutions"
+EXERCISES = sorted(EXERCISES_DIR.glob("[0-9][0-9]_*.py"))
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def run(*args, timeout=120):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_at_least_six_exercises_each_with_a_solution():
+    assert len(EXERCISES) >= 6, [p.name for p in EXERCISES]
+    for p in EXERCISES:
+        assert (SOLUTIONS_DIR / p.name).is_file(), f"no worked solution for {p.name}"
+        assert 'raise NotImplementedError("not written yet")' in p.read_text(), f"{p.name} has no stub"
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_stub_fails_saying_not_written_yet(exercise):
+    rc, output = run(exercise)
+    assert rc != 0, f"{exercise.name} passed on its stubs:\n{output[-3000:]}"
+    assert "not written yet" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_solution_passes(exercise):
+    rc, output = run(exercise, "--solution")
+    assert rc == 0, f"{exercise.name} --solution exited with {rc}:\n{output[-3000:]}"
+    assert "All cases pass" in output and "WRONG" not in output and "not written yet" not in output
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks catch wrong code: the solution with one classic mistake
+# ---------------------------------------------------------------------------------------------
+
+
+def load(stem):
+    """(the exercise module, its solution's functions) for lessons/exercises/<stem>.py."""
+    if str(EXERCISES_DIR) not in sys.path:
+        sys.path.insert(0, str(EXERCISES_DIR))
+    import _check
+    exercise = _check.load_exercise(EXERCISES_DIR / f"{stem}.py")
+    solution = _check.load_functions(SOLUTIONS_DIR / f"{stem}.py", exercise.cases.function_names)
+    return exercise, solution
+
+
+def run_with(stem, **replaced):
+    """Run the cases of ``stem`` on its solution with some functions replaced: {title: (status, text)}."""
+    exercise, solution = load(stem)
+    impl = SimpleNamespace(**{**vars(solution), **replaced})
+    return {title: (status, "\n".join(lines)) for title, status, lines in exercise.cases.run(impl, echo=lambda s: None)}
+
+
+def statuses(results):
+    return [status for status, _ in results.values()]
+
+
+def test_the_solutions_pass_in_process():
+    for p in EXERCISES:
+        assert set(statuses(run_with(p.stem))) == {"ok"}, p.name
+
+
+def test_relu_in_place_and_unmasked_gradients_are_caught():
+    def in_place(x):
+        x[x < 0] = 0
+        return x, x
+
+    results = run_with("01_relu", relu_forward=in_place)
+    assert results["the forward leaves x alone"][0] == "wrong"
+    results = run_with("01_relu", relu_backward=lambda dout, cache: (cache > 0) * 1.0)
+    status, text = results["backward with a random dout"]
+    assert status == "wrong" and "the mask (x > 0) without dout" in text
+    results = run_with("01_relu", relu_backward=lambda dout, cache: dout * (cache >= 0))
+    assert results["x exactly 0: gradient 0 there"][0] == "wrong"
+
+
+def test_softmax_without_the_mean_is_caught():
+    _, sol = load("02_softmax_linear")
+
+    def no_mean(dout, cache):
+        p, labels = cache
+        return sol.softmax_cross_entropy_backward(dout, cache) * p.shape[0]
+
+    results = run_with("02_softmax_linear", softmax_cross_entropy_backward=no_mean)
+    status, text = results["softmax CE: a batch of 6, the mean over N"]
+    assert status == "wrong" and "without the 1/N" in text
+    assert results["softmax CE: one example"][0] == "ok"          # N = 1: the factor is 1, rightly not caught
+
+    def unstable(logits, labels):
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return -np.log(p[np.arange(len(labels)), labels]).mean(), (p, labels)
+
+    results = run_with("02_softmax_linear", softmax_cross_entropy_forward=unstable)
+    assert results["softmax CE: logits in the thousands (stability)"][0] == "wrong"
+    assert results["softmax CE: a batch of 6, the mean over N"][0] == "ok"
+
+
+def test_linear_with_transposed_weight_gradient_is_caught():
+    _, sol = load("02_softmax_linear")
+
+    def transposed(dout, cache):
+        dx, dW, db = sol.linear_backward(dout, cache)
+        return dx, dW.T, db
+
+    status, text = run_with("02_softmax_linear", linear_backward=transposed)["linear: forward and backward, N=4 D=3 K=5"]
+    assert status == "wrong" and "transposed" in text
+
+
+@pytest.mark.parametrize("missing, expected", [("mean", "without the mean's term"),
+                                               ("var", "without the variance's term"),
+                                               ("both", "mean and variance treated as constants")])
+def test_batchnorm_without_a_correction_term_is_caught(missing, expected):
+    def backward(dout, cache):
+        xhat, s, gamma = cache
+        m = dout.size // dout.shape[1]
+        dbeta, dgamma = dout.sum(axis=(0, 2, 3)), (dout * xhat).sum(axis=(0, 2, 3))
+        dx = m * dout
+        if missing not in ("mean", "both"):
+            dx = dx - dbeta[None, :, None, None]
+        if missing not in ("var", "both"):
+            dx = dx - xhat * dgamma[None, :, None, None]
+        return gamma[None, :, None, None] * s / m * dx, dgamma, dbeta
+
+    results = run_with("03_batchnorm", batchnorm_backward=backward)
+    status, text = results["gamma = 1, beta = 0: dx, dgamma, dbeta"]
+    assert status == "wrong" and expected in text
+    assert results["dout = 1 everywhere: dx must be 0"][0] == ("ok" if missing == "var" else "wrong")
+
+
+def test_batchnorm_without_eps_in_the_backward_is_caught():
+    _, sol = load("03_batchnorm")
+
+    def forward(x, gamma, beta, eps=1e-5):
+        out, (xhat, s, g) = sol.batchnorm_forward(x, gamma, beta, eps)
+        return out, (xhat, 1 / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True)), g)   # s without eps
+
+    results = run_with("03_batchnorm", batchnorm_forward=forward)
+    assert results["a channel with almost no variance (eps matters)"][0] == "wrong"
+
+
+def test_convolution_mistakes_are_caught():
+    _, sol = load("04_conv_im2col")
+
+    def one_image_dw(dout, cache):
+        x_shape, cols, weight, stride, padding = cache
+        dx, dw, db = sol.conv_backward(dout, cache)
+        F = weight.shape[0]
+        return dx, (dout[0].reshape(F, -1) @ cols[0].T).reshape(weight.shape), db
+
+    results = run_with("04_conv_im2col", conv_backward=one_image_dw)
+    status, text = results["backward: stride 1, padding 1, 2 images"]
+    assert status == "wrong" and "the first image's share only" in text
+
+    def col2im_assign(cols, x_shape, k, stride=1, padding=0):   # = instead of +=: overlaps lost
+        N, C, H, W = x_shape
+        Ho, Wo = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+        cols = cols.reshape(N, C, k, k, Ho, Wo)
+        dxpad = np.zeros((N, C, H + 2 * padding, W + 2 * padding))
+        for di in range(k):
+            for dj in range(k):
+                dxpad[:, :, di:di + stride * Ho:stride, dj:dj + stride * Wo:stride] = cols[:, :, di, dj]
+        return dxpad[:, :, padding:padding + H, padding:padding + W]
+
+    results = run_with("04_conv_im2col", col2im=col2im_assign)
+    assert results["col2im is the adjoint of im2col: <im2col(x), c> = <x, col2im(c)>"][0] == "wrong"
+    assert results["forward: stride 1, padding 1 (the ResNet's 3x3 convolution)"][0] == "ok"
+
+
+def test_shortcut_mistakes_are_caught():
+    def forward_no_subsample(x, out_channels, stride):
+        out = np.zeros((x.shape[0], out_channels) + x.shape[2:])
+        out[:, :x.shape[1]] = x
+        return out, (x.shape, stride)
+
+    results = run_with("05_shortcut", shortcut_forward=forward_no_subsample)
+    assert results["identity: stride 1, 4 -> 4 channels"][0] == "ok"
+    assert results["a stage transition: stride 2, 2 -> 4 channels, 6x6 -> 3x3"][0] == "wrong"
+
+    def backward_leaks(dout, cache):      # the zero channels' gradient folded back onto the old ones
+        x_shape, stride = cache
+        C = x_shape[1]
+        dx = np.zeros(x_shape)
+        dx[:, :, ::stride, ::stride] = dout[:, :C] + dout[:, C:2 * C]
+        return dx
+
+    results = run_with("05_shortcut", shortcut_backward=backward_leaks)
+    assert results["the zero channels send nothing back"][0] == "wrong"
+
+
+def test_gated_block_multiplied_by_zero_is_caught():
+    """Right numbers, but the closed branch was run and multiplied by 0: the calls and the BN statistics say so."""
+    def times_zero(x, branch, shortcut, gate, p, training, scale="test"):
+        b = 1.0 if (gate or not training) else 0.0
+        factor = b * ((1.0 if scale == "test" else 1 / p) if training else (p if scale == "test" else 1.0))
+        total = shortcut.forward(x) + factor * branch.forward(x)
+        out = np.maximum(total, 0)
+        return out, (out > 0, True, factor)
+
+    results = run_with("06_gated_block", gated_block_forward=times_zero)
+    status, text = results["training, gate closed: out = ReLU(sc(x)), the branch never called"]
+    assert status == "wrong"
+    assert "branch calls (forward, backward): [1, 1], should be [0, 0]" in text
+    assert "BN running statistics unchanged: no" in text
+    assert "ok    out:" in text and "ok    dx:" in text            # the numbers themselves were right
+    assert results["training, gate open, scale='test': out = ReLU(sc(x) + f(x))"][0] == "ok"
+
+
+def test_gated_block_scaling_mistakes_are_caught():
+    _, sol = load("06_gated_block")
+
+    def unscaled_backward(dout, cache, branch, shortcut):     # the factor only in the forward
+        mask, runs, factor = cache
+        return sol.gated_block_backward(dout, (mask, runs, 1.0), branch, shortcut)
+
+    results = run_with("06_gated_block", gated_block_backward=unscaled_backward)
+    status, text = results["eval, scale='test': out = ReLU(sc(x) + p f(x)), the gate ignored"]
+    assert status == "wrong" and "1.429 x the right answer" in text           # 1 / p, p = 0.7
+    assert results["training, gate open, scale='train': out = ReLU(sc(x) + f(x) / p)"][0] == "wrong"
+    assert results["training, gate open, scale='test': out = ReLU(sc(x) + f(x))"][0] == "ok"
+
+    def gate_used_at_test_time(x, branch, shortcut, gate, p, training, scale="test"):
+        return sol.gated_block_forward(x, branch, shortcut, gate, p, True, scale) if not gate else \
+            sol.gated_block_forward(x, branch, shortcut, gate, p, training, scale)
+
+    results = run_with("06_gated_block", gated_block_forward=gate_used_at_test_time)
+    assert results["eval, scale='test': out = ReLU(sc(x) + p f(x)), the gate ignored"][0] == "wrong"
+
+    def p_in_training(x, branch, shortcut, gate, p, training, scale="test"):   # "train" scale as x p
+        return sol.gated_block_forward(x, branch, shortcut, gate, 1 / p if (training and scale == "train") else p,
+                                       training, scale)
+
+    results = run_with("06_gated_block", gated_block_forward=p_in_training)
+    assert results["training, gate open, scale='train': out = ReLU(sc(x) + f(x) / p)"][0] == "wrong"
+
+
+def test_a_crash_is_an_error_not_a_pass():
+    def crashes(x):
+        raise ValueError("shapes do not match")
+
+    results = run_with("01_relu", relu_forward=crashes)
+    status, text = results["forward of a (5, 4) array"]
+    assert status == "error" and "ValueError: shapes do not match" in text and "hint:" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# lesson 00
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_lesson_00_runs_quick(tmp_path):
+    lesson = ROOT / "lessons" / "00_stochastic_depth_first.py"
+    rc, output = run(lesson, "--quick", "--out", tmp_path)
+    assert rc == 0, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    assert "Try this" in output
+    findings = output[output.index("--- 4. findings"):]
+    assert "claim" in findings and "supported?" in findings
+    # one seed in --quick mode: no claim about the seeds is made
+    assert "stochastic depth lowers the test error" in findings and "not shown (fewer than 3 seeds)" in findings
+    assert "0 in " in findings and "dropped pairs" in findings   # dropped blocks: no forward, no gradient
+    assert (tmp_path / "00_stochastic_depth_first_gates.png").is_file()
