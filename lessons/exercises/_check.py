@@ -6,6 +6,7 @@ An exercise file holds stub functions and, below them, its cases:
 
     @cases.case("a random input", hint="the gradient passes only where x > 0")
     def _(impl, check):
+        x, dout = check.rng.standard_normal((2, 3, 4, 4)), ...  # each case has its own seeded rng
         out, cache = impl.relu_forward(x)               # impl: the learner's functions
         check.close("out", out, want)                   # one comparison, recorded
         check.close("dx", impl.relu_backward(dout, cache), check.numgrad(f, x, dout))
