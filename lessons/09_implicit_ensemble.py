@@ -41,7 +41,7 @@ Try this
 # %%
 import numpy as np
 
-from minisd import ResNet, relative_error, to_numpy
+from minisd import ResNet, no_grad, relative_error, to_numpy
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
 from minisd.step import evaluate
@@ -115,11 +115,11 @@ def set_subnetwork(net, gates):
 def probabilities(net, x_uint8, batch=500):
     """Softmax predictions (NumPy, N x classes) of ``net`` as currently configured."""
     out = []
-    for i in range(0, len(x_uint8), batch):
-        logits = net.forward(normalizer.apply(x_uint8[i:i + batch]))
-        net.clear_cache()  # nothing will be backpropagated: free what forward kept
-        e = xp.exp(logits - logits.max(axis=1, keepdims=True))
-        out.append(to_numpy(e / e.sum(axis=1, keepdims=True)))
+    with no_grad():  # nothing will be backpropagated: no layer keeps its input
+        for i in range(0, len(x_uint8), batch):
+            logits = net.forward(normalizer.apply(x_uint8[i:i + batch]))
+            e = xp.exp(logits - logits.max(axis=1, keepdims=True))
+            out.append(to_numpy(e / e.sum(axis=1, keepdims=True)))
     return np.concatenate(out)
 
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from .augment import augment_batch
-from .layers import SoftmaxCrossEntropy
+from .layers import SoftmaxCrossEntropy, no_grad
 
 
 def train_step(net, opt, x_uint8, y, normalizer, rng, augment=True, after_backward=None):
@@ -73,7 +73,7 @@ def evaluate(net, x_uint8, y, normalizer, *, batch_size=500, should_stop=None):
     ``batch_size`` images at a time. Returns ``(error, loss)`` as floats, or (nan, nan)
     for an empty set. ``should_stop``: called between batches; when it returns true the
     evaluation is abandoned with :class:`StopRequested`. The network is left in training
-    mode, its caches empty.
+    mode; it runs inside :func:`minisd.no_grad`, so no layer keeps a cache.
     """
     if len(y) == 0:
         return math.nan, math.nan
@@ -81,15 +81,14 @@ def evaluate(net, x_uint8, y, normalizer, *, batch_size=500, should_stop=None):
     loss_fn = SoftmaxCrossEntropy()
     wrong, total_loss = 0, 0.0
     try:
-        for i in range(0, len(y), batch_size):
-            if should_stop is not None and should_stop():
-                raise StopRequested
-            logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size], dtype=net.dtype))
-            yb = y[i:i + batch_size]
-            total_loss += float(loss_fn.forward(logits, yb)) * len(yb)
-            wrong += int((logits.argmax(axis=1) != yb).sum())
+        with no_grad():  # no backward comes: no layer keeps its input for one
+            for i in range(0, len(y), batch_size):
+                if should_stop is not None and should_stop():
+                    raise StopRequested
+                logits = net.forward(normalizer.apply(x_uint8[i:i + batch_size], dtype=net.dtype))
+                yb = y[i:i + batch_size]
+                total_loss += float(loss_fn.forward(logits, yb)) * len(yb)
+                wrong += int((logits.argmax(axis=1) != yb).sum())
     finally:
-        net.clear_cache()
-        loss_fn.cache = None
         net.train()
     return wrong / len(y), total_loss / len(y)
