@@ -25,7 +25,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import get_xp
-from .layers import BatchNorm2d, Conv2d, Module, ReLU, Sequential, Shortcut
+from .layers import AvgPool2d, BatchNorm2d, Conv2d, Module, ReLU, Sequential, Shortcut
 
 SCALES = ("test", "train")
 MODES = ("batch", "sample")
@@ -165,3 +165,99 @@ def _scaled(x, factor):
     if isinstance(factor, float) and factor == 1.0:
         return x
     return x * factor
+
+
+# ---------------------------------------------------------------------------
+# DenseNet: the long-range connections made explicit
+# ---------------------------------------------------------------------------
+#
+# Where stochastic depth makes a ResNet an implicit ensemble (a dropped block hands its input
+# straight to a later one), a DenseNet wires those paths in: every layer of a dense block sees
+# the concatenation of all earlier feature maps (Huang, Liu, van der Maaten, Weinberger, CVPR
+# 2017; the authors' code: liuzhuang13/DenseNet, models/densenet.lua).
+
+
+class DenseLayer(Module):
+    """x -> cat(x, f(x)): the input first, then ``growth_rate`` new maps.
+
+    f = BN -> ReLU -> conv3x3 (k maps), or with ``bottleneck`` BN -> ReLU -> conv1x1 (4k)
+    -> BN -> ReLU -> conv3x3 (k): pre-activation, no convolution bias.
+    forward: (N, in_channels, H, W) -> (N, in_channels + growth_rate, H, W)
+    """
+
+    def __init__(self, in_channels, growth_rate, bottleneck=True, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_channels, self.growth_rate, self.bottleneck = in_channels, growth_rate, bottleneck
+        rng = rng if rng is not None else np.random.default_rng()
+        width = 4 * growth_rate if bottleneck else growth_rate
+        self.bn1, self.relu1 = BatchNorm2d(in_channels, dtype=dtype), ReLU()
+        if bottleneck:
+            self.conv1 = Conv2d(in_channels, width, 1, bias=False, dtype=dtype, rng=rng)
+            self.bn2, self.relu2 = BatchNorm2d(width, dtype=dtype), ReLU()
+            self.conv2 = Conv2d(width, growth_rate, 3, padding=1, bias=False, dtype=dtype, rng=rng)
+        else:
+            self.conv1 = Conv2d(in_channels, growth_rate, 3, padding=1, bias=False, dtype=dtype, rng=rng)
+        self.new_maps = Sequential(*[m for _, m in self.named_children()])  # f, in forward order
+
+    def named_children(self):
+        for name in ("bn1", "relu1", "conv1", "bn2", "relu2", "conv2"):
+            if name in vars(self):
+                yield name, vars(self)[name]
+
+    def forward(self, x):
+        self._check_input(x, 4, self.in_channels)
+        new = self.new_maps.forward(x)
+        out, channels = F.concat_forward(x, new)
+        self._save_for_backward(channels)
+        return out
+
+    def backward(self, dout):
+        self._check_backward()
+        (channels,), self.cache = self.cache, None
+        # A concatenation's gradient is a split. The new maps' channels go back through f; the
+        # input's channels go straight back: they are the earlier layers' maps, so every earlier
+        # layer receives the gradient of every later one through these direct paths.
+        dx_direct, dnew = F.concat_backward(dout, channels)
+        dx_through_f = self.new_maps.backward(dnew)
+        return dx_direct + dx_through_f
+
+
+class DenseBlock(Module):
+    """``num_layers`` dense layers: (N, C, H, W) -> (N, C + num_layers * growth_rate, H, W)."""
+
+    def __init__(self, in_channels, num_layers, growth_rate, bottleneck=True, dtype=np.float32, rng=None):
+        super().__init__()
+        self.layers = [DenseLayer(in_channels + i * growth_rate, growth_rate, bottleneck, dtype, rng)
+                       for i in range(num_layers)]
+        self.out_channels = in_channels + num_layers * growth_rate
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+
+class Transition(Module):
+    """Between dense blocks: BN -> ReLU -> conv1x1 (C -> out_channels) -> 2x2 average pool."""
+
+    def __init__(self, in_channels, out_channels, dtype=np.float32, rng=None):
+        super().__init__()
+        self.bn, self.relu = BatchNorm2d(in_channels, dtype=dtype), ReLU()
+        self.conv = Conv2d(in_channels, out_channels, 1, bias=False, dtype=dtype, rng=rng)
+        self.pool = AvgPool2d()
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        for m in (self.bn, self.relu, self.conv, self.pool):
+            x = m.forward(x)
+        return x
+
+    def backward(self, dout):
+        for m in (self.pool, self.conv, self.relu, self.bn):
+            dout = m.backward(dout)
+        return dout

@@ -313,6 +313,64 @@ def global_avg_pool_backward(dout, cache):
     return xp.broadcast_to((dout / (H * W))[:, :, None, None], (N, C, H, W)).copy()
 
 
+def avg_pool_forward(x):
+    """2x2 average pooling, stride 2 (DenseNet's transitions): (N, C, H, W) -> (N, C, H/2, W/2).
+
+    Each output is the mean of one 2x2 window; H and W must be even.
+    """
+    N, C, H, W = x.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"avg_pool_forward: 2x2 windows need an even height and width, got {H}x{W}")
+    return x.reshape(N, C, H // 2, 2, W // 2, 2).mean(axis=(3, 5)), x.shape
+
+
+def avg_pool_backward(dout, cache):
+    """Each of a window's 4 inputs receives a quarter of its output's gradient. dout: (N, C, H/2, W/2)."""
+    xp = get_xp(dout)
+    N, C, H, W = cache
+    quarter = (dout / 4)[:, :, :, None, :, None]
+    return xp.broadcast_to(quarter, (N, C, H // 2, 2, W // 2, 2)).reshape(N, C, H, W).copy()
+
+
+def concat_forward(x, new):
+    """Channel concatenation, the dense layer's output: x (N, C, H, W), new (N, K, H, W)
+    -> (N, C + K, H, W), the input first. cache: C."""
+    xp = get_xp(x, new)
+    return xp.concatenate([x, new], axis=1), x.shape[1]
+
+
+def concat_backward(dout, cache):
+    """The gradient of a concatenation is a split: each input gets its own channels of dout.
+
+    returns dx (N, C, H, W) = dout[:, :C] and dnew (N, K, H, W) = dout[:, C:]
+    """
+    C = cache
+    return dout[:, :C], dout[:, C:]
+
+
+def conv1x1_forward(x, weight):
+    """A 1x1 convolution is a plain matrix product over the channels, pixel by pixel: no im2col.
+
+    x: (N, C, H, W), weight: (F, C, 1, 1) -> out (N, F, H, W) with
+    out[n, :, i, j] = weight[:, :, 0, 0] @ x[n, :, i, j]. No bias (DenseNet has none).
+    """
+    N, C, H, W = x.shape
+    w = weight.reshape(weight.shape[0], C)                 # (F, C)
+    out = w @ x.reshape(N, C, H * W)                       # (F, C) @ (N, C, HW) -> (N, F, HW)
+    return out.reshape(N, -1, H, W), (x, weight)
+
+
+def conv1x1_backward(dout, cache):
+    """dx = W.T @ dout and dW = sum over images and pixels of dout x^T. returns dx, dweight."""
+    x, weight = cache
+    N, C, H, W = x.shape
+    w = weight.reshape(weight.shape[0], C)
+    d3, x3 = dout.reshape(N, -1, H * W), x.reshape(N, C, H * W)
+    dx = (w.T @ d3).reshape(x.shape)                       # (C, F) @ (N, F, HW) -> (N, C, HW)
+    dweight = (d3 @ x3.transpose(0, 2, 1)).sum(axis=0)     # (N, F, HW) @ (N, HW, C) -> (F, C)
+    return dx, dweight.reshape(weight.shape)
+
+
 def linear_forward(x, weight, bias):
     """out = x @ weight.T + bias. x: (N, D), weight: (K, D), bias: (K,) -> (N, K)."""
     out = x @ weight.T

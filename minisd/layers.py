@@ -15,9 +15,8 @@ for CuPy arrays. A layer calls ``impl = switch.choose(x)`` in ``forward`` and
 stores its cache tagged with it, ``(impl, cache)``; ``backward`` calls ``impl``'s
 twin of what ran.
 
-Containers (:class:`Sequential`, the residual block, the ResNet) find their
-sub-layers by looking at their attributes, so names such as
-``blocks.3.branch.0.weight`` come for free, in a stable order.
+Containers (:class:`Sequential`, the blocks, the networks) find their sub-layers by looking
+at their attributes: names such as ``blocks.3.branch.0.weight`` come free, in a stable order.
 """
 from __future__ import annotations
 
@@ -49,12 +48,7 @@ def no_grad():
 
     Threads: like :func:`minisd.reference`, the block holds for the thread
     that entered it (a :mod:`contextvars` variable); nesting is allowed.
-
-    Usage::
-
-        net.eval()
-        with minisd.no_grad():
-            logits = net.forward(x)
+    Usage: ``net.eval()``, then ``with minisd.no_grad(): logits = net.forward(x)``.
     """
     token = _grad_enabled.set(False)
     try:
@@ -302,14 +296,28 @@ class Conv2d(Module):
             raise ValueError(f"{self._label()}: input {H}x{W} is smaller than the {self.kernel_size}x"
                              f"{self.kernel_size} kernel (padding {self.padding})")
         impl = switch.choose(x)
+        if self.is_matrix_product():  # 1x1, stride 1: a matrix product over the channels, no im2col
+            out, cache = impl.conv1x1_forward(x, w)
+            self._save_for_backward(impl, ("1x1", cache))
+            return out
         fwd = F.conv2d_naive_forward if self.naive else impl.conv2d_forward
         out, cache = fwd(x, w, self.params.get("bias"), self.stride, self.padding)
-        self._save_for_backward(impl, cache)
+        self._save_for_backward(impl, ("im2col", cache))
         return out
+
+    def is_matrix_product(self):
+        """A 1x1 convolution with stride 1, no padding and no bias (DenseNet's bottlenecks and
+        transitions) is one matrix product per image: functional.conv1x1_forward."""
+        return (self.kernel_size, self.stride, self.padding) == (1, 1, 0) and "bias" not in self.params \
+            and not self.naive
 
     @traced
     def backward(self, dout):
-        impl, cache = self._take_cache(dout)
+        impl, (kind, cache) = self._take_cache(dout)
+        if kind == "1x1":
+            dx, dw = impl.conv1x1_backward(dout, cache)
+            self._add_grad("weight", dw)
+            return dx
         bwd = F.conv2d_naive_backward if self.naive else impl.conv2d_backward
         dx, dw, db = bwd(dout, cache)  # the naive and im2col caches are alike
         self._add_grad("weight", dw)
@@ -425,6 +433,23 @@ class GlobalAvgPool(Module):
         return impl.global_avg_pool_backward(dout, cache)
 
 
+class AvgPool2d(Module):
+    """2x2 average pooling with stride 2 (DenseNet's transitions): (N, C, H, W) -> (N, C, H/2, W/2)."""
+
+    @traced
+    def forward(self, x):
+        self._check_input(x, 4)
+        impl = switch.choose(x)
+        out, cache = impl.avg_pool_forward(x)
+        self._save_for_backward(impl, cache)
+        return out
+
+    @traced
+    def backward(self, dout):
+        impl, cache = self._take_cache(dout)
+        return impl.avg_pool_backward(dout, cache)
+
+
 class Linear(Module):
     """Fully connected: (N, in_features) -> (N, out_features); weight (out, in).
 
@@ -536,12 +561,9 @@ class SoftmaxCrossEntropy(Module):
 
     logits: (N, K) float, labels: (N,) integers in [0, K). The loss is a 0-d array.
 
-    ``check_labels``: whether ``forward`` checks that every label lies in [0, K).
-    ``None`` (the default) checks NumPy labels only: on the GPU, reading the
-    smallest and largest label back would make the host wait for the device
-    twice per step. There the check is made once, when the data is read
-    (minisd's loaders refuse files with labels out of range); ``True`` checks
-    GPU labels too, at that price.
+    ``check_labels``: check every label lies in [0, K). ``None`` (default): NumPy labels only;
+    on the GPU reading them back would make the host wait twice per step (minisd's loaders
+    check the files once instead); ``True`` checks GPU labels too, at that price.
     """
 
     def __init__(self, check_labels=None):

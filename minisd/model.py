@@ -1,16 +1,19 @@
-"""The paper's CIFAR ResNet with stochastic depth, and its survival rules.
+"""The paper's CIFAR ResNet with stochastic depth, its survival rules, and the CIFAR DenseNet.
 
     conv3x3(16) -> BN -> ReLU -> [N blocks, 16 ch] -> [N blocks, 32 ch, first with stride 2]
     -> [N blocks, 64 ch, first with stride 2] -> global average pool -> linear
 
 Depth = 6N + 2 (two convs per block, plus the first conv and the linear
-layer): 20, 32, 44, 56, 110 (the paper), ..., 1202.
+layer): 20, 32, 44, 56, 110 (the paper), ..., 1202. :class:`DenseNet` is the authors'
+extension (Huang et al., CVPR 2017): the long-range paths wired in.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .blocks import ResidualBlock
+from .blocks import DenseBlock, ResidualBlock, Transition
 from .layers import BatchNorm2d, Conv2d, GlobalAvgPool, Linear, Module, ReLU
 
 RULES = ("linear", "uniform")
@@ -163,3 +166,94 @@ class ResNet(Module):
     def __repr__(self):
         return (f"ResNet(depth={self.depth}, blocks={len(self.blocks)}, num_classes={self.num_classes}, "
                 f"p_last={self.p_last}, rule={self.rule!r}, params={self.num_parameters():,})")
+
+
+def check_densenet_depth(depth, bottleneck=True) -> int:
+    """Layers per dense block n of a CIFAR DenseNet of ``depth``: (depth - 4) / 6 with bottlenecks
+    (two convolutions a layer), (depth - 4) / 3 without; one ``ValueError`` line otherwise."""
+    per = 6 if bottleneck else 3
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 4 + per or (depth - 4) % per:
+        kind = "DenseNet-BC (bottleneck)" if bottleneck else "DenseNet without bottlenecks"
+        raise ValueError(f"depth must be {per}n+4 with n >= 1 for a {kind} (e.g. {4 + per * 16}), got {depth!r}")
+    return (int(depth) - 4) // per
+
+
+class DenseNet(Module):
+    """The CIFAR DenseNet (Huang, Liu, van der Maaten, Weinberger, CVPR 2017).
+
+        conv3x3 (2k channels with bottlenecks, 16 without) -> dense block -> transition
+        -> dense block -> transition -> dense block -> BN -> ReLU -> global average pool -> linear
+
+    A dense layer adds ``growth_rate`` (k) maps to its input (:class:`~minisd.blocks.DenseLayer`);
+    a transition compresses to floor(compression * C) channels and halves the size
+    (:class:`~minisd.blocks.Transition`). ``bottleneck=True, compression=0.5`` is DenseNet-BC;
+    the paper's plain DenseNet is ``bottleneck=False, compression=1``. No convolution has a bias.
+    forward: (N, 3, 32, 32) -> logits (N, num_classes). Every layer runs every step: there are
+    no gates (``sample_gates`` says so), so the training loop treats it like a constant-depth net.
+    """
+
+    def __init__(self, depth=100, growth_rate=12, bottleneck=True, compression=0.5, num_classes=10,
+                 dtype=np.float32, rng=None):
+        super().__init__()
+        n = check_densenet_depth(depth, bottleneck)
+        if not 0 < compression <= 1:
+            raise ValueError(f"compression must be in (0, 1], got {compression!r}")
+        if growth_rate < 1 or num_classes < 1:
+            raise ValueError(f"growth_rate and num_classes must be >= 1, got {growth_rate}, {num_classes}")
+        self.depth, self.growth_rate, self.bottleneck, self.compression = depth, growth_rate, bottleneck, compression
+        self.num_classes, self.dtype = num_classes, np.dtype(dtype)
+        rng = rng if rng is not None else np.random.default_rng()
+        channels = 2 * growth_rate if bottleneck else 16
+        self.conv1 = Conv2d(3, channels, 3, padding=1, bias=False, dtype=dtype, rng=rng)
+        for stage in (1, 2, 3):  # attributes in forward order: parameters() follows it
+            block = DenseBlock(channels, n, growth_rate, bottleneck, dtype, rng)
+            setattr(self, f"block{stage}", block)
+            channels = block.out_channels
+            if stage < 3:
+                trans = Transition(channels, int(math.floor(compression * channels)), dtype, rng)
+                setattr(self, f"trans{stage}", trans)
+                channels = trans.out_channels
+        self.bn, self.relu, self.pool = BatchNorm2d(channels, dtype=dtype), ReLU(), GlobalAvgPool()
+        self.fc = Linear(channels, num_classes, dtype=dtype, rng=rng)
+        self.assign_names()
+        self.flatten_parameters()
+
+    def stages(self):
+        return [self.conv1, self.block1, self.trans1, self.block2, self.trans2, self.block3,
+                self.bn, self.relu, self.pool, self.fc]
+
+    def forward(self, x):
+        self._check_input(x, 4, 3, like=self.conv1.params["weight"])
+        for m in self.stages():
+            x = m.forward(x)
+        return x
+
+    def backward(self, dlogits):
+        for m in reversed(self.stages()):
+            dlogits = m.backward(dlogits)
+        return dlogits
+
+    # -- what the training loop asks of a network --------------------------------
+
+    @property
+    def blocks(self):
+        """The dense layers, in order (they all run)."""
+        return self.block1.layers + self.block2.layers + self.block3.layers
+
+    def sample_gates(self, rng, batch_size=None):
+        """No gates: every layer runs (nothing is drawn from ``rng``). Returns one open gate per layer."""
+        return [True] * len(self.blocks)
+
+    def expected_blocks(self) -> float:
+        return float(len(self.blocks))
+
+    def inactive_parameter_names(self) -> list[str]:
+        return []
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for _, p, _ in self.parameters()))
+
+    def __repr__(self):
+        kind = "DenseNet-BC" if self.bottleneck else "DenseNet"
+        return (f"{kind}(depth={self.depth}, growth_rate={self.growth_rate}, compression={self.compression}, "
+                f"num_classes={self.num_classes}, params={self.num_parameters():,})")

@@ -558,3 +558,52 @@ def test_torch_resnet_closed_gate_skips_branch():
     tnet.eval()
     tnet(T(_batch()[0]))
     assert calls == [1]
+
+
+# ---------------------------------------------------------------------------
+# DenseNet (issue 19): minisd's hand-written network against the authors' architecture in PyTorch
+# ---------------------------------------------------------------------------
+
+
+def _load_torch_densenet():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_densenet.py"
+    spec = importlib.util.spec_from_file_location("minisd_bench_torch_densenet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kwargs", [dict(depth=16, growth_rate=4, bottleneck=True, compression=0.5),
+                                    dict(depth=10, growth_rate=3, bottleneck=False, compression=1.0)])
+def test_densenet_equals_pytorch_float64(kwargs):
+    """Training logits, loss, input and every parameter gradient, BN running statistics, eval logits."""
+    from minisd import DenseNet
+    td = _load_torch_densenet()
+    rng = np.random.default_rng(11)
+    net = DenseNet(num_classes=10, dtype=np.float64, rng=rng, **kwargs)
+    for m in net.modules():  # gamma and beta away from 1 and 0, so that they matter
+        if isinstance(m, BatchNorm2d):
+            m.params["weight"][...] = rng.uniform(0.5, 1.5, m.num_features)
+            m.params["bias"][...] = rng.standard_normal(m.num_features) * 0.1
+    tnet = td.load_from_minisd(td.TorchDenseNet(num_classes=10, **kwargs).double(), net.state_dict())
+    x, y = rng.standard_normal((4, 3, 16, 16)), rng.integers(0, 10, 4)
+    loss_fn = SoftmaxCrossEntropy()
+    logits = net.forward(x)
+    loss = loss_fn.forward(logits, y)
+    net.zero_grad()
+    dx = net.backward(loss_fn.backward())
+    tx = T(x, grad=True)
+    tl = tnet(tx)
+    tloss = TF.cross_entropy(tl, torch.as_tensor(y))
+    tloss.backward()
+    close(logits, N(tl), NET_TOL, "training logits")
+    assert abs(float(loss) - float(tloss.detach())) < 1e-12
+    close(dx, N(tx.grad), NET_TOL, "dx")
+    tparams = dict(tnet.named_parameters())
+    for name, _, g in net.parameters():
+        close(g, N(tparams[name].grad), NET_TOL, f"grad {name}")
+    tstate = tnet.state_dict()
+    for k, v in net.state_dict().items():
+        close(v, N(tstate[k]), NET_TOL, f"state {k}")
+    net.eval(), tnet.eval()
+    close(net.forward(x), N(tnet(T(x))), NET_TOL, "eval logits")

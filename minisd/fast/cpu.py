@@ -29,6 +29,8 @@ from .. import functional
 from .threads import for_each_chunk, scratch
 
 # No faster version of these: the readable functions serve as they are.
+from ..functional import (avg_pool_backward, avg_pool_forward, concat_backward, concat_forward,  # noqa: F401
+                         conv1x1_backward, conv1x1_forward)
 from ..functional import (batchnorm_eval_backward, batchnorm_eval_forward, batchnorm_running_average,  # noqa: F401
                          global_avg_pool_backward, global_avg_pool_forward, linear_backward, linear_forward,
                          shortcut_backward, shortcut_forward, softmax_cross_entropy_backward,

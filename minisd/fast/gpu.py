@@ -54,6 +54,8 @@ from ..backend import fuse, get_xp
 from ..functional import conv_output_size
 
 # No faster version of these: the readable functions serve as they are.
+from ..functional import (avg_pool_backward, avg_pool_forward, concat_backward, concat_forward,  # noqa: F401
+                         conv1x1_backward, conv1x1_forward)
 from ..functional import (batchnorm_eval_backward, batchnorm_eval_forward, global_avg_pool_backward,  # noqa: F401
                          global_avg_pool_forward, linear_backward, linear_forward, relu_forward, shortcut_backward,
                          shortcut_forward, softmax_cross_entropy_backward, softmax_cross_entropy_forward)

@@ -1,0 +1,182 @@
+"""The DenseNet extension (issue 19): its new functions, its layers and the whole network.
+
+Every new forward/backward pair of functional.py has a float64 gradient check; the dense
+layer, a transition and small DenseNets (BC and plain) are checked whole; the parameter
+counts are the paper's Table 2; the GPU path equals NumPy to 1e-10 in float64.
+"""
+import numpy as np
+import pytest
+
+import minisd
+from minisd import backend, functional as F
+from minisd.optim import SGD
+
+TOL = 1e-6  # float64 central differences against the analytic gradient
+
+
+def randn(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+# -- the new functions ---------------------------------------------------------------
+
+
+def test_concat_forward_and_its_split_backward(rng):
+    x, new = randn(rng, 2, 3, 4, 5), randn(rng, 2, 2, 4, 5)
+    out, cache = F.concat_forward(x, new)
+    assert out.shape == (2, 5, 4, 5)
+    assert np.array_equal(out[:, :3], x) and np.array_equal(out[:, 3:], new)  # the input first
+    dout = randn(rng, *out.shape)
+    dx, dnew = F.concat_backward(dout, cache)
+    f = lambda: F.concat_forward(x, new)[0]  # noqa: E731
+    assert minisd.relative_error(minisd.numerical_gradient(f, x, dout), dx) < TOL
+    assert minisd.relative_error(minisd.numerical_gradient(f, new, dout), dnew) < TOL
+
+
+def test_avg_pool_2x2(rng):
+    x = randn(rng, 2, 3, 6, 4)
+    out, cache = F.avg_pool_forward(x)
+    assert out.shape == (2, 3, 3, 2)
+    assert np.isclose(out[1, 2, 1, 0], x[1, 2, 2:4, 0:2].mean(), rtol=1e-15)
+    dout = randn(rng, *out.shape)
+    dx = F.avg_pool_backward(dout, cache)
+    assert minisd.relative_error(minisd.numerical_gradient(lambda: F.avg_pool_forward(x)[0], x, dout), dx) < TOL
+    with pytest.raises(ValueError, match="even"):
+        F.avg_pool_forward(randn(rng, 1, 1, 5, 4))
+
+
+def test_conv1x1_is_a_matrix_product_and_equals_the_im2col_convolution(rng):
+    x, w = randn(rng, 3, 4, 5, 6), randn(rng, 7, 4, 1, 1)
+    out, cache = F.conv1x1_forward(x, w)
+    ref, ref_cache = F.conv2d_forward(x, w, None, 1, 0)
+    assert minisd.relative_error(out, ref) < 1e-12
+    assert np.allclose(out[2, :, 3, 4], w[:, :, 0, 0] @ x[2, :, 3, 4], rtol=1e-13)  # pixel by pixel
+    dout = randn(rng, *out.shape)
+    dx, dw = F.conv1x1_backward(dout, cache)
+    rdx, rdw, _ = F.conv2d_backward(dout, ref_cache)
+    assert minisd.relative_error(dx, rdx) < 1e-12 and minisd.relative_error(dw, rdw) < 1e-12
+    f = lambda: F.conv1x1_forward(x, w)[0]  # noqa: E731
+    assert minisd.relative_error(minisd.numerical_gradient(f, x, dout), dx) < TOL
+    assert minisd.relative_error(minisd.numerical_gradient(f, w, dout), dw) < TOL
+
+
+def test_a_1x1_conv2d_layer_runs_the_matrix_product(rng):
+    conv = minisd.Conv2d(4, 6, 1, bias=False, dtype=np.float64, rng=rng)
+    assert conv.is_matrix_product()
+    assert not minisd.Conv2d(4, 6, 1, bias=True, dtype=np.float64).is_matrix_product()
+    x = randn(rng, 2, 4, 3, 3)
+    conv.forward(x)
+    assert conv.cache[1][0] == "1x1"
+
+
+# -- layers and the network -------------------------------------------------------------
+
+
+def _check_module(module, x, rng):
+    """Input and every parameter gradient of ``module`` (BN in training mode) against central differences."""
+    out = module.forward(x)
+    dout = randn(rng, *out.shape)
+    module.zero_grad()
+    dx = module.backward(dout)
+    f = lambda: module.forward(x)  # noqa: E731
+    errors = {"x": minisd.relative_error(minisd.numerical_gradient(f, x, dout), dx)}
+    for name, p, g in module.parameters():
+        errors[name] = minisd.relative_error(minisd.numerical_gradient(f, p, dout), g)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOL, (worst, errors[worst])
+    return errors
+
+
+@pytest.mark.parametrize("bottleneck", [True, False])
+def test_dense_layer_gradients(bottleneck, rng):
+    layer = minisd.DenseLayer(3, 2, bottleneck=bottleneck, dtype=np.float64, rng=rng)
+    x = randn(rng, 3, 3, 4, 4)
+    out = layer.forward(x)
+    assert out.shape == (3, 5, 4, 4) and np.array_equal(out[:, :3], x)  # the input passes on unchanged
+    errors = _check_module(layer, x, rng)
+    assert len(errors) == 1 + (6 if bottleneck else 3)
+
+
+def test_transition_gradients(rng):
+    t = minisd.Transition(4, 2, dtype=np.float64, rng=rng)
+    assert t.forward(randn(rng, 2, 4, 4, 6)).shape == (2, 2, 2, 3)
+    _check_module(t, randn(rng, 2, 4, 4, 6), rng)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bottleneck, depth", [(True, 10), (False, 7)])
+def test_whole_densenet_gradients(bottleneck, depth):
+    """A small DenseNet (one layer a block), loss included: the input and every parameter."""
+    rng = np.random.default_rng(3)
+    net = minisd.DenseNet(depth, growth_rate=2, bottleneck=bottleneck, num_classes=3, dtype=np.float64, rng=rng)
+    x, y = randn(rng, 2, 3, 8, 8), np.array([0, 2])
+    loss_fn = minisd.SoftmaxCrossEntropy()
+    loss_fn.forward(net.forward(x), y)
+    net.zero_grad()
+    dx = net.backward(loss_fn.backward())
+    f = lambda: loss_fn.forward(net.forward(x), y)  # noqa: E731
+    assert minisd.relative_error(minisd.numerical_gradient(f, x), dx) < TOL
+    for name, p, g in net.parameters():
+        assert minisd.relative_error(minisd.numerical_gradient(f, p), g) < TOL, name
+
+
+@pytest.mark.parametrize("kwargs, count, paper", [
+    (dict(depth=100, growth_rate=12), 769_162, "0.8M"),                                   # DenseNet-BC, L=100, k=12
+    (dict(depth=40, growth_rate=12, bottleneck=False, compression=1.0), 1_019_722, "1.0M"),  # DenseNet, L=40, k=12
+    (dict(depth=250, growth_rate=24), 15_324_406, "15.3M"),                               # DenseNet-BC, L=250, k=24
+])
+def test_parameter_counts_are_the_papers_table_2(kwargs, count, paper):
+    net = minisd.DenseNet(**kwargs)
+    assert net.num_parameters() == count
+    assert f"{count / 1e6:.1f}M" == paper
+
+
+def test_names_order_and_state_dict():
+    net = minisd.DenseNet(16, growth_rate=4)
+    names = [n for n, _, _ in net.parameters()]
+    assert names[:4] == ["conv1.weight", "block1.layers.0.bn1.weight", "block1.layers.0.bn1.bias",
+                         "block1.layers.0.conv1.weight"]
+    assert names[-4:] == ["bn.weight", "bn.bias", "fc.weight", "fc.bias"]
+    assert not any(n.endswith("conv1.bias") or n.endswith("conv2.bias") or n.endswith("conv.bias") for n in names)
+    state = net.state_dict()
+    assert "trans1.bn.running_mean" in state and "block3.layers.1.bn2.running_var" in state
+    assert len(net.blocks) == 6 and net.sample_gates(np.random.default_rng(0)) == [True] * 6
+
+
+@pytest.mark.parametrize("depth, bottleneck", [(101, True), (99, True), (41, False), (4, False), (True, True)])
+def test_other_depths_are_refused_with_one_line(depth, bottleneck):
+    with pytest.raises(ValueError, match="depth must be") as e:
+        minisd.DenseNet(depth, bottleneck=bottleneck)
+    assert "\n" not in str(e.value)
+
+
+def test_no_grad_keeps_no_cache_in_a_densenet(rng):
+    net = minisd.DenseNet(16, growth_rate=4)
+    with minisd.no_grad():
+        net.forward(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    assert all(m.cache is None for m in net.modules())
+
+
+@pytest.mark.gpu
+def test_densenet_step_on_the_gpu_path_equals_numpy(gpu_xp):
+    """Two SGD steps of a DenseNet-BC on NumPy and on the GPU path, float64: every number to 1e-10."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3, 16, 16)), rng.integers(0, 10, 4)
+    results = {}
+    for device in ("cpu", "gpu"):
+        net = minisd.DenseNet(16, growth_rate=4, dtype=np.float64, rng=np.random.default_rng(1)).to(device)
+        opt = SGD(net.parameters(), lr=0.1)
+        loss_fn = minisd.SoftmaxCrossEntropy()
+        xd, yd = backend.to_device(x, device), backend.to_device(y, device)
+        for _ in range(2):
+            logits = net.forward(xd)
+            loss = loss_fn.forward(logits, yd)
+            net.zero_grad()
+            net.backward(loss_fn.backward())
+            opt.step()
+        assert backend.device_of(logits) == device
+        results[device] = dict(logits=logits, loss=loss, **{f"grad {n}": g for n, _, g in net.parameters()},
+                               **{f"state {k}": v for k, v in net.state_dict().items()})
+    worst = max((minisd.relative_error(np.asarray(results["cpu"][k]), backend.to_numpy(results["gpu"][k])), k)
+                for k in results["cpu"])
+    assert worst[0] < 1e-10, worst
