@@ -33,12 +33,11 @@ from tqdm import tqdm
 from . import backend, data, step
 from .data import files as data_files
 from .fast.switch import reference
-from .model import ResNet
 from .optim import SGD, lr_at_epoch
 from .step import StopRequested
 from .tools.checkpoint import prefixed, save_checkpoint, unprefixed
 from .tools.flags import (Config, build_parser, check_config, check_resume, config_from_args,  # noqa: F401
-                          read_resume_checkpoint)
+                          network, read_resume_checkpoint)
 from .tools.plot import plot_runs
 from .tools.runs import (TrainingError, carry_best_checkpoint, check_out_folder, prepare_run_folder,
                          remove_unstarted_run, summarize, write_failed, write_json, write_metrics)
@@ -107,8 +106,7 @@ class Run:
         self.rng = np.random.default_rng(cfg.seed)  # each epoch's shuffle, then each step's augmentation and gates
         (self.x_train, self.y_train), (self.x_valid, self.y_valid), (self.x_test, self.y_test), \
             self.num_classes, self.normalizer = load_data(cfg, self.device, log)
-        self.net = ResNet(cfg.depth, self.num_classes, cfg.p_last, cfg.rule, dtype=np.dtype(cfg.dtype),
-                          scale=cfg.scale, mode=cfg.mode, seed=cfg.seed, shortcut=cfg.shortcut).to(self.device)
+        self.net = network(cfg, self.num_classes).to(self.device)  # the ResNet, or a DenseNet
         self.opt = SGD(self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                        nesterov=cfg.nesterov, dropped=cfg.dropped)
         self.epoch, self.step_in_epoch, self.perm = 0, 0, None

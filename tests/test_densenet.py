@@ -180,3 +180,89 @@ def test_densenet_step_on_the_gpu_path_equals_numpy(gpu_xp):
     worst = max((minisd.relative_error(np.asarray(results["cpu"][k]), backend.to_numpy(results["gpu"][k])), k)
                 for k in results["cpu"])
     assert worst[0] < 1e-10, worst
+
+
+# -- training: python -m minisd.train --arch densenet ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    from minisd.data.fake import write_fake_cifar10
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar10(root, n_per_batch=16, seed=0, n_test=16)
+    return str(root)
+
+
+def _tiny(root, out, *extra):
+    return ["--arch", "densenet", "--depth", "10", "--growth-rate", "4", "--data-dir", root, "--batch-size", "16",
+            "--valid-size", "16", "--seed", "2", "--device", "cpu", "--out", str(out), "--no-progress", *extra]
+
+
+def test_train_cli_trains_a_densenet_and_resumes_bit_exactly(fake_root, tmp_path, capsys):
+    from minisd import train
+    from minisd.tools.checkpoint import load_checkpoint
+    assert train.main(_tiny(fake_root, tmp_path / "straight", "--epochs", "2")) == 0
+    assert "DenseNet-BC(depth=10" in capsys.readouterr().out
+    assert train.main(_tiny(fake_root, tmp_path / "split", "--epochs", "1")) == 0
+    assert train.main(["--resume", str(tmp_path / "split" / "last.npz"), "--epochs", "2", "--no-progress"]) == 0
+    a, ma = load_checkpoint(tmp_path / "straight" / "last.npz")
+    b, mb = load_checkpoint(tmp_path / "split" / "last.npz")
+    assert a.keys() == b.keys() and any(k.startswith("model/block1.layers.0.") for k in a)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert ma["config"]["arch"] == mb["config"]["arch"] == "densenet"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--growth-rate", "12"], "--growth-rate is a DenseNet flag"),
+    (["--arch", "densenet", "--p-last", "0.5"], "--p-last is a flag of the ResNet"),
+    (["--arch", "densenet", "--shortcut", "avg"], "--shortcut is a flag of the ResNet"),
+    (["--arch", "densenet", "--depth", "110"], "6n+4"),
+    (["--arch", "densenet", "--no-bottleneck", "--depth", "42"], "3n+4"),
+    (["--arch", "densenet", "--compression", "0"], "--compression"),
+])
+def test_flags_of_the_other_architecture_are_refused_with_one_line(args, message, tmp_path, capsys):
+    from minisd import train
+    assert train.main(args + ["--out", str(tmp_path / "r"), "--print-config"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_densenet_recipe_is_the_papers(capsys):
+    import json
+    from minisd import train
+    assert train.main(["--recipe", "paper-densenet-bc-100", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert {k: cfg[k] for k in ("arch", "depth", "growth_rate", "bottleneck", "compression", "batch_size", "epochs",
+                                "lr", "milestones", "momentum", "nesterov", "weight_decay")} == dict(
+        arch="densenet", depth=100, growth_rate=12, bottleneck=True, compression=0.5, batch_size=64, epochs=300,
+        lr=0.1, milestones=[150, 225], momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def test_a_resnet_checkpoint_does_not_resume_as_a_densenet(fake_root, tmp_path, capsys):
+    from minisd import train
+    out = tmp_path / "resnet"
+    assert train.main(["--depth", "8", "--data-dir", fake_root, "--batch-size", "16", "--valid-size", "16",
+                       "--epochs", "1", "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert train.main(["--resume", str(out / "last.npz"), "--arch", "densenet", "--depth", "10",
+                       "--epochs", "2", "--out", str(tmp_path / "other")]) == 1
+    assert "the checkpoint is a resnet" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_train_cli_trains_a_densenet_on_the_gpu_path(fake_root, tmp_path):
+    """--device gpu: on CuPy where there is a GPU, else through the stand-in (tests/support/run_with_standin.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    import conftest
+    here = Path(__file__).resolve().parent
+    launcher = [] if conftest.REAL_GPU else [str(here / "support" / "run_with_standin.py")]
+    args = _tiny(fake_root, tmp_path / "gpu", "--epochs", "1")
+    args[args.index("--device") + 1] = "gpu"
+    r = subprocess.run([sys.executable, *launcher, "-m", "minisd.train", *args], capture_output=True, text=True,
+                       cwd=here.parent, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "device gpu" in r.stdout and (tmp_path / "gpu" / "summary.json").exists()

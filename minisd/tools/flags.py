@@ -15,8 +15,10 @@ import os
 from dataclasses import dataclass, fields
 from typing import Optional
 
+import numpy as np
+
 from .. import backend, data
-from ..model import check_depth
+from ..model import check_densenet_depth, check_depth
 from ..optim import lr_at_epoch
 from . import recipes
 from .checkpoint import CheckpointError, load_checkpoint
@@ -60,6 +62,16 @@ class Config:
     svhn_extra: bool = False           # SVHN: add extra_32x32.mat (531,131 images) to the training set
     valid_per_class: Optional[list] = None  # hold out N of each class [from train, from extra]; sets valid_size
     eval_every: int = 0                # also evaluate every N steps (the paper's SVHN: 200); 0: once per epoch
+    # the network: the paper's ResNet (default) or the authors' DenseNet extension (flags in _add_densenet_flags)
+    arch: str = "resnet"               # resnet | densenet
+    growth_rate: int = 12              # DenseNet: k, the maps each dense layer adds
+    bottleneck: bool = True            # DenseNet: 1x1 bottlenecks (DenseNet-BC) or not
+    compression: float = 0.5           # DenseNet: a transition keeps floor(compression * C) channels
+
+
+# Flags that only one architecture has: given beside the other, they are refused with one line.
+RESNET_ONLY = ("p_last", "rule", "mode", "scale", "shortcut", "dropped")  # stochastic depth's gates
+DENSENET_ONLY = ("growth_rate", "bottleneck", "compression")
 
 
 def _valid_size(s):
@@ -105,7 +117,11 @@ def build_parser(suppress_defaults=False):
       "MD5 checked, moved into place only when complete")
     a("--no-download", dest="download", action="store_false",
       help="never download: if the data set is missing, stop and say which file to put where")
-    a("--depth", type=int, default=d.depth, help="6N+2 layers (default: %(default)s)")
+    a("--arch", choices=["resnet", "densenet"], default=d.arch,
+      help="the paper's ResNet with stochastic depth, or the authors' DenseNet (default: %(default)s)")
+    a("--depth", type=int, default=d.depth,
+      help="layers: 6N+2 for a ResNet (default: %(default)s), 6n+4 for a DenseNet-BC (its default: 100), "
+      "3n+4 without bottlenecks")
     a("--p-last", type=float, default=d.p_last,
       help="survival probability of the last block; 1 = constant depth (default: %(default)s)")
     a("--rule", choices=["linear", "uniform"], default=d.rule,
@@ -149,6 +165,11 @@ def build_parser(suppress_defaults=False):
       "along, into another --out too")
     a("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_recipe_flags(a, d)
+    a("--growth-rate", type=int, default=d.growth_rate, help="DenseNet: maps each layer adds, k (default: %(default)s)")
+    a("--compression", type=float, default=d.compression,
+      help="DenseNet: share of the channels a transition keeps, theta (default: %(default)s)")
+    a("--no-bottleneck", dest="bottleneck", action="store_false",
+      help="DenseNet: no 1x1 bottleneck convolutions (the paper's plain DenseNet; use --compression 1 with it)")
     return p
 
 
@@ -195,12 +216,41 @@ def config_from_args(args, argv=None, checkpoint_meta=None) -> Config:
         if "out" not in given:
             values["out"] = os.path.dirname(args.resume) or "."
         known = {f.name for f in fields(Config)}
-        return Config(**{k: v for k, v in values.items() if k in known})
+        cfg = Config(**{k: v for k, v in values.items() if k in known})
+        check_arch_flags(cfg.arch, given)
+        return cfg
     values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     cfg = Config(**resolve_recipe(values, argv))
+    given = given_flags(argv)
+    check_arch_flags(cfg.arch, given)
+    if cfg.arch == "densenet" and "depth" not in given and not cfg.recipe:
+        cfg.depth = 100  # DenseNet-BC-100, not the ResNet's 110
     if args.out is None:
-        cfg.out = os.path.join("runs", f"{cfg.dataset}-d{cfg.depth}-p{cfg.p_last:g}-s{cfg.seed}")
+        name = (f"densenet{cfg.depth}-k{cfg.growth_rate}" if cfg.arch == "densenet"
+                else f"d{cfg.depth}-p{cfg.p_last:g}")
+        cfg.out = os.path.join("runs", f"{cfg.dataset}-{name}-s{cfg.seed}")
     return cfg
+
+
+def check_arch_flags(arch, given):
+    """One line for a flag of the other architecture (e.g. --growth-rate beside a ResNet)."""
+    other = DENSENET_ONLY if arch == "resnet" else RESNET_ONLY
+    wrong = [k for k in other if k in given]
+    if wrong:
+        flag = "--no-bottleneck" if wrong[0] == "bottleneck" else "--" + wrong[0].replace("_", "-")
+        why = ("is a DenseNet flag: add --arch densenet" if arch == "resnet" else
+               "is a flag of the ResNet's stochastic depth; a DenseNet has no gates (leave it out, or use --arch resnet)")
+        raise TrainingError(f"{flag} {why}")
+
+
+def network(cfg: Config, num_classes: int):
+    """The network ``cfg`` describes, its weights drawn from ``cfg.seed``."""
+    from ..model import DenseNet, ResNet
+    if cfg.arch == "densenet":
+        return DenseNet(cfg.depth, cfg.growth_rate, cfg.bottleneck, cfg.compression, num_classes,
+                        dtype=np.dtype(cfg.dtype), rng=np.random.default_rng(cfg.seed))
+    return ResNet(cfg.depth, num_classes, cfg.p_last, cfg.rule, dtype=np.dtype(cfg.dtype), scale=cfg.scale,
+                  mode=cfg.mode, seed=cfg.seed, shortcut=cfg.shortcut)
 
 
 def given_flags(argv=None) -> dict:
@@ -234,10 +284,18 @@ def _number(flag, value, ok, rule):
 def check_config(cfg: Config):
     """Reject impossible settings with one clear line, before any work is done (every numeric flag
     finite and in range)."""
+    if cfg.arch not in ("resnet", "densenet"):
+        raise TrainingError(f"--arch must be resnet or densenet, got {cfg.arch!r}")
     try:
-        check_depth(cfg.depth)
+        if cfg.arch == "densenet":
+            check_densenet_depth(cfg.depth, cfg.bottleneck)
+        else:
+            check_depth(cfg.depth)
     except ValueError as e:
         raise TrainingError(f"--{e}") from None
+    if cfg.arch == "densenet":
+        _number("growth-rate", cfg.growth_rate, lambda v: v >= 1 and v == int(v), "an integer >= 1")
+        _number("compression", cfg.compression, lambda v: 0 < v <= 1, "in (0, 1]")
     _number("p-last", cfg.p_last, lambda v: 0 < v <= 1, "in (0, 1]")
     for name in ("epochs", "batch_size", "eval_batch_size"):
         _number(name.replace("_", "-"), getattr(cfg, name), lambda v: v >= 1, "an integer >= 1")
@@ -307,6 +365,10 @@ def checkpoint_depth(arrays):
 def check_checkpoint_fits(arrays, meta, cfg, path=None):
     """One line (TrainingError) when a checkpoint is of another network than ``cfg`` asks for."""
     where = f"cannot resume from {path}: " if path else ""
+    saved_arch = (meta.get("config") or {}).get("arch", "resnet")
+    if saved_arch != cfg.arch:
+        raise TrainingError(f"{where}the checkpoint is a {saved_arch}, the flags ask for a {cfg.arch} "
+                            f"(leave out --arch to continue it as it is)")
     depth = checkpoint_depth(arrays)
     if depth is not None and depth != cfg.depth:
         raise TrainingError(f"{where}the checkpoint is a ResNet-{depth}, the flags ask for ResNet-{cfg.depth} "
