@@ -266,3 +266,62 @@ def test_train_cli_trains_a_densenet_on_the_gpu_path(fake_root, tmp_path):
                        cwd=here.parent, timeout=300)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
     assert "device gpu" in r.stdout and (tmp_path / "gpu" / "summary.json").exists()
+
+
+# -- shared storage (minisd/fast/dense.py) against the readable concatenation ----------------
+
+
+def _step_results(net, x, y):
+    loss_fn = minisd.SoftmaxCrossEntropy()
+    logits = net.forward(x)
+    loss = loss_fn.forward(logits, y)
+    net.zero_grad()
+    dx = net.backward(loss_fn.backward())
+    return dict(logits=logits, loss=np.asarray(loss), dx=dx, **{f"grad {n}": g.copy() for n, _, g in net.parameters()},
+                **{f"state {k}": v for k, v in net.state_dict().items()})
+
+
+@pytest.mark.parametrize("bottleneck, depth", [(True, 16), (False, 10)])
+def test_shared_storage_equals_the_readable_concatenation(bottleneck, depth):
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((3, 3, 8, 8)), np.array([1, 0, 2])
+    make = lambda: minisd.DenseNet(depth, 3, bottleneck, 0.5, num_classes=3, dtype=np.float64,  # noqa: E731
+                                   rng=np.random.default_rng(9))
+    shared = make()
+    fast = _step_results(shared, x, y)
+    assert shared.block1.cache is None  # (freed by the backward)
+    readable = make()
+    with minisd.reference():
+        ref = _step_results(readable, x, y)
+    for k in ref:
+        assert minisd.relative_error(fast[k], ref[k]) < 1e-10, k
+
+
+def test_shared_storage_holds_memory_linear_in_the_layers_readable_quadratic():
+    """Bytes held for backward after a forward, per dense block of n layers: the readable
+    concatenation keeps every layer's input (sum over i of (C0 + i k) maps); shared storage
+    one buffer of C0 + n k maps, plus a constant per layer."""
+    from minisd import tracing
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+
+    def held(n, reference):
+        net = minisd.DenseNet(6 * n + 4, 12, rng=np.random.default_rng(0))
+        with (minisd.reference() if reference else _nothing()):
+            net.forward(x)
+        return tracing.held_nbytes(m for layer in net.block1.layers for m in layer.modules()) + \
+            tracing.held_nbytes([net.block1])
+
+    readable = [held(n, True) for n in (4, 8, 16)]
+    shared = [held(n, False) for n in (4, 8, 16)]
+    # doubling n: readable memory grows by more than 2x (quadratic term), shared by at most 2x (linear)
+    assert readable[2] / readable[1] > 2.5 and readable[1] / readable[0] > 2.3
+    assert shared[2] / shared[1] <= 2.05 and shared[1] / shared[0] <= 2.05
+    assert shared[2] < readable[2] / 2
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

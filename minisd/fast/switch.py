@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import functional
 from ..backend import get_xp
-from . import cpu as fast_cpu, flat, gpu as fast_gpu
+from . import cpu as fast_cpu, dense, flat, gpu as fast_gpu
 
 ROUTES = {"readable": functional, "fast_cpu": fast_cpu, "fast_gpu": fast_gpu}
 
@@ -132,3 +132,11 @@ def flat_sgd(params, state, with_momentum):
     triples the optimizer updates one by one.
     """
     return flat.sgd_groups(params, state, with_momentum)
+
+
+def dense_storage():
+    """How a DenseNet block keeps its feature maps in training: ``None``, the readable
+    concatenation layer by layer (inside :func:`reference`), or :mod:`minisd.fast.dense`,
+    one shared buffer with the first BN and ReLU recomputed in backward (memory linear in
+    the layers instead of quadratic)."""
+    return None if _reference_mode.get() else dense
