@@ -25,15 +25,16 @@ LAYER_TOL = 1e-10
 NET_TOL = 1e-9
 
 
-def _load_torch_resnet():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_resnet.py"
-    spec = importlib.util.spec_from_file_location("minisd_bench_torch_resnet", path)
+def _load_benchmark(name):
+    """benchmarks/NAME.py, imported by path (no sys.path edits)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"minisd_bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-tr = _load_torch_resnet()
+tr = _load_benchmark("torch_resnet")
 
 
 def T(a, grad=False):
@@ -565,20 +566,12 @@ def test_torch_resnet_closed_gate_skips_branch():
 # ---------------------------------------------------------------------------
 
 
-def _load_torch_densenet():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_densenet.py"
-    spec = importlib.util.spec_from_file_location("minisd_bench_torch_densenet", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("kwargs", [dict(depth=16, growth_rate=4, bottleneck=True, compression=0.5),
                                     dict(depth=10, growth_rate=3, bottleneck=False, compression=1.0)])
 def test_densenet_equals_pytorch_float64(kwargs):
     """Training logits, loss, input and every parameter gradient, BN running statistics, eval logits."""
     from minisd import DenseNet
-    td = _load_torch_densenet()
+    td = _load_benchmark("torch_densenet")
     rng = np.random.default_rng(11)
     net = DenseNet(num_classes=10, dtype=np.float64, rng=rng, **kwargs)
     for m in net.modules():  # gamma and beta away from 1 and 0, so that they matter

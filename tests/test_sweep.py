@@ -31,6 +31,22 @@ def tiny(root, out, *extra, epochs=1):
             "--valid-size", "0", "--data-dir", root, "--device", "cpu", "--eval-batch-size", "40", *extra]
 
 
+def interrupt_at_step(n, monkeypatch, argv):
+    """``python -m minisd.train ARGV`` in this process, stopped (as by Ctrl-C) after its n-th step."""
+    original, calls = train.Run.train_step, {"n": 0}
+
+    def interrupting_step(self, idx):
+        result = original(self, idx)
+        calls["n"] += 1
+        if calls["n"] == n:
+            self.stop_requested = True
+        return result
+
+    monkeypatch.setattr(train.Run, "train_step", interrupting_step)
+    assert train.main(argv) == 130
+    monkeypatch.setattr(train.Run, "train_step", original)
+
+
 @pytest.fixture(scope="module")
 def finished(fake_root, tmp_path_factory):
     """A finished grid: p_L 0.5 and 1 x linear and uniform = 3 runs (constant depth once). Read-only."""
@@ -83,18 +99,7 @@ def test_interrupted_run_is_resumed(fake_root, tmp_path, monkeypatch, capsys):
     run_dir = out / "d8-linear-p0.5-s0"
     point = sweep.grid_points([8], ["linear"], [0.5], [0])[0]
     _, passthrough = sweep.parse(argv)
-    original, calls = train.Run.train_step, {"n": 0}
-
-    def interrupting_step(self, idx):
-        result = original(self, idx)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            self.stop_requested = True
-        return result
-
-    monkeypatch.setattr(train.Run, "train_step", interrupting_step)
-    assert train.main(sweep.train_argv(point, passthrough, str(run_dir))) == 130
-    monkeypatch.setattr(train.Run, "train_step", original)
+    interrupt_at_step(3, monkeypatch, sweep.train_argv(point, passthrough, str(run_dir)))
     assert sweep.run_state(str(run_dir)) == "interrupted"
     assert {k: load_checkpoint(run_dir / "last.npz")[1][k] for k in ("epoch", "step_in_epoch")} == \
         {"epoch": 1, "step_in_epoch": 1}
@@ -301,18 +306,8 @@ def test_slurm_script_runs_each_task_as_plain_bash(fake_root, tmp_path, capsys, 
     # task 1 pre-empted mid-run: its last.npz, no summary (as SIGTERM before the time limit leaves it)
     point = sweep.grid_points([8], ["linear"], [0.5, 1], [0])[1]
     _, passthrough = sweep.parse(argv)
-    original, calls = train.Run.train_step, {"n": 0}
-
-    def interrupting_step(self, idx):
-        result = original(self, idx)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            self.stop_requested = True
-        return result
-    monkeypatch.setattr(train.Run, "train_step", interrupting_step)
     run1 = out / point["name"]
-    assert train.main(sweep.train_argv(point, passthrough, str(run1))) == 130
-    monkeypatch.setattr(train.Run, "train_step", original)
+    interrupt_at_step(3, monkeypatch, sweep.train_argv(point, passthrough, str(run1)))
     assert sweep.run_state(str(run1)) == "interrupted"
     for i in (0, 1):
         r = task(i)

@@ -57,8 +57,7 @@ this module's :class:`ndarray`, which wraps a NumPy array and behaves as CuPy's 
 What it does **not** mimic: asynchrony (every kernel runs when launched, so race
 bugs stay hidden; only the *count* of syncs is checked), CuPy's exact dtype
 promotion corner cases (NumPy's rules apply), kernel fusion or compilation
-(``ElementwiseKernel``, ``RawKernel`` and ``ReductionKernel`` raise when called:
-code must run their readable xp twin on the stand-in, see ``is_standin``), multiple
+(no ``ElementwiseKernel``, ``RawKernel`` or ``ReductionKernel``: minisd uses none), multiple
 devices and streams, memory limits, pinned memory, and most of CuPy's API (only what
 minisd, its lessons and benchmarks use, plus close neighbours). Launch counts are
 CuPy's as read from its source (13/14), not measured on a GPU: CUB, cuBLAS internals
@@ -229,24 +228,11 @@ class MemoryPool:
         return 0
 
 
-class PinnedMemoryPool:
-    def free_all_blocks(self) -> None:
-        pass
-
-    def n_free_blocks(self) -> int:
-        return 0
-
-
 _pool = MemoryPool()
-_pinned_pool = PinnedMemoryPool()
 
 
 def get_default_memory_pool() -> MemoryPool:
     return _pool
-
-
-def get_default_pinned_memory_pool() -> PinnedMemoryPool:
-    return _pinned_pool
 
 
 # ---------------------------------------------------------------------------
@@ -1105,29 +1091,6 @@ for _name, _uf in dict(lt=np.less, le=np.less_equal, eq=np.equal, ne=np.not_equa
     setattr(_FusedVar, f"__{_name}__", (lambda uf: lambda self, o: _fused_ufunc(uf, (self, o), {}))(_uf))
 setattr(_FusedVar, "__neg__", lambda self: _fused_ufunc(np.negative, (self,), {}))
 setattr(_FusedVar, "__abs__", lambda self: _fused_ufunc(np.absolute, (self,), {}))
-
-
-class _CudaSourceKernel:
-    """ElementwiseKernel, ReductionKernel, RawKernel: made fine, refused when called."""
-
-    def __init__(self, *args, **kwargs):
-        self.name = kwargs.get("name") or next((a for a in reversed(args) if isinstance(a, str)), "kernel")
-
-    def __call__(self, *args, **kwargs):
-        raise NotImplementedError(f"the CuPy stand-in cannot run CUDA source ({type(self).__name__} "
-                                  f"{self.name!r}); on the stand-in (cupy.is_standin) run the kernel's xp twin")
-
-
-class ElementwiseKernel(_CudaSourceKernel):
-    pass
-
-
-class ReductionKernel(_CudaSourceKernel):
-    pass
-
-
-class RawKernel(_CudaSourceKernel):
-    pass
 
 
 # ---------------------------------------------------------------------------
