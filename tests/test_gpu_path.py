@@ -87,15 +87,17 @@ def test_training_step_matches_numpy(depth, gpu_xp):
 # ---------------------------------------------------------------------------
 
 
-def count_step(standin, depth, batch=COUNT_BATCH, gates=None, seed=0):
-    """Counts of the second training step (the first makes the momentum buffers), by phase."""
-    net = minisd.ResNet(depth, 10, p_last=0.5, seed=seed).to("gpu")
+def count_step(standin, depth, batch=COUNT_BATCH, gates=None, seed=0, net=None):
+    """Counts of the second training step (the first makes the momentum buffers), by phase.
+    ``net``: another network to count (on the GPU path) instead of a ResNet of ``depth``."""
+    net = net if net is not None else minisd.ResNet(depth, 10, p_last=0.5, seed=seed).to("gpu")
     opt = SGD(net.parameters(), lr=0.01)
     loss_fn = minisd.SoftmaxCrossEntropy()
     rng = np.random.default_rng(seed)
     x = backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), "gpu")
     y = backend.to_device(rng.integers(0, 10, batch), "gpu")
-    net.set_gates([True] * len(net.blocks) if gates is None else gates)
+    if isinstance(net, minisd.ResNet):
+        net.set_gates([True] * len(net.blocks) if gates is None else gates)
     training_step(net, opt, loss_fn, x, y)
     phases = {}
     with standin.counting() as phases["forward"]:
@@ -115,8 +117,8 @@ def total(phases, what="launches"):
     return sum(getattr(c, what) for c in phases.values())
 
 
-def format_counts(depth, phases):
-    lines = [f"ResNet-{depth}, all blocks open, batch {COUNT_BATCH} (same at any batch), second step:"]
+def format_counts(depth, phases, name=None):
+    lines = [f"{name or f'ResNet-{depth}, all blocks open'}, batch {COUNT_BATCH} (same at any batch), second step:"]
     lines += [f"  {name:<10} {c.launches:>6} launches  {c.syncs} syncs  {c.uploads} uploads"
               for name, c in phases.items()]
     lines.append(f"  {'step':<10} {total(phases):>6} launches  {total(phases, 'syncs')} syncs  "
@@ -167,6 +169,15 @@ def test_dropped_blocks_launch_fewer_kernels(resnet110_counts, standin):
 def test_target_launches_per_resnet110_step(resnet110_counts):
     all_open, _, _ = resnet110_counts
     assert total(all_open) <= MAX_LAUNCHES_110, format_counts(110, all_open)
+
+
+def test_a_densenet_step_queues_work_and_never_waits(resnet110_counts, standin, capsys):
+    """DenseNet-BC-100 (shared storage) beside ResNet-110: launches per phase, and no sync in a step."""
+    phases = count_step(standin, None, net=minisd.DenseNet(100, 12).to("gpu"))
+    with capsys.disabled():
+        print("\n" + format_counts(None, phases, "DenseNet-BC-100, k=12") + "\n" + format_counts(110, resnet110_counts[0]))
+    assert total(phases, "syncs") == 0, format_counts(None, phases, "DenseNet-BC-100")
+    assert all(c.uploads == 0 for c in phases.values())
 
 
 def test_target_no_sync_in_a_model_step(resnet110_counts):
