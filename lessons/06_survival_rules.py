@@ -14,7 +14,7 @@ Run
 
 Try this
   1. Derive (3L - 1)/4 by hand: sum over l = 1..L of 1 - l/(2L). Then find the p_L for which
-     the linear rule keeps on average half of the blocks.
+     the linear rule keeps on average half of the blocks. (Solution: the cell after section 1.)
   2. The paper's ResNet-1202 (L = 600) with p_L = 0.5: what are the mean and the standard
      deviation of its depth? Is the std larger or smaller relative to the mean than for
      ResNet-110? Why (hint: a sum of independent Bernoulli variables)?
@@ -42,6 +42,7 @@ from _common import plt, section, setup, table
 
 L = setup(__doc__)
 xp = L.xp
+findings = []  # (claim, number, criterion, supported?)
 
 # %% [markdown]
 # ## 1. The probabilities and the expected depth
@@ -52,11 +53,44 @@ rows = []
 for depth in (20, 32, 56, 110, 1202):
     nb = 3 * ((depth - 2) // 6)
     p = survival_probabilities(nb, 0.5, "linear")
-    rows.append([f"ResNet-{depth}", nb, p[0], p[nb // 2], p[-1], expected_blocks(nb, 0.5, "linear"),
+    mid = nb // 2  # block l = floor(L/2), 1-based: p[mid - 1]
+    rows.append([f"ResNet-{depth}", nb, p[0], f"{mid}", p[mid - 1], p[-1], expected_blocks(nb, 0.5, "linear"),
                  (3 * nb - 1) / 4, expected_blocks(nb, 0.5, "uniform")])
-table(["network", "L", "p_1", "p_L/2", "p_L", "E[blocks]", "(3L-1)/4", "uniform 0.5"], rows,
-      ["{}", "{}", "{:.3f}", "{:.3f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.1f}"])
-print("E[blocks] = sum of p_l, computed by minisd.expected_blocks; it matches (3L-1)/4 exactly.")
+table(["network", "L", "p_1", "middle block l", "p_l there", "p_L", "E[blocks]", "(3L-1)/4", "uniform 0.5"], rows,
+      ["{}", "{}", "{:.3f}", "{}", "{:.3f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.1f}"])
+print("'middle block l' = floor(L/2); 'p_l there' is its survival probability (1 - 1/4 = 0.75 exactly for even L, 0.75 + 1/(4L) for odd L).")
+worst = max(abs(r[6] - r[7]) for r in rows)
+print(f"E[blocks] = sum of p_l, computed by minisd.expected_blocks; largest |E[blocks] - (3L-1)/4|: {worst:.1e}.")
+
+# %% [markdown]
+# ### The derivation (the solution of "Try this" 1)
+#
+# With p_L = 1/2 the rule is p_l = 1 - (l/L)(1/2) = 1 - l/(2L). Sum over l = 1..L:
+#
+#     E[blocks] = sum_l p_l = L - (1/(2L)) sum_{l=1}^{L} l
+#               = L - (1/(2L)) L(L+1)/2
+#               = L - (L+1)/4
+#               = (3L - 1)/4.
+#
+# ResNet-110 (L = 54): (162 - 1)/4 = 40.25 blocks. For a general p_L the same steps give
+# E = L - (1 - p_L)(L+1)/2. Half of the blocks on average, E = L/2, needs
+# (1 - p_L)(L+1)/2 = L/2, i.e. p_L = 1/(L+1): for L = 54, p_L = 1/55 = 0.018 - the linear
+# rule can hardly go below 3/4 of the depth without nearly always dropping the last blocks.
+# Below: both formulas against minisd.expected_blocks for every L from 1 to 200.
+
+# %%
+section("1b. the derivation checked against minisd.expected_blocks, L = 1..200")
+Ls = range(1, 201)
+err_34 = max(abs(expected_blocks(n, 0.5, "linear") - (3 * n - 1) / 4) for n in Ls)
+err_half = max(abs(expected_blocks(n, 1 / (n + 1), "linear") - n / 2) for n in Ls)
+table(["formula", "checked for", "largest |minisd - formula|"],
+      [["E = (3L - 1)/4 at p_L = 0.5", "L = 1..200", err_34],
+       ["E = L/2 at p_L = 1/(L+1)", "L = 1..200", err_half]], ["{}", "{}", "{:.1e}"])
+findings.append(("E[blocks] = (3L - 1)/4 for linear, p_L = 0.5", f"{err_34:.1e}",
+                 "|expected_blocks - formula| < 1e-9, L = 1..200", err_34 < 1e-9))
+findings.append(("p_L = 1/(L+1) keeps half the blocks on average", f"{err_half:.1e}",
+                 "|expected_blocks - L/2| < 1e-9, L = 1..200", err_half < 1e-9))
+print("ResNet-110: (3 * 54 - 1)/4 = 40.25 =", expected_blocks(54, 0.5, "linear"))
 
 nb = 54  # ResNet-110
 target = expected_blocks(nb, 0.5, "linear")
@@ -92,7 +126,17 @@ table(["rule", "E[blocks]", "sampled mean", "theory std", "sampled std", "min", 
       ["{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{}", "{}"])
 err = np.abs(per_block["linear, p_L=0.5"] - np.array(survival_probabilities(54, 0.5))).max()
 print(f"({draws} draws each; the per-block survival frequencies match p_l to within {err:.3f})")
-print("With the same mean, the linear rule varies a little less: its p_l near 1 hardly ever drop.")
+lin, uni = rows[0], rows[1]
+se_std = lambda r: r[4] / np.sqrt(2 * (draws - 1))  # standard error of a sample std (about normal)
+less = lin[4] + 2 * se_std(lin) < uni[4] - 2 * se_std(uni)
+findings.append(("sampled mean depth = E[blocks] (linear, p_L = 0.5)", f"{lin[2]:.2f} vs {lin[1]:.2f}",
+                 "within 3 standard errors", bool(abs(lin[2] - lin[1]) < 3 * lin[3] / np.sqrt(draws))))
+findings.append(("same mean: linear varies less than uniform", f"std {lin[4]:.2f} vs {uni[4]:.2f}",
+                 "apart by > 2 s.e. each", bool(less)))
+if less:
+    print("With the same mean, the linear rule varies a little less: its p_l near 1 hardly ever drop.")
+else:
+    print("not shown: at this number of draws the two rules' spreads are not told apart.")
 
 # %% [markdown]
 # ## 3. Expected work saved
@@ -157,6 +201,11 @@ axes[1].legend(fontsize=8)
 for ax in axes:
     ax.grid(alpha=0.3)
 L.save_figure(fig, "survival.png")
+
+# %%
+section("findings")
+table(["claim", "number", "criterion", "supported?"],
+      [[c, n, k_, ("yes" if s is True else "no" if s is False else s)] for c, n, k_, s in findings])
 
 # %% [markdown]
 # ## Summary
