@@ -7,10 +7,13 @@ What you will learn
   * how to run ONE sampled sub-network at test time with minisd's API: batch norm in eval
     mode (running statistics), the blocks themselves in training mode (their gates decide);
   * test accuracy of (a) the scaled network, (b) the full network without scaling,
-    (c) single sampled sub-networks, (d) the average of k sub-networks' predictions, k = 1..K.
+    (c) single sampled sub-networks, (d) the average of k sub-networks' predictions, k = 1..K;
+  * BN recalibration: recompute the running statistics of the scaled network (and of the
+    all-open one) with forward passes over training images, and compare the test error.
 
 Run
-  python lessons/09_implicit_ensemble.py            # 79 s on a busy 2-core CPU (2026-11-28)
+  python lessons/09_implicit_ensemble.py            # 79 s on a busy 2-core CPU (2026-11-28);
+                                                    # 136 s with BN recalibration, very busy (2026-12-02)
   python lessons/09_implicit_ensemble.py --quick    # ~10 s busy
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --subnets K, --epochs E, --depth D,
    --train-images N)
@@ -230,6 +233,97 @@ else:
     print(f"(a), (b) and (d) span {100 * spread:.1f} points of accuracy.")
 
 # %% [markdown]
+# ## 3b. BN recalibration of the scaled network
+#
+# The BN running statistics were averaged over training steps of *sampled* sub-networks,
+# in which branch l was present a fraction p_l of the time. The scaled network (a) is none
+# of them: every branch runs, times p_l, and by Jensen's inequality (lesson 5, 6b) the
+# activations after each ReLU differ from the sub-networks' average. So the statistics each
+# BN layer normalises with at test time were measured on a different network.
+# The fix costs a few forward passes and no training: reset every BN layer's running
+# statistics, run the training images (no augmentation, no gradient) through the network
+# *as it will be tested* - BN in training mode, the blocks in eval mode (`block.training =
+# False` on the block objects only: every branch runs, times p_l) - with BN momentum 1/k at
+# batch k, which makes the running statistics the plain average over the batches; then
+# evaluate. The same with every gate open and no scaling recalibrates (b).
+
+# %%
+section("3b. BN recalibration: test error before and after")
+from minisd import BatchNorm2d  # noqa: E402  (the layer whose statistics we recompute)
+
+
+def recalibrate(net, configuration, x_uint8, batch=64):
+    """Recompute every BN layer's running statistics on ``x_uint8`` in ``configuration``.
+
+    "scaled": blocks in eval mode (every branch x p_l); "all open": every gate open, factor 1.
+    """
+    bns = [m for m in net.modules() if isinstance(m, BatchNorm2d)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.running_mean[...] = 0.0
+        bn.running_var[...] = 1.0
+    net.train()                                   # BN: batch statistics, running averages updated
+    if configuration == "scaled":
+        for block in net.blocks:
+            block.training = False                # the block object only: every branch, times p_l
+    else:
+        net.open_all_gates()
+    with no_grad():
+        for k, i in enumerate(range(0, len(x_uint8) - batch + 1, batch), start=1):
+            for bn in bns:
+                bn.momentum = 1.0 / k             # running = mean over the k batches so far
+            net.forward(normalizer.apply(x_uint8[i:i + batch]))
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    net.train()
+
+
+trained_state = net.state_dict()                  # copies: restored after this section
+right = {}
+right["(a) before"] = p_scaled.argmax(axis=1) == y_np      # section 3's predictions
+right["(b) before"] = p_unscaled.argmax(axis=1) == y_np
+recalibrate(net, "scaled", x_train)
+net.eval()
+right["(a) after"] = probabilities(net, x_test).argmax(axis=1) == y_np
+err_recal, _ = evaluate(net, x_test, y_test, normalizer)  # minisd.step.evaluate, the same network
+net.load_state_dict(trained_state)
+recalibrate(net, "all open", x_train)
+set_subnetwork(net, [True] * nb)
+right["(b) after"] = probabilities(net, x_test).argmax(axis=1) == y_np
+net.load_state_dict(trained_state)                # back to the trained statistics
+net.train()
+
+n_recal = (len(y_train) // 64) * 64
+rows, recal = [], {}
+for model in ("(a)", "(b)"):
+    before, after = right[f"{model} before"], right[f"{model} after"]
+    diff = float(after.mean() - before.mean())                       # accuracy change
+    se = float(np.sqrt(np.sum(before != after))) / len(y_np)         # paired standard error
+    recal[model] = (diff, se)
+    rows.append([f"{model} {'scaled' if model == '(a)' else 'all open, unscaled'}", 100 * (1 - before.mean()),
+                 100 * (1 - after.mean()), f"{-100 * diff + 0.0:+.1f}", f"{100 * se:.1f}", int(np.sum(before != after))])
+table(["network", "test error before (%)", "after recalibration (%)", "change (points)", "paired s.e.",
+       "images that flip"], rows, ["{}", "{:.1f}", "{:.1f}", "{}", "{}", "{}"])
+print(f"(recalibrated on {n_recal} training images in batches of 64; check: minisd.step.evaluate gives the "
+      f"recalibrated (a) an error of {100 * err_recal:.1f}%)")
+findings = []  # (claim, number, criterion, supported?)
+for model, name in (("(a)", "the scaled network"), ("(b)", "the unscaled all-open network")):
+    diff, se = recal[model]
+    lower, higher = diff > 2 * se, diff < -2 * se
+    verdict = True if lower else False if higher else "not shown"
+    findings.append((f"BN recalibration lowers the test error of {name}", f"{-100 * diff + 0.0:+.1f} points (s.e. {100 * se:.1f})",
+                     "error change < -2 paired s.e.", verdict))
+    if lower:
+        print(f"{model}: recalibration lowers {name}'s test error by {100 * diff:.1f} points, more than two "
+              "paired standard errors (one training seed).")
+    elif higher:
+        print(f"{model}: recalibration RAISES {name}'s test error by {-100 * diff:.1f} points, more than two "
+              "paired standard errors (one training seed).")
+    else:
+        print(f"{model}: an effect of recalibration on {name} is not shown: the change is within two paired "
+              "standard errors.")
+
+# %% [markdown]
 # ## 4. Figure: accuracy vs ensemble size
 
 # %%
@@ -265,4 +359,7 @@ L.save_figure(fig, "ensemble.png")
 #   to branches present only a fraction p_l of the time. It is not the ensemble's average.
 
 # %%
+section("findings")
+table(["claim", "number", "criterion", "supported?"],
+      [[c, n, k_, ("yes" if v is True else "no" if v is False else v)] for c, n, k_, v in findings])
 L.try_this()
