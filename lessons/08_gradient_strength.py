@@ -8,10 +8,15 @@ What you will learn
   * the paper's finding that with stochastic depth the gradient reaching the first layer
     stays larger (a mini-batch's network is shorter; the paper argues this counters vanishing
     gradients and "diminishing feature reuse") - and what a small CPU run shows of it;
-  * how the learning-rate drops show up in the gradient (it shrinks as the loss flattens).
+  * how the learning-rate drops show up in the gradient (it shrinks as the loss flattens);
+  * why two training runs of one seed cannot carry the claim (their weights and losses differ),
+    and the paired measurement that can: the same weights and the same batch, the gradient
+    with every block against the gradient of sampled shorter networks (several gate draws),
+    and that gradient divided by the one arriving at the output, so a larger loss cannot
+    explain it away.
 
 Run
-  python lessons/08_gradient_strength.py            # 77 s on a busy 2-core CPU (2026-11-28)
+  python lessons/08_gradient_strength.py            # 152 s on a busy 2-core CPU (load 4, 2026-12-02)
   python lessons/08_gradient_strength.py --quick    # ~9 s busy
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N)
 
@@ -33,12 +38,14 @@ Try this
 # gradient that reaches "the first convolutional layer of the first ResBlock (l = 1)",
 # epoch by epoch: with stochastic depth it is consistently larger, most visibly after each
 # learning-rate drop. We repeat the measurement on a small scale: same data, same initial
-# weights, two runs, one seed.
+# weights, two runs, one seed (section 2) - and then measure the claim itself, paired, at
+# fixed weights (section 3).
 
 # %%
 import numpy as np
 
-from minisd import ResNet
+from minisd import ResNet, survival_probabilities
+from minisd.layers import SoftmaxCrossEntropy
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
 from _common import add_data_dir, load_cifar10, plt, section, setup, table, train_epoch
@@ -103,7 +110,7 @@ for label, p_last in (("constant depth", 1.0), ("stochastic depth", 0.5)):
               f"mean |grad| block 1 {per_epoch[-1]:.2e} (ran {len(kept)}/{len(stem) - start} steps), "
               f"stem {per_epoch_stem[-1]:.2e}  ({r['seconds']:.1f} s)", flush=True)
     history[label] = dict(block1=block1, stem=stem, per_epoch=per_epoch, per_epoch_stem=per_epoch_stem,
-                          loss=losses, ran=ran, p1=net.survival_probs[0])
+                          loss=losses, ran=ran, p1=net.survival_probs[0], net=net)
 
 # %% [markdown]
 # ## 2. Epoch by epoch
@@ -126,32 +133,134 @@ larger = sum(s["per_epoch"][e] > c["per_epoch"][e] for e in later)
 loss_ratio = np.mean(s["loss"][half:]) / np.mean(c["loss"][half:])
 print(f"\nsecond half of the run (epochs {half + 1}-{epochs}): stochastic-depth gradient / constant-depth "
       f"gradient = {ratio:.2f} at block 1 (larger in {larger} of {len(later)} epochs), {ratio_stem:.2f} at the stem;")
-print(f"training loss ratio {loss_ratio:.2f} (data: {source}; one seed).")
+print(f"training loss ratio {loss_ratio:.2f} (each run's own steps: with stochastic depth, sampled sub-networks;"
+      f" data: {source}; one seed).")
+findings = []  # (claim, number, criterion, supported?)
 if ratio > 1 and larger == len(later):
-    print("As in the paper, the stochastic-depth run passed more gradient to block 1 in every epoch of the")
-    print("second half - in one seed; the spread between seeds is not measured here.")
-elif ratio > 1:
-    print("On average the stochastic-depth run passed more gradient to block 1, but not in every epoch of the")
-    print("second half: with one seed and these few steps that is not a clear difference.")
+    print("The stochastic-depth run passed more gradient to block 1 in every epoch of the second half, as in the")
+    print("paper - but in one seed, and the two runs have different weights and different losses by then")
+    print("(a larger loss alone makes larger gradients): a hint, not a measurement of the claim.")
+elif ratio < 1 and larger == 0:
+    print("The stochastic-depth run passed LESS gradient to block 1 in every epoch of the second half - unlike the")
+    print("paper's ResNet-110 after 500 epochs; one seed, and different weights and losses by then.")
 else:
-    print("Here the stochastic-depth gradient at block 1 is NOT larger - unlike the paper's ResNet-110 after")
-    print(f"500 epochs. A ResNet-{depth} trained for {len(c['stem'])} steps has few blocks to drop and little time")
-    print("for the two runs to part (--quick makes both smaller still); noise between the runs can decide the sign.")
-if loss_ratio > 1 and ratio > 1:
-    print(f"Read it with care: the stochastic-depth run also has the higher training loss (x{loss_ratio:.2f}), and a")
-    print("larger loss alone means larger gradients - part of the difference may come from that.")
-elif loss_ratio > 1:
-    print(f"The stochastic-depth run has the higher training loss (x{loss_ratio:.2f}), which alone would make its")
-    print("gradients larger - and still they are not.")
-else:
-    print(f"The stochastic-depth run does not have the higher training loss here (ratio {loss_ratio:.2f}), so the loss")
-    print("does not explain the gradient ratio.")
+    print("The two runs' block-1 gradients cross over in the second half: with one seed the sign is not settled.")
+findings.append(("SD training run: larger block-1 gradient in the 2nd half (cf. Fig. 7)",
+                 f"x{ratio:.2f}, larger in {larger}/{len(later)} epochs",
+                 ">= 3 seeds, each larger in every epoch", "not shown"))
 if abs(ratio_stem - 1) < 0.05:
     print(f"At the stem the two runs' gradients are within 5% of each other (x{ratio_stem:.2f}).")
 elif (ratio - 1) * (ratio_stem - 1) > 0:
     print(f"The stem's gradient differs in the same direction (x{ratio_stem:.2f}).")
 else:
     print(f"The stem's gradient differs in the other direction (x{ratio_stem:.2f}): which layer one measures matters.")
+
+# %% [markdown]
+# ## 3. The claim, paired: the same weights, the same batch, full vs sampled depth
+#
+# The curves above compare two networks that have drifted apart: different weights, different
+# losses. The paper's argument is about depth: a shorter network passes more gradient back to
+# its first layer. That can be measured directly. Take one set of weights and one mini-batch
+# (not augmented, BN in training mode as in a step), and compute the gradient of block 1's
+# first conv twice over: with every gate open (the full network), and with the gates of a
+# linear-rule p_L = 0.5 draw (`survival_probabilities`, `net.set_gates`; block 1 kept open,
+# its gradient is what we measure), for several draws. No update is made: the weights stay
+# fixed, so every difference comes from the gates.
+#
+# A shorter network may also have a higher loss, and a larger loss alone sends a larger
+# gradient into the network. So we also divide block 1's gradient by the mean |gradient| at
+# the logits (what the loss sends in): if that share is larger too, the extra gradient comes
+# from the shorter path, not from the loss. We do it at three sets of weights: the initial
+# ones and those of the two trained runs.
+
+# %%
+n_batches, n_draws = (2, 4) if L.quick else (4, 8)
+section(f"3. paired at fixed weights: {n_batches} batches x (full depth + {n_draws} gate draws)")
+
+
+def block1_gradient(net, x, y, gates):
+    """mean |dL/dW| of block 1's first conv, mean |dL/dlogits| and the loss, for these gates; no update."""
+    net.set_gates(gates)
+    loss_fn = SoftmaxCrossEntropy()
+    loss = float(loss_fn.forward(net.forward(x), y))
+    dlogits = loss_fn.backward()
+    net.zero_grad()
+    net.backward(dlogits)
+    g1 = float(xp.abs(net.blocks[0].branch[0].grads["weight"]).mean())
+    return g1, float(xp.abs(dlogits).mean()), loss
+
+
+weights = [("initial weights", ResNet(depth, 10, p_last=0.5, seed=L.seed).to(L.device)),
+           ("after constant-depth training", c["net"]), ("after stochastic-depth training", s["net"])]
+probs = np.array(survival_probabilities(len(c["net"].blocks), 0.5, "linear"))
+gate_rng = np.random.default_rng(L.seed + 7)
+batch_rng = np.random.default_rng(L.seed + 8)
+batches = [xp.asarray(batch_rng.choice(len(y_train), batch_size, replace=False)) for _ in range(n_batches)]
+draws = []
+for _ in range(n_draws):
+    g = gate_rng.random(len(probs)) < probs
+    g[0] = True  # block 1 runs: its gradient is the measurement
+    draws.append(g)
+paired, rows = {}, []
+for name, net in weights:
+    per_batch = []  # (gradient ratio, share ratio, loss ratio), sampled / full, per batch
+    for idx in batches:
+        x, y = normalizer.apply(x_train[idx], dtype=net.dtype), y_train[idx]
+        g_full, head_full, loss_full = block1_gradient(net, x, y, [True] * len(probs))
+        sampled = [block1_gradient(net, x, y, g) for g in draws]
+        per_batch.append((np.mean([g for g, _, _ in sampled]) / g_full,
+                          np.mean([g / h for g, h, _ in sampled]) / (g_full / head_full),
+                          np.mean([l for _, _, l in sampled]) / loss_full,
+                          sum(g > g_full for g, _, _ in sampled)))
+    net.open_all_gates()
+    paired[name] = np.array(per_batch)
+    a = paired[name]
+    rows.append([name, f"{np.mean([d.sum() for d in draws]):.1f} of {len(probs)}",
+                 f"{a[:, 0].mean():.2f} ({a[:, 0].min():.2f}-{a[:, 0].max():.2f})", f"{int(a[:, 3].sum())}/{n_batches * n_draws}",
+                 f"{a[:, 2].mean():.2f}", f"{a[:, 1].mean():.2f} ({a[:, 1].min():.2f}-{a[:, 1].max():.2f})"])
+table(["weights", "blocks run (sampled)", "|grad| sampled/full (batches min-max)", "draws larger",
+       "loss sampled/full", "|grad| / |dL/dlogits|: sampled/full"], rows)
+print("(each ratio: the mean over the gate draws divided by the full network's value, on the same batch;")
+print(f" mean over the {n_batches} batches, lowest-highest batch in brackets)")
+
+
+def verdict(values):
+    """'yes' if every paired ratio is above 1, 'no' if every one is below 1, else 'not shown'."""
+    return "yes" if min(values) > 1 else "no" if max(values) < 1 else "not shown"
+
+
+for name, _ in weights:
+    a = paired[name]
+    findings.append((f"sampled depth: more gradient at block 1 ({name.replace('after ', '')})",
+                     f"x{a[:, 0].mean():.2f} ({a[:, 0].min():.2f}-{a[:, 0].max():.2f})",
+                     f"> 1 on all {n_batches} batches", verdict(a[:, 0])))
+share = np.concatenate([paired[name][:, 1] for name, _ in weights])
+findings.append(("... and more per unit of gradient at the logits (not the loss alone)",
+                 f"x{share.mean():.2f} ({share.min():.2f}-{share.max():.2f})",
+                 f"> 1 on all {len(share)} (weights, batch) pairs", verdict(share)))
+grad_all = np.concatenate([paired[name][:, 0] for name, _ in weights])
+v, vs = verdict(grad_all), verdict(share)
+if v == "yes" and vs == "yes":
+    print("-> at every set of weights and on every batch, the sampled (shorter) networks passed more gradient to")
+    print("   block 1 than the full network, and a larger share of what arrived at the logits: the paper's")
+    print("   mechanism, measured paired. It is the gradient of one step; how it adds up over training is")
+    print("   what section 2 (one seed) cannot settle.")
+elif v == "yes":
+    print("-> the sampled networks passed more gradient to block 1 on every batch, but not a larger share of the")
+    print("   gradient at the logits everywhere: part or all of the difference may come from their larger loss.")
+elif v == "no":
+    print("-> the sampled networks passed LESS gradient to block 1 than the full network on every batch, at every")
+    print("   set of weights: at this depth, the paper's mechanism is not seen.")
+else:
+    per_w = {name: verdict(paired[name][:, 0]) for name, _ in weights}
+    said = {"yes": "more gradient on every batch", "no": "LESS gradient on every batch",
+            "not shown": "more on some batches, less on others"}
+    print("-> not the same direction everywhere; the sampled networks passed, at")
+    for name, w in per_w.items():
+        print(f"     {name}: {said[w]};")
+    print(f"   so the paired measurement does not show the paper's effect at ResNet-{depth}"
+          + (" (where it is clear, it is the opposite)." if "no" in per_w.values() and "yes" not in per_w.values()
+             else "."))
 print(f"The paper's curves come from a ResNet-110 over 500 epochs; this is a ResNet-{depth} over "
       f"{len(c['stem'])} steps.")
 
@@ -181,12 +290,22 @@ for ax in axes:
 L.save_figure(fig, "gradient_strength.png")
 
 # %% [markdown]
+# ## 4. Findings
+#
+# Each claim, the number behind it, the criterion it must meet, and whether it did here.
+
+# %%
+section("4. findings")
+table(["claim", "number", "criterion", "supported?"], [list(f) for f in findings])
+
+# %% [markdown]
 # ## Summary
 # * one line of instrumentation - `xp.abs(net.blocks[0].branch[0].grads["weight"]).mean()`
 #   after each backward, on the steps block 1 ran - is the paper's Figure 7 measurement;
 # * in the paper, the shorter networks of stochastic-depth training pass more gradient to the
-#   first layer; whether a small, short run shows it is what section 2 printed. At test time
-#   the full-depth network is used (lesson 9).
+#   first layer; two runs of one seed cannot settle it (section 2), the same weights and
+#   batch with and without the gates can (section 3). At test time the full-depth network
+#   is used (lesson 9).
 
 # %%
 L.try_this()
