@@ -6,7 +6,10 @@ What you will learn
   * how the expected depth E[blocks] = sum of p_l sets the time per epoch: the paper reports
     that linear decay with p_L = 0.2 trains 40% faster;
   * how the test error moves with p_L at this scale, with the spread over seeds beside every
-    number - and why it cannot show the paper's result, which needs depth and a long schedule.
+    number - and why it cannot show the paper's result, which needs depth and a long schedule;
+  * training fit compared fairly: the full network in eval mode on a fixed subset of the
+    training images, not the sampled sub-networks' training loss; and a run at chance
+    (about 90% error, as --quick is) says so instead of reading anything into p_L.
 
 Scale: this is NOT the paper's experiment. The paper: ResNet-110 (54 blocks), 500 epochs
 of 45,000 CIFAR-10 images, batch 128. Here by default: ResNet-20 (9 blocks), 3 epochs of
@@ -106,7 +109,10 @@ print(f"(L = {nb} blocks. For the paper's ResNet-110, L = 54, linear p_L = 0.2 k
 # lr 0.1 divided by 10 at 50% and 75% of the epochs), scaled down. So that the times per
 # epoch compare fairly, a throwaway network warms the process up first, and then all runs
 # advance one epoch at a time, in an order that is reversed every other epoch. The test
-# error is measured once, after the last epoch, in eval mode (branches scaled by p_l).
+# error is measured once, after the last epoch, in eval mode (branches scaled by p_l) - and
+# so is the fit to the training images: the same full network in eval mode on a fixed subset
+# of them (the first `n_fit`, not augmented). The loss `train_epoch` reports would not do:
+# with p_L < 1 it is the loss of sampled, shorter sub-networks on augmented batches.
 
 # %%
 section(f"2. training {len(settings) * len(seeds)} runs: {epochs} epoch(s) of {n_train} images, batch {batch_size}, "
@@ -114,6 +120,8 @@ section(f"2. training {len(settings) * len(seeds)} runs: {epochs} epoch(s) of {n
 x_train, y_train, x_test, y_test, source = load_cifar10(L, n_train, n_test)
 normalizer = Normalizer.fit(x_train)
 x_train, y_train, x_test, y_test = (L.to_device(a) for a in (x_train, y_train, x_test, y_test))
+n_fit = min(len(y_train), 256)
+x_fit, y_fit = x_train[:n_fit], y_train[:n_fit]  # a fixed training subset: how well the full network fits
 print(f"augmentation: {'translation +-4 px and flips' if L.args.augment else 'none (--no-augment)'}; "
       f"learning rate per epoch: {', '.join(f'{lr_at_epoch(e, 0.1, epochs):g}' for e in range(epochs))}")
 warm = ResNet(depth, 10, p_last=1.0, seed=L.seed + 1000).to(L.device)  # warm-up: 3 untimed steps
@@ -136,7 +144,9 @@ for epoch in range(epochs):
           f"({sum(r['seconds'][-1] for r in runs):.0f} s of training)", flush=True)
 for run in runs:
     run["test_error"], _ = evaluate(run["net"], x_test, y_test, normalizer)
-    print(f"  seed {run['seed']}, {run['rule']:8s} p_L {run['p']:g}: final train loss {run['loss']:.3f}, "
+    run["fit_error"], run["fit_loss"] = evaluate(run["net"], x_fit, y_fit, normalizer)
+    print(f"  seed {run['seed']}, {run['rule']:8s} p_L {run['p']:g}: last-epoch train loss (sub-networks) "
+          f"{run['loss']:.3f}, train loss in eval mode ({n_fit} images) {run['fit_loss']:.3f}, "
           f"test error {100 * run['test_error']:.1f}%")
 
 # %% [markdown]
@@ -155,10 +165,11 @@ for rule, p in settings:
     ratios = [a / b for r in rs for a, b in zip(r["seconds"], const[r["seed"]]["seconds"])]
     errs = [r["test_error"] for r in rs]
     res[rule, p] = dict(errs=errs, err=float(np.mean(errs)), ratio=float(np.median(ratios)), ratios=ratios,
-                        loss=float(np.mean([r["loss"] for r in rs])),
+                        loss=float(np.mean([r["fit_loss"] for r in rs])),
+                        fit_losses={r["seed"]: r["fit_loss"] for r in rs},
                         share=expected_blocks(nb, p, "linear" if rule == "constant" else rule) / nb)
 span = lambda v: f"{100 * min(v):.1f}-{100 * max(v):.1f}" if len(v) > 1 else "-"
-table(["rule", "p_L", "E[blocks] / L", "train loss", "test error %", "seeds min-max", "time / constant",
+table(["rule", "p_L", "E[blocks] / L", "train loss (eval)", "test error %", "seeds min-max", "time / constant",
        "pairs min-max"],
       [[rule, p, f"{100 * v['share']:.0f}%", v["loss"], 100 * v["err"], span(v["errs"]), f"{100 * v['ratio']:.0f}%",
         f"{100 * min(v['ratios']):.0f}-{100 * max(v['ratios']):.0f}%"] for (rule, p), v in res.items()],
@@ -167,6 +178,7 @@ n_te = len(y_test)
 e0 = res["constant", 1.0]["err"]
 print(f"(one test set of {n_te} images: an error near {100 * e0:.0f}% has a standard error of about "
       f"{100 * np.sqrt(e0 * (1 - e0) / n_te):.1f} points by itself; the seeds add the spread of training.)")
+print(f"(train loss (eval): the full network in eval mode on the first {n_fit} training images, mean over seeds)")
 
 # %% [markdown]
 # ## 4. What these numbers show
@@ -176,11 +188,23 @@ print(f"(one test set of {n_te} images: an error near {100 * e0:.0f}% has a stan
 
 # %%
 section("4. what these numbers show (at this scale)")
+findings = []  # (claim, number, criterion, supported?)
+mean_err = float(np.mean([r["test_error"] for r in runs]))
+at_chance = abs(mean_err - 0.9) < 0.05  # 10 classes: guessing is 90% wrong
+if at_chance:
+    print(f"NOTE: the runs are at chance: mean test error {100 * mean_err:.1f}%, within 5 points of the 90% of")
+    print(f"      guessing among 10 classes ({epochs} epoch(s) of {n_train} images{', --quick' if L.quick else ''}). "
+          "The errors below show nothing about p_L;")
+    print("      only the times do. Run without --quick (or with more epochs and images) for the error.")
+findings.append(("the runs learn (test error below the 90% of chance)", f"{100 * mean_err:.1f}% (mean of all runs)",
+                 "more than 5 points below 90%", "no" if at_chance else "yes" if mean_err < 0.85 else "not shown"))
 shares = np.array([v["share"] for v in res.values()])
 ratios = np.array([v["ratio"] for v in res.values()])
 r_time = float(np.corrcoef(shares, ratios)[0, 1])
 lin02 = res["linear", 0.2]
 print(f"time per epoch against the expected share of blocks: correlation {r_time:.2f} over the {len(res)} settings.")
+findings.append(("the time per epoch follows the expected depth", f"correlation {r_time:.2f}", "> 0.9",
+                 "yes" if r_time > 0.9 else "no" if r_time < 0 else "not shown"))
 if r_time > 0.9:
     print("-> the time per epoch follows the expected depth: fewer expected blocks, shorter epochs.")
 else:
@@ -189,6 +213,9 @@ else:
 print(f"linear rule, p_L = 0.2: time per epoch {100 * lin02['ratio']:.0f}% of constant depth's (pairs "
       f"{100 * min(lin02['ratios']):.0f}-{100 * max(lin02['ratios']):.0f}%) for {100 * lin02['share']:.0f}% of the "
       "blocks;\nthe paper: 60% of the time (40% saved) for ResNet-110.")
+findings.append(("linear p_L = 0.2 trains faster than constant depth", f"{100 * lin02['ratio']:.0f}% of the time",
+                 f"< 100% in all {len(lin02['ratios'])} pairs",
+                 "yes" if max(lin02["ratios"]) < 1 else "no" if min(lin02["ratios"]) > 1 else "not shown"))
 
 const_errs = res["constant", 1.0]["errs"]
 above, below, same = [], [], []
@@ -201,14 +228,16 @@ for (rule, p), v in res.items():
         below.append(f"{rule} {p:g}")
     else:
         same.append(f"{rule} {p:g}")
-if len(seeds) < 2:
+wins = []
+if at_chance:
+    print("test error: not read - the runs are at chance (see the note above).")
+elif len(seeds) < 2:
     print("one seed per setting: no spread, so no error difference is claimed (use --seeds 2 or more).")
 else:
     print(f"test error against constant depth ({100 * np.mean(const_errs):.1f}%, seeds {span(const_errs)}), beyond the "
           f"spread of {len(seeds)} seeds:")
     print(f"  higher: {', '.join(above) or 'none'};  lower: {', '.join(below) or 'none'};  "
           f"within the spread: {', '.join(same) or 'none'}.")
-    wins = []
     for p in P_LAST:
         a, b = res["linear", p]["errs"], res["uniform", p]["errs"]
         if min(b) > max(a):
@@ -224,21 +253,44 @@ else:
     else:
         print("-> at this scale no setting differs from constant depth by more than the spread between seeds.")
     print(f"   ({len(seeds)} seeds are few: a range over {len(seeds)} runs is a weak measure of the spread.)")
+ok = not at_chance and len(seeds) > 1
+findings.append(("some setting beats constant depth's test error (paper)", f"{len(below)} of {len(res) - 1} settings",
+                 "ranges over seeds apart", "yes" if ok and below else "no" if ok and above and not below else "not shown"))
+lin_wins = [w for w in wins if "linear lower" in w]
+findings.append(("linear beats uniform at every p_L (paper)", f"{len(lin_wins)} of {len(P_LAST)} p_L",
+                 "ranges over seeds apart at each", "yes" if ok and len(lin_wins) == len(P_LAST)
+                 else "no" if ok and any("uniform lower" in w for w in wins) else "not shown"))
 c_loss = res["constant", 1.0]["loss"]
-slower = [k for k, v in res.items() if k[0] != "constant" and v["loss"] > c_loss]
-print(f"final training loss (mean over seeds): constant depth {c_loss:.3f}; stochastic depth "
-      f"{min(v['loss'] for k, v in res.items() if k[0] != 'constant'):.3f}-"
-      f"{max(v['loss'] for k, v in res.items() if k[0] != 'constant'):.3f}.")
-if len(slower) == len(res) - 1:
-    print("-> every stochastic-depth setting ended with a higher training loss: in so few steps, dropping blocks")
-    print("   slows the fitting of the training images down.")
+c_fit = res["constant", 1.0]["fit_losses"]
+sd_keys = [k for k in res if k[0] != "constant"]
+diffs = [res[k]["fit_losses"][sd] - c_fit[sd] for k in sd_keys for sd in seeds]  # paired: same seed
+print(f"training fit, full network in eval mode on {n_fit} training images (loss, mean over seeds): constant depth "
+      f"{c_loss:.3f}; stochastic depth {min(res[k]['loss'] for k in sd_keys):.3f}-{max(res[k]['loss'] for k in sd_keys):.3f};")
+print(f"stochastic minus constant, same seed: {min(diffs):+.3f} to {max(diffs):+.3f} over {len(diffs)} pairs.")
+if at_chance:
+    fit_verdict = "not shown"
+    print("-> at chance the training fit says nothing either.")
+elif min(diffs) > 0:
+    fit_verdict = "yes"
+    print("-> every stochastic-depth setting fit the training images worse than constant depth, seed by seed: in so")
+    print("   few steps, dropping blocks slows the fitting of the training images down.")
+elif max(diffs) < 0:
+    fit_verdict = "no"
+    print("-> every stochastic-depth setting fit the training images BETTER than constant depth, seed by seed.")
+else:
+    fit_verdict = "not shown"
+    print("-> the differences go both ways: these runs do not show dropping blocks slowing the fit down.")
+findings.append(("dropping blocks slows the fit of the training images", f"{np.mean(diffs):+.3f} (SD - const)",
+                 f"> 0 in all {len(diffs)} seed pairs", fit_verdict))
 print("The paper, at full scale (ResNet-110, 500 epochs, 45,000 images): both rules beat constant depth for a")
 print("well-chosen p_L, linear beats uniform at every p_L, linear is robust for p_L of about 0.4-0.8, and p_L = 0.2")
 print("(linear) stays competitive while training 40% faster.")
-c_train = np.mean([const[s]["train_error"] for s in seeds])
-print(f"Constant depth here: training error {100 * c_train:.1f}% in its last epoch (augmented batches), test error "
+c_train = np.mean([const[s]["fit_error"] for s in seeds])
+print(f"Constant depth here: training error {100 * c_train:.1f}% (eval mode, {n_fit} training images), test error "
       f"{100 * np.mean(const_errs):.1f}%.")
-if c_train > np.mean(const_errs) - 0.05:
+if at_chance:
+    print("-> at chance: it fits neither.")
+elif c_train > np.mean(const_errs) - 0.05:
     print("-> it does not fit the training images much better than the test images yet: there is little")
     print("   overfitting for a regulariser such as stochastic depth to reduce at this scale.")
 else:
@@ -274,6 +326,15 @@ for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 L.save_figure(fig, "error_vs_p_last.png")
+
+# %% [markdown]
+# ## 6. Findings
+#
+# Each claim, the number behind it, the criterion it must meet, and whether it did here.
+
+# %%
+section("6. findings")
+table(["claim", "number", "criterion", "supported?"], [list(f) for f in findings])
 
 # %% [markdown]
 # ## Summary
