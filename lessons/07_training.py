@@ -15,7 +15,7 @@ What you will learn
     training images (minisd.step.evaluate), not the sampled sub-networks' training loss.
 
 Run
-  python lessons/07_training.py            # 3 min on a busy 2-core CPU (2026-11-28; 4.2 min at load 4, 2026-12-02)
+  python lessons/07_training.py            # 2.0 min alone on a 2-core AMD EPYC (2026-12-02; 4.2 min at load 4)
   python lessons/07_training.py --quick    # ~14 s busy (a couple of tiny epochs on a few hundred images)
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N,
    --seeds K)
