@@ -171,7 +171,7 @@ summary = [[label, rng_text(final(label, "loss")), rng_text(final(label, "fit_lo
             rng_text(final(label, "fit_error")), rng_text(final(label, "test_error")),
             float(np.mean([x["blocks"] for r in by[label] for x in r["rows"]])),
             float(np.median([x["seconds"] for r in by[label] for x in r["rows"]]))] for label, _ in variants]
-table(["run", "last-epoch train loss (sub-nets)", f"train loss (eval, {n_fit} img)", f"train err (eval)",
+table(["run", "last-epoch train loss (sub-nets)", f"train loss (eval, {n_fit} img)", "train err (eval)",
        "final test err", "blocks/step", "median s/epoch"], summary,
       ["{}", "{}", "{}", "{}", "{}", "{:.2f}", "{:.1f}"])
 print(f"(mean over {len(seeds)} seed{'s' * (len(seeds) > 1)}" + (", lowest-highest in brackets)" if len(seeds) > 1 else ")"))

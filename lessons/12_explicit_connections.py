@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 import minisd
-from minisd import DenseLayer, DenseNet, ResNet, to_numpy
+from minisd import DenseLayer, DenseNet, ResNet
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
 from minisd.step import evaluate
