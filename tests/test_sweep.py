@@ -317,3 +317,20 @@ def test_slurm_script_runs_each_task_as_plain_bash(fake_root, tmp_path, capsys, 
     r = task(0)
     assert r.returncode == 0 and "finished before" in r.stdout
     assert task(5).returncode == 2
+
+
+def test_a_densenet_grid_is_depth_by_seed(fake_root, tmp_path, capsys):
+    """--arch densenet among the training flags: runs densenet-dD-sS, no --p-last/--rule passed on."""
+    out = tmp_path / "dense"
+    argv = ["--out", str(out), "--depth", "10", "--seed", "0", "1", "--arch", "densenet", "--growth-rate", "4",
+            "--epochs", "1", "--batch-size", "16", "--limit-train", "32", "--valid-size", "0",
+            "--data-dir", fake_root, "--device", "cpu", "--eval-batch-size", "40"]
+    assert sweep.main(argv + ["--print-commands"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("--arch densenet" in l and "--p-last" not in l for l in lines)
+    assert "densenet-d10-s1" in lines[1]
+    assert sweep.main(argv) == 0
+    assert {sweep.run_state(str(out / n)) for n in ("densenet-d10-s0", "densenet-d10-s1")} == {"done"}
+    capsys.readouterr()
+    assert sweep.main(argv + ["--p-last", "0.5"]) == 2
+    assert "a DenseNet has no gates" in capsys.readouterr().err

@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict
 
 from . import launch
-from ..model import check_depth, expected_blocks
+from ..model import expected_blocks
 from .flags import OneLineParser
 from .runs import read_config
 
@@ -80,10 +80,21 @@ def grid_points(depths, rules, p_lasts, seeds):
     return points
 
 
+def densenet_points(depths, seeds):
+    """A DenseNet grid (``--arch densenet`` among the training flags): depth x seed, no p_L or rule."""
+    return [dict(name=f"densenet-d{d}-s{s}", depth=d, seed=s, p_last=None, rule=None) for d in depths for s in seeds]
+
+
 def train_argv(point, passthrough, run_dir):
     """The ``minisd.train`` arguments of one grid point (without --resume)."""
-    return ["--depth", str(point["depth"]), "--p-last", f"{point['p_last']:g}", "--rule", point["rule"],
-            "--seed", str(point["seed"]), *passthrough, "--out", run_dir, "--no-progress"]
+    gates = [] if point["p_last"] is None else ["--p-last", f"{point['p_last']:g}", "--rule", point["rule"]]
+    return ["--depth", str(point["depth"]), *gates, "--seed", str(point["seed"]), *passthrough, "--out", run_dir,
+            "--no-progress"]
+
+
+def is_densenet(passthrough):
+    return "densenet" in [b for a, b in zip(passthrough, passthrough[1:]) if a == "--arch"] + \
+        [a.split("=", 1)[1] for a in passthrough if a.startswith("--arch=")]
 
 
 def without_flag(argv, flag):
@@ -277,6 +288,9 @@ def collect(sweep_dir):
         cfg = read_config(run_dir)
         if not os.path.isdir(run_dir) or not cfg:
             continue
+        if cfg.get("arch", "resnet") != "resnet":  # Figure 8 is about p_L
+            unfinished.append(f"{name} (a DenseNet: no p_L)")
+            continue
         if run_state(run_dir) != "done":
             unfinished.append(name)
             continue
@@ -436,11 +450,9 @@ def _depth(s):
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
-    try:
-        check_depth(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return v
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"depth must be a positive number of layers, got {s}")
+    return v  # the architecture's rule (6N+2, or a DenseNet's 6n+4) is checked with the training flags
 
 
 def build_parser():
@@ -461,7 +473,8 @@ def build_parser():
     p.add_argument("--rule", choices=["linear", "uniform"], nargs="+", default=["linear", "uniform"],
                    help="survival rules (default: linear uniform)")
     p.add_argument("--depth", metavar="D", type=_depth, nargs="+", default=[110],
-                   help="depths 6N+2 (default: 110, the paper's Figure 8 left)")
+                   help="depths: 6N+2 for ResNets (default: 110, the paper's Figure 8 left); with --arch densenet "
+                        "a DenseNet grid of --depth x --seed (6n+4, default 100)")
     p.add_argument("--seed", metavar="S", type=int, nargs="+", default=[0],
                    help="seeds; several show the spread (default: 0)")
     p.add_argument("--dry-run", action="store_true",
@@ -507,6 +520,13 @@ def parse(argv):
     if "--print-config" in names:
         raise SweepError("--print-config: use --dry-run to see each run's command, or python -m minisd.train "
                          "... --print-config for one of them", code=2)
+    if is_densenet(passthrough):  # a DenseNet has no gates: its grid is depth x seed
+        given = [a for a in argv if a.split("=", 1)[0] in ("--p-last", "--rule")]
+        if given:
+            raise SweepError(f"{given[0]}: a DenseNet has no gates; its grid is --depth and --seed", code=2)
+        if not any(a.split("=", 1)[0] == "--depth" for a in argv):
+            args.depth = [100]
+        args.p_last, args.rule = [None], [None]
     # check the training flags once, before any run starts (a typo fails now, not after hours)
     expected_config(train_argv(dict(depth=args.depth[0], p_last=args.p_last[0], rule=args.rule[0],
                                      seed=args.seed[0]), passthrough, os.path.join(args.out, "check")))
@@ -519,7 +539,8 @@ def main(argv=None):
         args, passthrough = parse(argv)
         if args.plot is not None:
             return plot_main(args.plot, args.figure)
-        points = grid_points(args.depth, args.rule, args.p_last, args.seed)
+        points = (densenet_points(args.depth, args.seed) if args.p_last == [None]
+                  else grid_points(args.depth, args.rule, args.p_last, args.seed))
         return run_grid(points, passthrough, args.out, dry_run=args.dry_run, jobs=args.jobs, devices=args.devices,
                         print_commands=args.print_commands, slurm=args.slurm)
     except SweepError as e:
