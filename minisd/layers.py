@@ -1,12 +1,10 @@
 """Layers: thin stateful classes over the forward/backward pairs of ``functional``.
 
-Every layer has ``forward(x)``, ``backward(dout) -> dx``, the dicts ``params``
-and ``grads`` (same keys, same shapes: ``weight``, ``bias`` as in PyTorch),
-``train()`` / ``eval()`` and ``zero_grad()``. ``backward`` *adds* into
-``grads`` (as Torch7 and PyTorch do); ``zero_grad`` clears them. The
-``cache`` attribute holds what backward needs, from ``forward`` until
-``backward`` has used it (then it is freed); inside ``with minisd.no_grad():``
-a forward keeps none.
+Every layer has ``forward(x)``, ``backward(dout) -> dx``, the dicts ``params`` and ``grads``
+(same keys, same shapes: ``weight``, ``bias`` as in PyTorch), ``train()`` / ``eval()`` and
+``zero_grad()``. ``backward`` *adds* into ``grads`` (as Torch7 and PyTorch do); ``zero_grad``
+clears them. The ``cache`` attribute holds what backward needs, from ``forward`` until
+``backward`` has used it (then freed); inside ``with minisd.no_grad():`` a forward keeps none.
 
 Which code computes a layer is decided in one place, :func:`minisd.fast.switch.choose`:
 the readable :mod:`minisd.functional` inside ``with minisd.reference():``, else
@@ -378,14 +376,17 @@ class BatchNorm2d(Module):
                 raise ValueError(f"{self._label()}: batch statistics need more than one value per "
                                  f"channel in training, got input shape {tuple(x.shape)}")
             out, cache = impl.batchnorm_train_forward(x, w, b, self.eps)
-            # the cache carries the batch statistics; the variance enters unbiased
-            impl.batchnorm_running_average(self.running_mean, cache.mean, self.momentum)
-            impl.batchnorm_running_average(self.running_var, cache.var, self.momentum, m / (m - 1))
+            self.update_running_stats(impl, cache, m)
             self._save_for_backward(impl, ("train", cache))
         else:
             out, cache = impl.batchnorm_eval_forward(x, w, b, self.running_mean, self.running_var, self.eps)
             self._save_for_backward(impl, ("eval", cache))
         return out
+
+    def update_running_stats(self, impl, cache, m):
+        """Fold a batch's statistics (``cache.mean``, ``cache.var`` of m values) into the running ones: the variance unbiased."""
+        impl.batchnorm_running_average(self.running_mean, cache.mean, self.momentum)
+        impl.batchnorm_running_average(self.running_var, cache.var, self.momentum, m / (m - 1))
 
     @traced
     def backward(self, dout):

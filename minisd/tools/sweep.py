@@ -445,16 +445,6 @@ def _p_last(s):
     return v
 
 
-def _depth(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"depth must be a positive number of layers, got {s}")
-    return v  # the architecture's rule (6N+2, or a DenseNet's 6n+4) is checked with the training flags
-
-
 def build_parser():
     p = OneLineParser(
         prog="python -m minisd.sweep", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -472,7 +462,8 @@ def build_parser():
                    help="survival probabilities of the last block; 1 = constant depth (default: 0.2 0.5 0.8 1)")
     p.add_argument("--rule", choices=["linear", "uniform"], nargs="+", default=["linear", "uniform"],
                    help="survival rules (default: linear uniform)")
-    p.add_argument("--depth", metavar="D", type=_depth, nargs="+", default=[110],
+    # (each architecture's depth rule is checked with the training flags, by expected_config)
+    p.add_argument("--depth", metavar="D", type=_positive, nargs="+", default=[110],
                    help="depths: 6N+2 for ResNets (default: 110, the paper's Figure 8 left); with --arch densenet "
                         "a DenseNet grid of --depth x --seed (6n+4, default 100)")
     p.add_argument("--seed", metavar="S", type=int, nargs="+", default=[0],
