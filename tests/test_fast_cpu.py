@@ -9,13 +9,11 @@ import inspect
 import numpy as np
 import pytest
 
-import minisd
 from minisd import functional
 from minisd.fast import cpu as fast_cpu, threads as parallel
 import float32_bounds
 from gradcheck_utils import randn
 
-TOL64 = 1e-12  # float64: the two paths differ only in summation order, ~n * 1e-16
 
 CONV_SHAPES = [  # (C, F, k, stride, padding, N, H, W)
     (4, 3, 3, 1, 1, 37, 4, 6),    # aligned, stride 1, F <= C: one unfold of dout
@@ -36,14 +34,7 @@ def threads(request):
     parallel.set_num_threads(before)
 
 
-def _close(fast, ref, dtype, bounds, what):
-    """float64: fast == readable to ~1e-12. float32: each within its rounding budget of float64."""
-    assert fast.dtype == ref.dtype == np.dtype(dtype)
-    if dtype == np.float64:
-        assert minisd.relative_error(fast, ref) < TOL64, what
-    else:
-        float32_bounds.assert_within_rounding({what: fast}, {what: bounds[what]}, f"fast {what}")
-        float32_bounds.assert_within_rounding({what: ref}, {what: bounds[what]}, f"readable {what}")
+_close = float32_bounds.assert_twins_equal
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -20,7 +20,6 @@ from conftest import REAL_GPU
 
 pytestmark = pytest.mark.gpu
 
-TOL64 = 1e-12  # float64: the two paths differ only in summation order, ~n * 1e-16
 
 CONV_SHAPES = [  # (C, F, k, stride, padding, N, H, W)
     (4, 4, 3, 1, 1, 5, 6, 6),     # the ResNet's stage convolutions (stride 1, "same")
@@ -50,15 +49,7 @@ def randn(xp, rng, shape, dtype):
     return xp.asarray(rng.standard_normal(shape).astype(dtype))
 
 
-def close(fast, ref, dtype, bounds, what):
-    """float64: fast == readable to ~1e-12. float32: each within its rounding budget of float64."""
-    assert fast.shape == ref.shape and fast.dtype == ref.dtype == np.dtype(dtype), what
-    fast, ref = backend.to_numpy(fast), backend.to_numpy(ref)
-    if dtype == np.float64:
-        assert minisd.relative_error(fast, ref) < TOL64, (what, minisd.relative_error(fast, ref))
-    else:
-        float32_bounds.assert_within_rounding({what: fast}, {what: bounds[what]}, f"fast {what}")
-        float32_bounds.assert_within_rounding({what: ref}, {what: bounds[what]}, f"readable {what}")
+close = float32_bounds.assert_twins_equal
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -39,6 +39,18 @@ def assert_within_rounding(results, bounds, what=""):
     return worst
 
 
+def assert_twins_equal(fast, ref, dtype, bounds, what):
+    """A fast function's result against its readable twin's. float64: equal to 1e-12 (they differ
+    only in the order of additions). float32: each within its rounding budget of float64."""
+    assert fast.shape == ref.shape and fast.dtype == ref.dtype == np.dtype(dtype), what
+    fast, ref = backend.to_numpy(fast), backend.to_numpy(ref)
+    if dtype == np.float64:
+        assert minisd.relative_error(fast, ref) < 1e-12, (what, minisd.relative_error(fast, ref))
+    else:
+        assert_within_rounding({what: fast}, {what: bounds[what]}, f"fast {what}")
+        assert_within_rounding({what: ref}, {what: bounds[what]}, f"readable {what}")
+
+
 def conv2d(x, weight, bias, stride, padding, dout):
     """Bounds for conv2d_forward / conv2d_backward: out, dx, dweight, dbias.
 
