@@ -1,9 +1,9 @@
-"""Tests for minisd.augment: zero-fill translation by up to 4 pixels and horizontal flips."""
+"""Tests for the augmentation in minisd.step: zero-fill translation by up to 4 pixels and horizontal flips."""
 import numpy as np
 import pytest
 
 from minisd import backend
-from minisd.augment import augment_batch, draw_augmentation, translate_flip
+from minisd.step import augment_batch, draw_augmentation, translate_flip
 
 
 def _reference(x, seed, pad=4, flip=True):

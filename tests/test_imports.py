@@ -15,7 +15,7 @@ INIT = "__init__"  # the package itself: `from minisd import trace` imports mini
 
 # The readable core at the top of minisd/ (issue 18): what a learner reads. It reaches the
 # speed appendix only through the switch and imports no data or tool code.
-CORE = {"functional", "layers", "blocks", "model", "step", "optim", "backend", "tracing", "gradcheck", "augment"}
+CORE = {"functional", "layers", "blocks", "model", "step", "optim", "backend", "tracing", "gradcheck"}
 LOOP = {"train"}                 # the training loop: the one top module that uses data and tools
 ENTRY_POINTS = {"sweep", "plot"}  # `python -m minisd.sweep|plot`: a few lines each, the code is in tools/
 FOLDERS = {"fast", "data", "tools"}
@@ -132,6 +132,7 @@ def test_the_tree_shows_the_design():
     everything else sits one level down, in a folder that names its role."""
     top = {p.stem for p in PACKAGE_DIR.glob("*.py")} - {INIT}
     assert top == CORE | LOOP | ENTRY_POINTS
+    assert len(top) <= 12, f"{len(top)} modules at the top of minisd/ (issue 18: at most 12)"
     assert {p.name for p in PACKAGE_DIR.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == FOLDERS
     for name in ENTRY_POINTS:
         assert len((PACKAGE_DIR / f"{name}.py").read_text().splitlines()) <= 8, f"{name}.py is more than an entry point"

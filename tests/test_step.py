@@ -7,7 +7,7 @@ import pytest
 
 import minisd
 from minisd import step, train
-from minisd.augment import augment_batch
+from minisd.step import augment_batch
 from minisd.data import Normalizer
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"

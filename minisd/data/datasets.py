@@ -13,7 +13,7 @@ the GPU. The training pipeline is::
              # SVHN as the paper: stratified_split(x, y, [400, 200], files=...), 400 + 200 of each digit
     norm   = Normalizer.fit(split_x_train)      # training split only
     batch  = norm.apply(x_uint8[idx])           # float32, per-pixel mean removed, / one scalar std
-    batch  = minisd.augment.augment_batch(batch, rng)   # zero fill = the mean pixel
+    batch  = minisd.step.augment_batch(batch, rng)   # zero fill = the mean pixel
 
 ``root`` is a folder holding the official files (``cifar-10-batches-py/``, the
 tarball, or SVHN's ``.mat`` files, ``extra_32x32.mat`` included for the
