@@ -42,25 +42,11 @@ class SGD:
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=1e-4, nesterov=True, dropped="paper"):
         self.params = [(name, p, g) for name, p, g in params]  # materialise: a generator runs once
-        if not self.params:
-            raise ValueError("SGD got no parameters")
-        names = [name for name, _, _ in self.params]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"parameter names must be unique; repeated: {dup[:5]}")
-        for name, p, g in self.params:
-            if p.shape != g.shape:
-                raise ValueError(f"{name}: grad shape {g.shape} differs from param shape {p.shape}")
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
-        if dropped not in DROPPED:
-            raise ValueError(f"dropped must be one of {DROPPED} ('paper': a dropped block's weights still "
-                             f"get weight decay and momentum, as in the paper's Torch7 code; 'skip': they "
-                             f"are left untouched, as PyTorch does for a grad of None), got {dropped!r}")
+        _check_arguments(self.params, lr, momentum, weight_decay, dropped)
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.nesterov, self.dropped = bool(nesterov), dropped
         self.num_steps = 0  # calls to step()
-        self.state = {name: {"step": 0, "momentum_buffer": None} for name in names}
+        self.state = {name: {"step": 0, "momentum_buffer": None} for name, _, _ in self.params}
         # The speed appendix: parameters that are views of flat arrays (Module.flatten_parameters)
         # are updated one flat run at a time, their buffers views of one flat buffer (same numbers).
         self._flat, self._one_by_one = switch.flat_sgd(self.params, self.state, self.momentum > 0)
@@ -73,9 +59,9 @@ class SGD:
     def step(self, inactive: Sequence[str] = ()):
         """Update every parameter in place; ``inactive``: names that got no gradient this step."""
         inactive = set(inactive)
-        unknown = inactive - self.state.keys()
-        if unknown:
-            raise ValueError(f"inactive names that are not parameters of this optimizer: {sorted(unknown)[:5]}")
+        if not inactive <= self.state.keys():
+            raise ValueError(f"inactive names that are not parameters of this optimizer: "
+                             f"{sorted(inactive - self.state.keys())[:5]}")
         for name, w, g in self._one_by_one:
             if self._update(w, g, self.state[name]["momentum_buffer"], active=name not in inactive):
                 self.state[name]["step"] += 1
@@ -102,60 +88,73 @@ class SGD:
         """``{name: momentum buffer}``, ``None`` before the parameter's first update (or without momentum)."""
         return {name: s["momentum_buffer"] if s["step"] else None for name, s in self.state.items()}
 
-    # -- saving and resuming --------------------------------------------------
-
     def state_dict(self) -> dict:
-        """Everything needed to resume, as ``{key: array or number}``: safe for ``np.savez``.
-
-        Keys: ``"lr"``, ``"num_steps"``, and per parameter ``"step/<name>"`` and,
-        once it has been updated with momentum, ``"momentum_buffer/<name>"`` (a
-        copy). Names are percent-encoded (``urllib.parse.quote``, keeping letters,
-        digits and ``_.-``) so that no ``/`` clashes with the separator; minisd's
-        dotted names come through unchanged. Hyper-parameters other than ``lr``
-        come from the constructor, so a resumed run may change them on purpose.
-        """
+        """Everything needed to resume, safe for ``np.savez``: ``"lr"``, ``"num_steps"``, and per
+        parameter ``"step/<name>"`` and, once it has a buffer, ``"momentum_buffer/<name>"`` (a copy).
+        Names are percent-encoded (``/`` would clash with the separator); dotted ones stay as they are.
+        Hyper-parameters other than ``lr`` come from the constructor: a resumed run may change them."""
         state = {_LR: self.lr, _NUM_STEPS: self.num_steps}
         for name, buf in self.buffers.items():
-            key = quote(name, safe="._-")
-            state[_STEP + key] = self.state[name]["step"]
+            state[_STEP + _key(name)] = self.state[name]["step"]
             if buf is not None:
-                state[_BUF + key] = buf.copy()
+                state[_BUF + _key(name)] = buf.copy()
         return state
 
     def load_state_dict(self, state: dict):
-        """Restore a :meth:`state_dict` (also as read back from an ``.npz``: 0-d arrays are fine).
-
-        ``KeyError`` when the keys do not fit these parameters, ``ValueError`` for
-        a wrong shape; nothing changes unless all fit.
-        """
-        keys = {name: quote(name, safe="._-") for name in self.state}
-        missing = [k for k in (_LR, _NUM_STEPS, *(_STEP + k for k in keys.values())) if k not in state]
-        missing += [_BUF + k for name, k in keys.items()  # updated with momentum, so it had a buffer
-                    if self.momentum and int(state.get(_STEP + k, 0)) > 0 and _BUF + k not in state]
-        known = {_LR, _NUM_STEPS} | {prefix + k for k in keys.values() for prefix in (_STEP, _BUF)}
-        unexpected = sorted(unquote(k) for k in state if k not in known)
-        if missing or unexpected:
-            raise KeyError(f"optimizer state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        for name, p, _ in self.params:
-            value = state.get(_BUF + keys[name])
-            if value is not None and tuple(value.shape) != tuple(p.shape):
-                raise ValueError(f"optimizer state {_BUF + keys[name]!r} has shape {tuple(value.shape)}, "
-                                 f"expected {p.shape}")
+        """Restore a :meth:`state_dict` (also as read back from an ``.npz``). ``KeyError`` when its
+        keys do not fit these parameters, ``ValueError`` for a wrong shape; nothing changes unless all fit."""
+        _check_state(self, state)
         self.lr, self.num_steps = float(state[_LR]), int(state[_NUM_STEPS])
         for name, p, _ in self.params:
-            s, value = self.state[name], state.get(_BUF + keys[name])
-            s["step"] = int(state[_STEP + keys[name]])
-            if s["momentum_buffer"] is None:  # no momentum
-                continue
-            if value is None:
-                s["momentum_buffer"].fill(0)
-            else:  # in place: it may be a view of a flat buffer
-                s["momentum_buffer"][...] = to_device(value, device_of(p)).astype(p.dtype, copy=False)
+            s, value = self.state[name], state.get(_BUF + _key(name))
+            s["step"] = int(state[_STEP + _key(name)])
+            if s["momentum_buffer"] is not None:  # in place: it may be a view of a flat buffer
+                s["momentum_buffer"][...] = 0 if value is None else to_device(value, device_of(p)).astype(p.dtype)
         return self
 
     def __repr__(self):
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
                 f"nesterov={self.nesterov}, dropped={self.dropped!r}, params={len(self.params)})")
+
+
+def _check_arguments(params, lr, momentum, weight_decay, dropped):
+    """Raise ``ValueError`` with one line for arguments :class:`SGD` cannot use."""
+    names = [name for name, _, _ in params]
+    if not names:
+        raise ValueError("SGD got no parameters")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"parameter names must be unique; repeated: {repeated[:5]}")
+    for name, p, g in params:
+        if p.shape != g.shape:
+            raise ValueError(f"{name}: grad shape {g.shape} differs from param shape {p.shape}")
+    if lr < 0 or momentum < 0 or weight_decay < 0:
+        raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
+    if dropped not in DROPPED:
+        raise ValueError(f"dropped must be one of {DROPPED} ('paper': a dropped block's weights still "
+                         f"get weight decay and momentum, as in the paper's Torch7 code; 'skip': they "
+                         f"are left untouched, as PyTorch does for a grad of None), got {dropped!r}")
+
+
+def _key(name):
+    return quote(name, safe="._-")
+
+
+def _check_state(opt, state):
+    """Raise unless ``state`` is a state dict of ``opt``'s parameters (see :meth:`SGD.load_state_dict`)."""
+    names = list(opt.state)
+    missing = [k for k in (_LR, _NUM_STEPS, *(_STEP + _key(n) for n in names)) if k not in state]
+    missing += [_BUF + _key(n) for n in names  # updated with momentum, so it had a buffer
+                if opt.momentum and int(state.get(_STEP + _key(n), 0)) > 0 and _BUF + _key(n) not in state]
+    known = {_LR, _NUM_STEPS} | {prefix + _key(n) for n in names for prefix in (_STEP, _BUF)}
+    unexpected = sorted(unquote(k) for k in state if k not in known)
+    if missing or unexpected:
+        raise KeyError(f"optimizer state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, p, _ in opt.params:
+        value = state.get(_BUF + _key(name))
+        if value is not None and tuple(value.shape) != tuple(p.shape):
+            raise ValueError(f"optimizer state {_BUF + _key(name)!r} has shape {tuple(value.shape)}, "
+                             f"expected {p.shape}")
 
 
 @fuse
