@@ -61,9 +61,9 @@ def load_data(cfg: Config, device, log):
     """
     test_hook("data")
     try:
-        x_train, y_train, x_test, y_test, num_classes = data.load_dataset(
+        x_train, y_train, x_test, y_test, num_classes, files = data.load_dataset(
             cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra, log=log,
-            progress=cfg.progress)
+            progress=cfg.progress, with_files=True)
     except data_files.DownloadError as e:
         raise TrainingError(f"{e}, or point --data-dir at a folder that holds it") from None
     except data.DataNotFoundError as e:
@@ -73,11 +73,11 @@ def load_data(cfg: Config, device, log):
                             f"--data-dir at a folder that holds it") from None
     if cfg.limit_train:
         x_train, y_train = x_train[:cfg.limit_train], y_train[:cfg.limit_train]
+        files = None if files is None else files[:cfg.limit_train]
     try:
         if cfg.valid_per_class:  # the paper's SVHN split: N of each class from each file
-            files = data.svhn_file_of_each_image(cfg.data_dir, True)[:len(y_train)] if cfg.svhn_extra else None
-            (x_train, y_train), valid = data.stratified_split(x_train, y_train, cfg.valid_per_class, files=files,
-                                                              seed=cfg.seed)
+            (x_train, y_train), valid = data.stratified_split(x_train, y_train, cfg.valid_per_class,
+                                                              files=files if cfg.svhn_extra else None, seed=cfg.seed)
         else:
             (x_train, y_train), valid = data.train_valid_split(x_train, y_train, cfg.valid_size, seed=cfg.seed)
     except ValueError as e:

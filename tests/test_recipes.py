@@ -157,6 +157,9 @@ def test_svhn_extra_is_appended_after_train(fake_svhn):
     assert x.dtype == np.uint8 and x.shape == (500, 3, 32, 32) and x.flags.c_contiguous
     files = data.svhn_file_of_each_image(fake_svhn, include_extra=True)
     assert files.tolist() == [0] * 200 + [1] * 300
+    *_, read_files = data.load_dataset("svhn", fake_svhn, svhn_extra=True, with_files=True)
+    assert np.array_equal(read_files, files)  # counted while reading: the same as from the headers
+    assert data.load_dataset("svhn", fake_svhn, with_files=True)[-1].tolist() == [0] * 200
     assert np.bincount(y[files == 1], minlength=10).tolist() == [30] * 10
 
 

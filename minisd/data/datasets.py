@@ -83,14 +83,15 @@ def load_svhn(root, include_extra: bool = False):
 
     Memory with the extra images: :data:`SVHN_EXTRA_MEMORY`.
     """
-    return data_files.read_svhn(root, include_extra)
+    return data_files.read_svhn(root, include_extra)[:4]
 
 
 def svhn_file_of_each_image(root, include_extra: bool = False):
     """For each training image :func:`load_svhn` returns, the file it came from: int64 (N,),
-    0 for ``train_32x32.mat``, 1 for ``extra_32x32.mat``. Read from the files' headers."""
+    0 for ``train_32x32.mat``, 1 for ``extra_32x32.mat``. Read from the files' headers alone (no
+    images); ``load_dataset(..., with_files=True)`` gives the same array from the images it read."""
     names = ["train"] + (["extra"] if include_extra else [])
-    paths = data_files._svhn_paths(root, [data_files.SVHN_FILES[n] for n in names])
+    paths = data_files.svhn_paths(root, [data_files.SVHN_FILES[n] for n in names])
     sizes = [data_files.svhn_file_size(p) for p in paths]
     return np.repeat(np.arange(len(sizes)), sizes)
 
@@ -101,8 +102,12 @@ _LOADERS = {"cifar10": load_cifar10, "cifar100": load_cifar100, "svhn": load_svh
 
 
 def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool = False, log=print,
-                 progress: bool = False):
+                 progress: bool = False, with_files: bool = False):
     """``(x_train, y_train, x_test, y_test, num_classes)`` for ``name`` in cifar10 | cifar100 | svhn.
+
+    ``with_files=True`` appends ``files``: for SVHN the file each training image came
+    from (int64 (N,), 0: ``train_32x32.mat``, 1: ``extra_32x32.mat``; what the paper's
+    per-file split needs), ``None`` for CIFAR.
 
     ``data_dir`` is the ``root`` of the loaders (``None``: :func:`default_data_dir`).
     ``svhn_extra`` (SVHN only) adds ``extra_32x32.mat`` to the training set.
@@ -121,7 +126,10 @@ def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool =
         data_dir = default_data_dir()
         if data_dir is None:
             raise DataError("no data folder given and none found (set MINISD_DATA or pass a folder)")
-    load = (lambda root: load_svhn(root, include_extra=True)) if svhn_extra else _LOADERS[name]
+    if name == "svhn":  # read_svhn also says which file each training image came from
+        load = lambda root: data_files.read_svhn(root, include_extra=svhn_extra)  # noqa: E731
+    else:
+        load = lambda root: (*_LOADERS[name](root), None)  # noqa: E731
     parts = [name] + (["svhn-extra"] if svhn_extra else [])  # the keys of data_files.RESOURCES
     try:
         arrays = load(data_dir)
@@ -137,7 +145,8 @@ def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool =
         for part in parts:
             data_files.download(part, data_dir, log=log, progress=progress)
         arrays = load(data_dir)
-    return (*arrays, NUM_CLASSES[name])
+    *arrays, files = arrays
+    return (*arrays, NUM_CLASSES[name], files) if with_files else (*arrays, NUM_CLASSES[name])
 
 
 def default_data_dir():

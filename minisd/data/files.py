@@ -342,7 +342,8 @@ def _read_svhn_mat(path: Path, loadmat):
     return x, y
 
 
-def _svhn_paths(root, names):
+def svhn_paths(root, names):
+    """``root / name`` for each SVHN file name; :class:`DataNotFoundError` naming the missing ones."""
     root = Path(root).expanduser()
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
@@ -351,7 +352,8 @@ def _svhn_paths(root, names):
 
 
 def _read_svhn_files(paths, loadmat):
-    """The images of several .mat files, one after the other: uint8 (N, 3, 32, 32), int64 (N,).
+    """The images of several .mat files, one after the other: uint8 (N, 3, 32, 32), int64 (N,),
+    and the file each image came from, int64 (N,): 0 for ``paths[0]``, 1 for ``paths[1]``, ...
 
     The result is allocated once, when the first file is in memory: every
     other file is read and copied straight into it, so that the whole set is
@@ -369,7 +371,7 @@ def _read_svhn_files(paths, loadmat):
         y_all[start:start + n] = y
         start += n
         del x
-    return x_all, y_all
+    return x_all, y_all, np.repeat(np.arange(len(sizes)), sizes)
 
 
 def svhn_file_size(path) -> int:
@@ -389,19 +391,20 @@ def svhn_file_size(path) -> int:
 
 
 def read_svhn(root, include_extra: bool = False):
-    """``(x_train, y_train, x_test, y_test)`` of SVHN from the .mat files in ``root``.
+    """``(x_train, y_train, x_test, y_test, files)`` of SVHN from the .mat files in ``root``.
 
     Images uint8 (N, 3, 32, 32), labels int64 0..9 (label = digit);
     ``include_extra`` appends ``extra_32x32.mat`` to the training set (after
-    the images of ``train_32x32.mat``). Needs SciPy.
+    the images of ``train_32x32.mat``); ``files`` int64 (N_train,) says which
+    file each training image came from (0: train, 1: extra), counted while reading. Needs SciPy.
     """
     names = [SVHN_FILES["train"], SVHN_FILES["test"]] + ([SVHN_FILES["extra"]] if include_extra else [])
-    paths = dict(zip(names, _svhn_paths(root, names)))
+    paths = dict(zip(names, svhn_paths(root, names)))
     loadmat = _scipy_loadmat()
-    x_test, y_test = _read_svhn_files([paths[SVHN_FILES["test"]]], loadmat)
+    x_test, y_test, _ = _read_svhn_files([paths[SVHN_FILES["test"]]], loadmat)
     train = [SVHN_FILES["train"]] + ([SVHN_FILES["extra"]] if include_extra else [])
-    x_train, y_train = _read_svhn_files([paths[n] for n in train], loadmat)
-    return x_train, y_train, x_test, y_test
+    x_train, y_train, files = _read_svhn_files([paths[n] for n in train], loadmat)
+    return x_train, y_train, x_test, y_test, files
 
 
 # ---------------------------------------------------------------------------
