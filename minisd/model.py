@@ -188,6 +188,7 @@ class DenseNet(Module):
     a transition compresses to floor(compression * C) channels and halves the size
     (:class:`~minisd.blocks.Transition`). ``bottleneck=True, compression=0.5`` is DenseNet-BC;
     the paper's plain DenseNet is ``bottleneck=False, compression=1``. No convolution has a bias.
+    (The authors' code starts with 2k channels in both kinds; this follows the paper's text.)
     forward: (N, 3, 32, 32) -> logits (N, num_classes). Every layer runs every step: there are
     no gates (``sample_gates`` says so), so the training loop treats it like a constant-depth net.
     """
@@ -215,8 +216,21 @@ class DenseNet(Module):
                 channels = trans.out_channels
         self.bn, self.relu, self.pool = BatchNorm2d(channels, dtype=dtype), ReLU(), GlobalAvgPool()
         self.fc = Linear(channels, num_classes, dtype=dtype, rng=rng)
+        self._init_as_the_authors(rng)
         self.assign_names()
         self.flatten_parameters()
+
+    def _init_as_the_authors(self, rng):
+        """The initialisation of the authors' ``models/densenet.lua`` ("following ResNet"): every
+        convolution's weight ~ N(0, 2 / (k * k * out_channels)), fan-out (where :class:`Conv2d`
+        draws with fan-in, as the stochastic-depth code does), and the linear layer's bias zero
+        (its weight keeps Torch's uniform +-1/sqrt(in)); batch norm 1 and 0, as everywhere."""
+        for m in self.modules():
+            if isinstance(m, Conv2d):
+                w = m.params["weight"]
+                out_channels, _, kh, kw = w.shape
+                w[...] = rng.standard_normal(w.shape) * math.sqrt(2.0 / (kh * kw * out_channels))
+        self.fc.params["bias"][...] = 0
 
     def stages(self):
         return [self.conv1, self.block1, self.trans1, self.block2, self.trans2, self.block3,

@@ -47,7 +47,7 @@ class Event:
     """One call of one layer."""
     layer: str          # dotted name, e.g. "blocks.3.branch.0"
     kind: str           # class name, e.g. "Conv2d"
-    phase: str          # "forward" or "backward"
+    phase: str          # "forward", "backward", or "recompute" (a forward again, in the backward)
     seconds: float
     flops: int
     bytes_cached: int   # what the layer holds for backward after this call (parameters left out)
@@ -126,6 +126,25 @@ def traced(method):
     return wrapper
 
 
+def call_as(layer, phase, fn, *args):
+    """``fn(*args)``, seen by a trace as a call of ``layer`` that keeps nothing.
+
+    For code that runs a layer's arithmetic with :mod:`minisd.functional` itself instead of
+    calling the layer (the shared-storage dense block, :mod:`minisd.fast.dense`), so that a
+    trace still sees every call, its time and its FLOPs. ``phase``: ``"forward"``,
+    ``"backward"``, or ``"recompute"`` (a forward run again during the backward, to save
+    memory: forward FLOPs, counted apart). ``args[0]`` of a forward or recompute is the
+    layer's input, whose shape the FLOPs are counted from.
+    """
+    if phase not in ("forward", "backward", "recompute"):
+        raise ValueError(f"phase must be 'forward', 'backward' or 'recompute', got {phase!r}")
+    if phase != "backward":
+        layer.in_shape = tuple(args[0].shape)
+    if _ACTIVE is None:
+        return fn(*args)
+    return _ACTIVE.record(layer, phase, lambda _layer, *a: fn(*a), args, keeps_cache=False)
+
+
 def _array_module(layer, args):
     """NumPy or CuPy for one layer call: from its arrays, else the layer's parameters, else its cache."""
     for group in (args, tuple(layer.params.values()), _cached_arrays(layer.cache)):
@@ -148,7 +167,7 @@ class Trace:
         self._read_gpu_times()
         return self._events
 
-    def record(self, layer, phase, method, args):
+    def record(self, layer, phase, method, args, keeps_cache=True):
         xp = _array_module(layer, args)
         if xp is np:
             t0 = time.perf_counter()
@@ -160,10 +179,11 @@ class Trace:
             out = method(layer, *args)
             end.record()
             seconds = 0.0
-        flops = layer.flops() * (1 if phase == "forward" else layer.backward_flops_factor)
-        event = Event(layer.name or type(layer).__name__, type(layer).__name__,
-                      phase, seconds, int(flops), cache_nbytes(layer.cache, layer.params),
-                      tuple(_buffers(layer.cache, layer.params)) if phase == "forward" else ())
+        flops = layer.flops() * (layer.backward_flops_factor if phase == "backward" else 1)
+        cached = cache_nbytes(layer.cache, layer.params) if keeps_cache else 0
+        held = tuple(_buffers(layer.cache, layer.params)) if keeps_cache and phase == "forward" else ()
+        event = Event(layer.name or type(layer).__name__, type(layer).__name__, phase, seconds, int(flops),
+                      cached, held)
         self._events.append(event)
         if xp is not np:
             self._pending.append((event, start, end, xp))

@@ -325,3 +325,54 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+@pytest.mark.parametrize("bottleneck, depth", [(True, 16), (False, 10)])
+def test_a_trace_sees_every_layer_call_of_the_shared_storage_block(bottleneck, depth):
+    """Shared storage runs bn1, relu1 and conv1 through minisd.functional, not through the
+    layers; the trace must still see each call (tracing.call_as): the same forward and backward
+    calls and FLOPs as the readable concatenation, plus bn1 and relu1 recomputed in backward."""
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((3, 3, 8, 8)), np.array([1, 0, 2])
+
+    def traced_step(reference):
+        net = minisd.DenseNet(depth, 3, bottleneck, 0.5, num_classes=3, dtype=np.float64,
+                              rng=np.random.default_rng(9))
+        with (minisd.reference() if reference else _nothing()), minisd.trace() as t:
+            _step_results(net, x, y)
+        return t.events
+
+    fast, readable = traced_step(False), traced_step(True)
+    calls = lambda events, phases: sorted((e.layer, e.phase, e.flops) for e in events  # noqa: E731
+                                          if e.phase in phases)
+    assert calls(fast, ("forward", "backward")) == calls(readable, ("forward", "backward"))
+    n_layers = (depth - 4) // (6 if bottleneck else 3) * 3
+    recomputed = [e for e in fast if e.phase == "recompute"]
+    assert len(recomputed) == 2 * n_layers and {e.kind for e in recomputed} == {"BatchNorm2d", "ReLU"}
+    assert all(e.layer.endswith((".bn1", ".relu1")) and e.bytes_cached == 0 for e in recomputed)
+    assert all(e.flops > 0 for e in recomputed) and not any(e.phase == "recompute" for e in readable)
+
+
+def test_call_as_refuses_an_unknown_phase():
+    from minisd import tracing
+    with pytest.raises(ValueError, match="phase must be"):
+        tracing.call_as(minisd.ReLU(), "sideways", lambda a: a, np.ones(2))
+
+
+def test_initialised_as_the_authors_densenet_lua():
+    """models/densenet.lua: conv weights N(0, 2 / (k k out_channels)) (fan-out, not Conv2d's
+    fan-in), the linear bias zero, BN weight 1 and bias 0."""
+    net = minisd.DenseNet(40, 12, bottleneck=False, compression=1.0, rng=np.random.default_rng(0))
+    convs = [m for m in net.modules() if isinstance(m, minisd.Conv2d)]
+    assert len(convs) == 1 + 36 + 2
+    for conv in convs:
+        w = conv.params["weight"]
+        out_channels, in_channels, kh, kw = w.shape
+        fan_out, fan_in = kh * kw * out_channels, kh * kw * in_channels
+        # the sample std of w.size normals is within 5 standard errors (1/sqrt(2 size)) of the true one
+        assert abs(w.std() / np.sqrt(2 / fan_out) - 1) < 5 / np.sqrt(2 * w.size), conv.name
+        if fan_in != fan_out:  # fan-in would be a different std (by at least sqrt(16/12) here)
+            assert abs(w.std() / np.sqrt(2 / fan_in) - 1) > 5 / np.sqrt(2 * w.size), conv.name
+    assert not net.fc.params["bias"].any()
+    bns = [m for m in net.modules() if isinstance(m, minisd.BatchNorm2d)]
+    assert all((m.params["weight"] == 1).all() and not m.params["bias"].any() for m in bns)
