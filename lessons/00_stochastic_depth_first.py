@@ -320,7 +320,7 @@ findings = [
     ["stochastic depth fits the training set less (higher loss)", f"{mean_se(d_train)}", "paired, all seeds, > 2 se",
      verdict(d_train, +1)],
 ]
-table(["claim", "number", "criterion", "supported?"], findings)
+L.report_findings(findings)
 
 print()
 if findings[1][3] == "yes":

@@ -204,8 +204,7 @@ L.save_figure(fig, "survival.png")
 
 # %%
 section("findings")
-table(["claim", "number", "criterion", "supported?"],
-      [[c, n, k_, ("yes" if s is True else "no" if s is False else s)] for c, n, k_, s in findings])
+L.report_findings(findings)
 
 # %% [markdown]
 # ## Summary

@@ -282,7 +282,7 @@ L.save_figure(fig, "curves.png")
 
 # %%
 section("5. findings")
-table(["claim", "number", "criterion", "supported?"], [list(f) for f in findings])
+L.report_findings(findings)
 
 # %% [markdown]
 # ## Summary

@@ -296,7 +296,7 @@ L.save_figure(fig, "gradient_strength.png")
 
 # %%
 section("4. findings")
-table(["claim", "number", "criterion", "supported?"], [list(f) for f in findings])
+L.report_findings(findings)
 
 # %% [markdown]
 # ## Summary

@@ -360,6 +360,5 @@ L.save_figure(fig, "ensemble.png")
 
 # %%
 section("findings")
-table(["claim", "number", "criterion", "supported?"],
-      [[c, n, k_, ("yes" if v is True else "no" if v is False else v)] for c, n, k_, v in findings])
+L.report_findings(findings)
 L.try_this()

@@ -334,7 +334,7 @@ L.save_figure(fig, "error_vs_p_last.png")
 
 # %%
 section("6. findings")
-table(["claim", "number", "criterion", "supported?"], [list(f) for f in findings])
+L.report_findings(findings)
 
 # %% [markdown]
 # ## Summary

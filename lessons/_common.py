@@ -78,13 +78,46 @@ class Lesson:
         print(f"[figure saved: {p}]")
         return p
 
+    def report_findings(self, rows):
+        """Print the findings table (claim | number | criterion | supported?) and keep it for
+        the record that :meth:`try_this` writes. ``supported``: True/False or a word such as
+        "yes", "no", "not shown"."""
+        word = lambda v: "yes" if v is True else "no" if v is False else str(v)  # noqa: E731
+        self.findings = [[str(c), str(n), str(k), word(ok)] for c, n, k, ok in rows]
+        table(list(FINDINGS_HEADERS), self.findings)
+
     def try_this(self):
-        """Print the 'Try this' section of the lesson's docstring, and the run time."""
+        """Print the 'Try this' section of the lesson's docstring and the run time, and write
+        the lesson's record, ``<out>/<name>.json`` (see :func:`write_record`)."""
         text = self.doc.split("Try this", 1)
         print("\n" + "=" * 72)
         print("Try this" + (text[1].rstrip() if len(text) > 1 else ":\n  (no exercises)"))
         print("=" * 72)
-        print(f"(lesson ran in {time.perf_counter() - self.t_start:.1f} s; outputs in {self.out})")
+        seconds = time.perf_counter() - self.t_start
+        path = write_record(self, seconds)
+        print(f"(lesson ran in {seconds:.1f} s; outputs in {self.out}; record {path.name})")
+
+
+FINDINGS_HEADERS = ("claim", "number", "criterion", "supported?")
+
+
+def write_record(L: Lesson, seconds):
+    """What one run of a lesson found, as JSON in ``<out>/<name>.json``: the lesson's name and
+    title, the mode (default or quick), device, wall-clock seconds, the findings rows, the date,
+    the machine and its load average at the end (other work on the machine slows a run). ``python lessons/tables.py`` builds the READMEs' lesson tables from these."""
+    import datetime
+    import json
+    import os
+    import platform
+    record = dict(name=L.name, title=L.doc.strip().splitlines()[0] if L.doc.strip() else L.name,
+                  mode="quick" if L.quick else "default", device=L.device,
+                  reference=bool(getattr(L.args, "reference", False)), argv=sys.argv[1:],
+                  seconds=round(seconds, 1), findings=getattr(L, "findings", []),
+                  date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1),
+                  machine=f"{platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}")
+    path = L.out / f"{L.name}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
 
 
 def plt():
