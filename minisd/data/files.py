@@ -355,9 +355,8 @@ def _read_svhn_files(paths, loadmat):
     """The images of several .mat files, one after the other: uint8 (N, 3, 32, 32), int64 (N,),
     and the file each image came from, int64 (N,): 0 for ``paths[0]``, 1 for ``paths[1]``, ...
 
-    The result is allocated once, when the first file is in memory: every
-    other file is read and copied straight into it, so that the whole set is
-    never held twice (SVHN with extra: see minisd.data.datasets.SVHN_EXTRA_MEMORY).
+    The result is allocated once, from the files' headers, and each file is copied straight
+    into it: the set is never held twice (with extra: minisd.data.datasets.SVHN_EXTRA_MEMORY).
     """
     sizes = [svhn_file_size(p) for p in paths]
     x_all = np.empty((sum(sizes), 3, 32, 32), dtype=np.uint8)
@@ -399,11 +398,10 @@ def read_svhn(root, include_extra: bool = False):
     file each training image came from (0: train, 1: extra), counted while reading. Needs SciPy.
     """
     names = [SVHN_FILES["train"], SVHN_FILES["test"]] + ([SVHN_FILES["extra"]] if include_extra else [])
-    paths = dict(zip(names, svhn_paths(root, names)))
+    train_path, test_path, *extra_path = svhn_paths(root, names)
     loadmat = _scipy_loadmat()
-    x_test, y_test, _ = _read_svhn_files([paths[SVHN_FILES["test"]]], loadmat)
-    train = [SVHN_FILES["train"]] + ([SVHN_FILES["extra"]] if include_extra else [])
-    x_train, y_train, files = _read_svhn_files([paths[n] for n in train], loadmat)
+    x_test, y_test, _ = _read_svhn_files([test_path], loadmat)
+    x_train, y_train, files = _read_svhn_files([train_path] + extra_path, loadmat)
     return x_train, y_train, x_test, y_test, files
 
 
