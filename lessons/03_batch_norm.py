@@ -44,6 +44,7 @@ rng = np.random.default_rng(L.seed)
 C = 4
 true_mean = np.array([3.0, -1.0, 0.0, 10.0])
 true_std = np.array([2.0, 0.5, 1.0, 4.0])
+findings = []  # (claim, number, criterion, supported?)
 
 
 def batch(n, h=8, dtype=np.float64):
@@ -69,6 +70,10 @@ bn.cache = None
 (mi, si), (mo, so) = channel_stats(x), channel_stats(out)
 table(["channel", "input mean", "input std", "output mean", "output std"],
       [[c, mi[c], si[c], mo[c], so[c]] for c in range(C)], ["{}", "{:.3f}", "{:.3f}", "{:.1e}", "{:.4f}"])
+# std slightly below 1: xhat divides by sqrt(var + eps), eps = 1e-5, not by sqrt(var)
+off_mean, off_std = float(np.abs(mo).max()), float(np.abs(so - 1).max())
+findings.append(("training-mode output: every channel mean 0, std 1", f"|mean| {off_mean:.0e}, |std-1| {off_std:.0e}",
+                 "< 1e-12 and < 1e-3", off_mean < 1e-12 and off_std < 1e-3))
 bn.params["weight"][...] = 2.0
 bn.params["bias"][...] = 0.5
 mo, so = channel_stats(bn.forward(x))
@@ -115,15 +120,27 @@ for key in ("weight", "bias"):
     rows.append([f"d{key} ({'gamma' if key == 'weight' else 'beta'})", relative_error(bn.grads[key], numerical_gradient(f, bn.params[key], dout))])
 bn.running_mean[...], bn.running_var[...] = rm, rv  # the checks ran many forwards; undo their statistics
 table(["gradient", "relative error"], rows, ["{}", "{:.1e}"])
-print("The full formula matches to ~1e-8; forgetting that the statistics depend on x is off by O(1).")
-print(f"sum of dx over N, H, W per channel: {np.round(to_numpy(dx.sum(axis=(0, 2, 3))), 12)} "
+full_err, naive_err = max(rows[0][1], rows[2][1], rows[3][1]), rows[1][1]
+if full_err < 1e-6 and naive_err > 1e-2:
+    print(f"The full formula matches to {full_err:.0e}; forgetting that the statistics depend on x is off by "
+          f"{naive_err:.0e}.")
+else:
+    print("not shown: these errors do not separate the full formula from the shortcut.")
+findings.append(("BN backward (dx, dgamma, dbeta) = central differences", f"{full_err:.1e}", "< 1e-6", full_err < 1e-6))
+findings.append(("dx with constant statistics is wrong", f"{naive_err:.1e}", "> 1e-2", naive_err > 1e-2))
+dx_sums = to_numpy(dx.sum(axis=(0, 2, 3)))
+print(f"sum of dx over N, H, W per channel: {np.round(dx_sums, 12)} "
       "(shifting a whole channel changes nothing after BN)")
+findings.append(("dx sums to 0 over each channel", f"{np.abs(dx_sums).max():.0e}", "< 1e-10",
+                 np.abs(dx_sums).max() < 1e-10))
 
 ref, cache_ref = F.batchnorm_train_forward(x, bn.params["weight"], bn.params["bias"], bn.eps)
 path = {"fast_cpu": "the fast CPU path, minisd/fast/cpu.py", "fast_gpu": "the fast GPU path, minisd/fast/gpu.py",
         "readable": "the readable code itself"}[route.name_of(route.choose(x))]
-print(f"the layer (here: {path}) vs the readable functional.py: forward "
-      f"{relative_error(f(), ref):.0e}, backward {relative_error(dx, F.batchnorm_train_backward(dout, cache_ref)[0]):.0e}")
+twins = max(relative_error(f(), ref), relative_error(dx, F.batchnorm_train_backward(dout, cache_ref)[0]))
+print(f"the layer (here: {path}) vs the readable functional.py: forward and backward agree to {twins:.0e}")
+findings.append((f"the layer ({route.name_of(route.choose(x))}) = readable functional.py", f"{twins:.0e}", "< 1e-12",
+                 twins < 1e-12))
 
 # %% [markdown]
 # ## 3. Running statistics: what eval mode uses
@@ -166,8 +183,16 @@ for t in sorted({1, 5, 10, 20, 30, 50, steps} & set(range(1, steps + 1))):
 table(["step", "max |mean err|", "max var rel err", "0.9^t", "|eval - train| out"], rows,
       ["{}", "{:.3f}", "{:.3f}", "{:.3f}", "{:.3f}"])
 print(f"true means {true_mean}, true variances {true_std ** 2}")
-print("The gap falls like 0.9^t until batch noise is all that is left; from then on eval mode")
-print("gives (nearly) what training mode gives - without looking at the rest of the batch.")
+mean_err = [float(np.abs(m - true_mean).max()) for m in history_mean]
+converged = mean_err[-1] < 0.1 * mean_err[0] and gaps[-1] < 0.1 * gaps[0]
+if converged:
+    print("The gap falls like 0.9^t until batch noise is all that is left; from then on eval mode")
+    print("gives (nearly) what training mode gives - without looking at the rest of the batch.")
+else:
+    print("not shown: after these steps the running statistics are not yet close to the true ones.")
+findings.append(("the running statistics converge (step 1 -> last)",
+                 f"mean err {mean_err[0]:.2f} -> {mean_err[-1]:.2f}, gap {gaps[0]:.2f} -> {gaps[-1]:.2f}",
+                 "both fall > 10x", converged))
 
 pyplot = plt()
 fig, axes = pyplot.subplots(1, 2, figsize=(10, 3.8))
@@ -194,13 +219,22 @@ x = batch(4, dtype=np.float32)
 x2 = x.copy()
 x2[1:] = batch(3, dtype=np.float32)  # same image 0, different companions
 rm, rv = bn.running_mean.copy(), bn.running_var.copy()
+change = {}
 for mode in ("train", "eval"):
     bn.train(mode == "train")
     a, b = bn.forward(x)[0], bn.forward(x2)[0]
     bn.cache = None
-    print(f"  {mode:5s} mode: image 0's output changes by {float(xp.abs(a - b).mean()):.4f} "
+    change[mode] = float(xp.abs(a - b).mean())
+    print(f"  {mode:5s} mode: image 0's output changes by {change[mode]:.4f} "
           f"(mean |difference|) when the other 3 images change")
 bn.running_mean[...], bn.running_var[...] = rm, rv
+findings.append(("an image's output depends on its batch in training mode only",
+                 f"train {change['train']:.4f}, eval {change['eval']:.0e}", "> 0 and == 0",
+                 change["train"] > 0 and change["eval"] == 0))
+
+# %%
+section("findings")
+L.report_findings(findings)
 
 # %% [markdown]
 # ## Summary

@@ -48,6 +48,7 @@ from _common import plt, section, setup, table
 L = setup(__doc__)
 xp = L.xp
 rng = np.random.default_rng(L.seed)
+findings = []  # (claim, number, criterion, supported?)
 
 # %% [markdown]
 # ## 1. A block that changes shape, and its option-A shortcut
@@ -68,21 +69,31 @@ block.shortcut.cache = None
 print(f"input {tuple(x.shape)} -> shortcut {tuple(s.shape)}, branch parameters "
       f"{sum(p.size for _, p, _ in block.branch.parameters()):,}, shortcut parameters "
       f"{sum(p.size for _, p, _ in block.shortcut.parameters())}")
-print(f"shortcut channels 0-15 equal x[:, :, ::2, ::2]: {bool(xp.all(s[:, :16] == x[:, :, ::2, ::2]))}; "
-      f"channels 16-31 are all zero: {bool(xp.all(s[:, 16:] == 0))}")
+subsampled, zeros = bool(xp.all(s[:, :16] == x[:, :, ::2, ::2])), bool(xp.all(s[:, 16:] == 0))
+print(f"shortcut channels 0-15 equal x[:, :, ::2, ::2]: {subsampled}; channels 16-31 are all zero: {zeros}")
+n_shortcut = sum(p.size for _, p, _ in block.shortcut.parameters())
+findings.append(("option A: every 2nd pixel, zero channels, no parameters",
+                 f"{subsampled}, {zeros}, {n_shortcut} parameters", "exact", subsampled and zeros and n_shortcut == 0))
 
 out = block.forward(x)
 block.clear_cache()
 by_hand = xp.maximum(block.shortcut.forward(x) + block.branch.forward(x), 0)
 block.clear_cache()
+by_hand_err = relative_error(out, by_hand)
 print(f"block.forward(x) = ReLU(shortcut(x) + branch(x)) computed by hand: relative error "
-      f"{relative_error(out, by_hand):.0e} (BN in training mode; both calls see the same batch)")
+      f"{by_hand_err:.0e} (BN in training mode; both calls see the same batch)")
+# float32: one rounding of the sum and of each layer; the layers are the same calls, so far below 1e-5
+findings.append(("block.forward = ReLU(shortcut + branch)", f"{by_hand_err:.0e}", "< 1e-5 (float32)",
+                 by_hand_err < 1e-5))
 
 g = xp.ones(s.shape, dtype=s.dtype)
 block.shortcut.forward(x)
 dx_short = block.shortcut.backward(g)
 print(f"shortcut backward of a gradient of ones: {int(dx_short.sum())} of the {dx_short.size} input "
       f"entries get 1 (the kept pixels: 1 in 4), the rest 0; the zero channels send nothing back.")
+picked = int((dx_short == 1).sum()) == dx_short.size // 4 and int((dx_short == 0).sum()) == 3 * dx_short.size // 4
+findings.append(("its backward: 1 to the kept pixels, 0 elsewhere", f"{int(dx_short.sum())} of {dx_short.size}",
+                 "exactly 1 in 4", picked))
 avg = Shortcut(16, 32, stride=2, downsample="avg")
 s_avg = avg.forward(x)
 dx_avg = avg.backward(g)
@@ -92,6 +103,9 @@ same = rounding_error_ratio(s_avg[:, :16, 0, 0], window.mean(axis=(2, 3)), abs(w
 print(f"the 2017 version, downsample='avg': output pixel (0, 0) is the mean of the 2x2 window: "
       f"{same} (to float32 rounding); its backward gives every input entry 1/4 "
       f"(min {float(dx_avg.min()):.2f}, max {float(dx_avg.max()):.2f}): the gradient is shared, not picked.")
+shared = float(dx_avg.min()) == float(dx_avg.max()) == 0.25
+findings.append(("downsample='avg': the window's mean; its backward 1/4 to each", f"{same}, {float(dx_avg.min()):.2f}"
+                 f"-{float(dx_avg.max()):.2f}", "mean to rounding, all 0.25", bool(same) and shared))
 
 # %% [markdown]
 # ## 2. The block's backward, gradient-checked (float64)
@@ -112,6 +126,10 @@ for name, p, grad in small.parameters():
         rows.append([name, relative_error(grad, numerical_gradient(f, p, dout))])
 small.clear_cache()
 table(["gradient", "relative error"], rows, ["{}", "{:.1e}"])
+worst = max(r[1] for r in rows)
+print(("all below 1e-6: the block's backward is right." if worst < 1e-6 else
+       f"the worst error, {worst:.1e}, is above 1e-6: the block's backward looks wrong."))
+findings.append(("the block's backward (dx, weights) = central differences", f"{worst:.1e}", "< 1e-6", worst < 1e-6))
 
 # %% [markdown]
 # ## 3. Gradient at the input vs depth, with and without shortcuts
@@ -198,7 +216,11 @@ per_layer = lambda g: g ** (1 / (d1 - d0))
 print(f"from depth {d0} to {d1}: plain x{g_plain:.2g} (x{per_layer(g_plain):.3f} per added layer), "
       f"ResNet x{g_res:.2g} (x{per_layer(g_res):.3f} per added layer).")
 change_plain, change_res = abs(np.log(g_plain)), abs(np.log(g_res))
-if change_plain > np.log(10) and change_plain > 2 * change_res:
+runs_away = change_plain > np.log(10) and change_plain > 2 * change_res
+findings.append((f"without shortcuts the input gradient compounds faster (depth {d0} -> {d1})",
+                 f"plain x{g_plain:.2g}, ResNet x{g_res:.2g}", "plain > 10x and > twice ResNet's log-change",
+                 runs_away))
+if runs_away:
     print(f"The plain net's gradient {'grew' if g_plain > 1 else 'shrank'} by more than a factor of 10: a product of")
     print("per-layer gains compounds with depth.")
     if change_res > np.log(2):
@@ -234,6 +256,9 @@ table(["block (from top)", "plain", "ResNet"],
       ["{}", "{:.2e}", "{:.2e}"])
 gain = lambda v: (v[-1] / v[0]) ** (1 / (len(v) - 1))
 print(f"average gain per block going down: plain x{gain(prof['plain']):.2f}, ResNet x{gain(prof['resnet']):.2f}")
+closer = abs(np.log(gain(prof["resnet"]))) < abs(np.log(gain(prof["plain"])))
+findings.append((f"a ResNet block's gain is closer to 1 (ResNet-{depth})",
+                 f"x{gain(prof['resnet']):.2f} vs plain x{gain(prof['plain']):.2f}", "|log gain| smaller", closer))
 
 pyplot = plt()
 fig, axes = pyplot.subplots(1, 2, figsize=(11, 4))
@@ -253,6 +278,10 @@ for ax in axes:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
 L.save_figure(fig, "gradient_vs_depth.png")
+
+# %%
+section("findings")
+L.report_findings(findings)
 
 # %% [markdown]
 # ## Summary

@@ -6,10 +6,10 @@ What you will learn
     several rounds in alternating order, and fit a line (with its R^2 and its spread);
   * FLOPs saved vs time saved: the fit's prediction for the paper's linear rule (p_L = 0.5)
     against the fit for constant depth, compared with the FLOP count; then real sampled steps;
-  * why dropping per IMAGE with a mask (minisd's mode="sample", torchvision's "row" mode)
-    saves nothing: every branch still runs on the whole batch and the dropped images are
-    multiplied by zero - and that running a branch on the kept images only does save work,
-    at a cost to batch norm.
+  * whether dropping per IMAGE with a mask (minisd's mode="sample", torchvision's "row" mode)
+    saves anything: every branch still runs on the whole batch and the dropped images are
+    multiplied by zero - and whether running a branch on the kept images only saves work,
+    at a cost to batch norm. Each claim is a paired ratio per round, with its range.
 
 Run
   python lessons/10_speed.py            # 70 s on a busy 2-core CPU (2026-11-28)
@@ -70,6 +70,7 @@ rng = np.random.default_rng(L.seed)
 x = xp.asarray(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32))
 y = xp.asarray(rng.integers(0, 10, batch))
 print(f"{net}\nbatch {batch} of 32x32 images; every setting timed in {rounds} rounds after a warm-up step")
+findings = []  # (claim, number, criterion, supported?)
 
 
 def train_step(model=net, optimizer=opt):
@@ -103,6 +104,12 @@ def interleaved(settings, rounds):
 def spread(v):
     """'min-max' of a list of seconds, in ms."""
     return f"{1e3 * min(v):.0f}-{1e3 * max(v):.0f}"
+
+
+def paired(a, b):
+    """Per-round ratios a[r] / b[r] (both timed in the same round): their median and 'min-max' in %."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return ratios, f"{100 * np.median(ratios):.0f}% ({100 * min(ratios):.0f}-{100 * max(ratios):.0f}%)"
 
 
 # %% [markdown]
@@ -162,6 +169,7 @@ if r2 > 0.95:
 else:
     print(f"R^2 = {r2:.3f} is low: the medians scatter around the line (other work on the machine, or too few")
     print("rounds); the savings below inherit that noise. Rerun with more --rounds.")
+findings.append(("step time is a straight line in the blocks run", f"R^2 = {r2:.3f}", "> 0.95", r2 > 0.95))
 
 # %% [markdown]
 # ## 2. The linear rule: predicted and measured saving
@@ -215,6 +223,9 @@ elif flop_save > max(save_rounds):
 else:
     print(f"The fit's time saving is LARGER than the FLOP saving in every round (fixed part: {100 * fixed_time:.0f}% of")
     print(f"the time, {100 * fixed_flops:.1f}% of the FLOPs): here the branches cost more time per FLOP than the rest.")
+findings.append(("the line's time saving is below the FLOP saving",
+                 f"{100 * save_fit:.1f}% ({100 * min(save_rounds):.1f}-{100 * max(save_rounds):.1f}%) vs "
+                 f"{100 * flop_save:.1f}%", "FLOP saving above every round's fit", flop_save > max(save_rounds)))
 print(f"Sampled steps against their all-open neighbours: median saving {100 * save_meas:.1f}%; the line predicts "
       f"{100 * save_line:.1f}% for the depths drawn.")
 if min(pair_saves) <= save_line <= max(pair_saves):
@@ -224,16 +235,19 @@ if min(pair_saves) <= save_line <= max(pair_saves):
 else:
     print(f"That lies outside the range of the {n_sd} pairs: the machine's load changed between the")
     print("measurements, or the line misses something (rerun with more --rounds before drawing a conclusion).")
+findings.append(("sampled steps save what the line predicts for their draws",
+                 f"{100 * save_meas:.1f}% ({100 * min(pair_saves):.0f} to {100 * max(pair_saves):.0f}%) vs "
+                 f"{100 * save_line:.1f}%", f"line within the {n_sd} pairs", min(pair_saves) <= save_line <= max(pair_saves)))
 
 # %% [markdown]
-# ### Why sampled steps can save less than the line says
+# ### Do all blocks cost the same time?
 #
-# The line treats every block alike: its k open blocks were picked at random. But blocks do
-# not cost the same time. With the same FLOPs, a first-stage block (16 channels, 32x32) moves
-# four times as many activations through batch norm and ReLU as a third-stage block (64
-# channels, 8x8), and its 16-row matrix products run slower. The linear rule keeps the
-# first blocks most often, so it keeps more than its share of the time. Weighting each
-# block by its own traced time predicts the saving of the same draws.
+# The line treats every block alike: its k open blocks were picked at random. But with the
+# same FLOPs, a first-stage block (16 channels, 32x32) moves four times as many activations
+# through batch norm and ReLU as a third-stage block (64 channels, 8x8), and its 16-row
+# matrix products may run slower. The linear rule keeps the first blocks most often; if they
+# are dearer, it keeps more than its share of the time. Weighting each block by its own
+# traced time gives the expected saving of the rule; the trace below measures it.
 
 # %%
 net.open_all_gates()
@@ -251,20 +265,26 @@ step_traced = sum(e.seconds for e in t.events)
 save_weighted = (1 - share_kept) * block_time.sum() / step_traced
 print(f"so the expected saving, time-weighted, is {100 * save_weighted:.1f}% of a step (the line: "
       f"{100 * save_fit:.1f}% at E[k]; measured pairs: median {100 * save_meas:.1f}%)")
-if stage_means[0] > 1.2 * stage_means[2] and save_weighted < save_fit:
-    print("first-stage blocks cost more than third-stage ones and the rule keeps them most: that is why")
-    print("stochastic depth saves less time than the share of blocks it drops.")
+dearer_first = stage_means[0] > 1.2 * stage_means[2] and save_weighted < save_fit
+if dearer_first:
+    print("first-stage blocks cost more than third-stage ones and the rule keeps them most: weighted by time,")
+    print("the rule saves less than the share of blocks it drops.")
 else:
-    print("the stages cost about the same here: the block weighting changes little.")
+    print("not shown: the stages cost about the same here, and the block weighting changes little.")
+findings.append(("first-stage blocks cost more time, so the time-weighted saving is below the line's",
+                 f"stage 1 {stage_means[0]:.1f} vs stage 3 {stage_means[2]:.1f} ms; {100 * save_weighted:.1f}% vs "
+                 f"{100 * save_fit:.1f}%", "stage 1 > 1.2x stage 3, weighted < line", dearer_first))
 
 # %% [markdown]
-# ## 3. Per-image dropping with a mask saves nothing
+# ## 3. Does per-image dropping with a mask save anything?
 #
 # `mode="sample"` draws one gate per image. A block then runs its branch on the whole batch
 # (other images need it) and multiplies each image's branch output by its 0/1 mask: the same
-# work as constant depth. torchvision's `stochastic_depth(..., mode="row")` does the same.
+# FLOPs as constant depth. torchvision's `stochastic_depth(..., mode="row")` does the same.
 # We time it with sampled masks and with every mask all zeros (every image "drops" every
 # block), in rounds with batch mode (all gates open, and the linear rule's sampled gates).
+# Every comparison is a ratio of two steps timed in the same round, so a slow spell of the
+# machine hits both; we report the median ratio and its range over the rounds.
 
 # %%
 section("3. mode='sample' (one gate per image, a mask) vs mode='batch'")
@@ -314,24 +334,41 @@ t3 = interleaved(settings, rounds)
 names = list(settings)
 m3 = {n: float(np.median(t3[n])) for n in names}
 base = m3[names[0]]
-table(["setting", "ms / step (median)", f"min-max of {rounds}", "GFLOP / step", "time vs all open"],
-      [[n, 1e3 * m3[n], spread(t3[n]), f / 1e9, f"{100 * m3[n] / base:.0f}%"]
+vs_open = {n: paired(t3[n], t3[names[0]]) for n in names}
+table(["setting", "ms / step (median)", f"min-max of {rounds}", "GFLOP / step", "time vs all open, paired"],
+      [[n, 1e3 * m3[n], spread(t3[n]), f / 1e9, vs_open[n][1] if n != names[0] else "100%"]
        for n, f in zip(names, [full_f, flops_s, flops_zero, flops_sd])],
       ["{}", "{:.0f}", "{}", "{:.2f}", "{}"])
-print("(GFLOP of the linear-rule row: one traced step with one draw of the gates.)")
-if min(flops_s, flops_zero) >= 0.99 * full_f:
+print("(GFLOP of the linear-rule row: one traced step with one draw of the gates; time vs all open: the")
+print(f"median of the {rounds} per-round ratios, and their range.)")
+same_flops = min(flops_s, flops_zero) >= 0.99 * full_f
+if same_flops:
     print("Sample mode executes the FLOPs of the full network whatever the masks say: every branch runs on")
     print("the whole batch. It regularises (each image sees its own sub-network) but saves no work.")
 else:
     print("Sample mode executed fewer FLOPs than the full network here - not what minisd's sample mode")
     print("should do (every branch runs on the whole batch); look at the trace.")
-slower = sum(min(t3[names[1]][r], t3[names[2]][r]) > t3[names[3]][r] for r in range(rounds))
-if slower == rounds:
-    print(f"In time, too, both sample-mode rows were slower than batch mode with the linear rule in all {rounds}")
-    print("rounds: with a mask, only a gate per mini-batch lets a whole branch be skipped.")
+findings.append(("a masked (sample-mode) step executes the full network's FLOPs",
+                 f"{100 * min(flops_s, flops_zero) / full_f:.0f}% of all-open", ">= 99%", same_flops))
+masked = [min(a, b) for a, b in zip(t3[names[1]], t3[names[2]])]  # the cheaper sample-mode row, per round
+ratios_open, text_open = paired(masked, t3[names[0]])
+no_time_saved = min(ratios_open) <= 1 <= max(ratios_open) or min(ratios_open) > 1
+if no_time_saved:
+    print(f"In time, a masked step took {text_open} of an all-open step: no saving beyond the round-to-round spread.")
 else:
-    print(f"In time, both sample-mode rows were slower than batch mode with the linear rule in {slower} of {rounds}")
-    print("rounds only: at these sizes noise from other work on the machine is as large as the difference.")
+    print(f"In time, a masked step took {text_open} of an all-open step, less in every round: a saving the FLOPs")
+    print("do not explain (multiplying by a mask of zeros is no cheaper); likely memory traffic or the machine.")
+findings.append(("a masked step saves no time against all gates open", text_open, "range includes 100% or above",
+                 no_time_saved))
+ratios_rule, text_rule = paired(masked, t3[names[3]])
+if min(ratios_rule) > 1:
+    print(f"Against batch mode with the linear rule a masked step took {text_rule}: slower in all {rounds} rounds;")
+    print("with a mask, only a gate per mini-batch lets a whole branch be skipped.")
+else:
+    print(f"Against batch mode with the linear rule a masked step took {text_rule}: not slower in every round;")
+    print("at these sizes noise from other work on the machine is as large as the difference.")
+findings.append(("a masked step is slower than batch mode's linear rule", text_rule, "> 100% in every round",
+                 min(ratios_rule) > 1))
 
 # %% [markdown]
 # ## 4. Per-image dropping that does save work: the branch on the kept images only
@@ -374,20 +411,24 @@ branch_kept_scattered()
 t4 = interleaved({"whole batch": branch_on(h), "kept images only": branch_kept_scattered}, rounds)
 m_all, m_kept = float(np.median(t4["whole batch"])), float(np.median(t4["kept images only"]))
 share = mask.mean()
-table(["branch of block 2 (forward + backward)", "images", "ms (median)", f"min-max of {rounds}", "time vs whole batch"],
+ratios_kept, text_kept = paired(t4["kept images only"], t4["whole batch"])
+table(["branch of block 2 (forward + backward)", "images", "ms (median)", f"min-max of {rounds}",
+       "time vs whole batch, paired"],
       [["whole batch (what a mask costs)", batch, 1e3 * m_all, spread(t4["whole batch"]), "100%"],
-       ["kept images only, scattered back", int(mask.sum()), 1e3 * m_kept, spread(t4["kept images only"]),
-        f"{100 * m_kept / m_all:.0f}%"]],
+       ["kept images only, scattered back", int(mask.sum()), 1e3 * m_kept, spread(t4["kept images only"]), text_kept]],
       ["{}", "{}", "{:.1f}", "{}", "{}"])
-faster = sum(a > b for a, b in zip(t4["whole batch"], t4["kept images only"]))
-if faster == rounds and m_kept < 0.9 * m_all:
-    print(f"The branch on the {100 * share:.0f}% of images kept took {100 * m_kept / m_all:.0f}% of the time, faster in all "
+faster = sum(r < 1 for r in ratios_kept)
+saves = faster == rounds and float(np.median(ratios_kept)) < 0.9
+findings.append((f"a branch on the {100 * share:.0f}% kept images only is faster", text_kept,
+                 "< 90% median, < 100% every round", saves))
+if saves:
+    print(f"The branch on the {100 * share:.0f}% of images kept took {text_kept} of the time, faster in all "
           f"{rounds} rounds: per-image")
     print("dropping does save work when the dropped images are left out rather than multiplied by zero - at the")
     print("cost to batch norm described above. The paper's per-mini-batch gate saves the whole branch and keeps")
     print("every batch-norm batch whole.")
 else:
-    print(f"The branch on the kept images was not clearly faster here ({100 * m_kept / m_all:.0f}% of the time, faster in "
+    print(f"The branch on the kept images was not clearly faster here ({text_kept} of the time, faster in "
           f"{faster} of {rounds} rounds):")
     print("at this batch size the fixed costs of a layer call and timing noise are as large as the work saved.")
     print("Try --batch-size 128.")
@@ -418,13 +459,18 @@ for ax in axes:
     ax.legend(fontsize=8)
 L.save_figure(fig, "time_vs_blocks.png")
 
+# %%
+section("findings")
+L.report_findings(findings)
+
 # %% [markdown]
 # ## Summary
 # * time per step is close to affine in the number of surviving blocks: a fixed part plus a
 #   cost per block (R^2 and the per-round slopes above say how close); the linear rule
 #   removes about a quarter of the per-block part;
-# * per-image masks (mode="sample", torchvision's "row") cost as much as the full network;
-#   running a branch on its kept images only saves work, but changes what batch norm sees;
+# * per-image masks (mode="sample", torchvision's "row") execute the full network's FLOPs
+#   (section 3 printed what that cost in time, paired per round); running a branch on its
+#   kept images only can save work, but changes what batch norm sees;
 #   one gate per mini-batch - the paper's - skips whole branches and keeps BN's batch whole.
 
 # %%

@@ -50,18 +50,33 @@ class Lesson:
         """Wait for the GPU (no-op on the CPU): call before reading a clock."""
         backend.synchronize(self.xp)
 
+    # -- timing (the method: lesson 14, the speed appendix) ---------------------------
+
+    def clock(self, fn):
+        """Wall time of one call of ``fn()``, in seconds; waits for the GPU before reading the
+        clock, both times (a GPU runs asynchronously: without it we would time the launch)."""
+        self.sync()
+        t0 = time.perf_counter()
+        fn()
+        self.sync()
+        return time.perf_counter() - t0
+
     def timeit(self, fn, repeat=3, warmup=1):
         """Median wall time of ``fn()`` in seconds over ``repeat`` runs, after ``warmup`` runs."""
         for _ in range(warmup):
             fn()
-        times = []
-        for _ in range(repeat):
-            self.sync()
-            t0 = time.perf_counter()
-            fn()
-            self.sync()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+        return float(np.median([self.clock(fn) for _ in range(repeat)]))
+
+    def interleaved(self, settings, rounds):
+        """Time every setting once per round, the order reversed every second round, so that a
+        slow spell of the machine hits all settings alike. ``settings``: {name: fn}.
+        Returns {name: [seconds per round]}."""
+        names = list(settings)
+        times = {n: [] for n in names}
+        for r in range(rounds):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                times[n].append(self.clock(settings[n]))
+        return times
 
     # -- output ----------------------------------------------------------------------
 
@@ -82,7 +97,8 @@ class Lesson:
         """Print the findings table (claim | number | criterion | supported?) and keep it for
         the record that :meth:`try_this` writes. ``supported``: True/False or a word such as
         "yes", "no", "not shown"."""
-        word = lambda v: "yes" if v is True else "no" if v is False else str(v)  # noqa: E731
+        def word(v):  # NumPy's bool_ too: a comparison of arrays is not a Python bool
+            return v if isinstance(v, str) else "yes" if v else "no"
         self.findings = [[str(c), str(n), str(k), word(ok)] for c, n, k, ok in rows]
         table(list(FINDINGS_HEADERS), self.findings)
 
@@ -180,6 +196,18 @@ def add_data_dir(p):
 # ---------------------------------------------------------------------------
 # printing
 # ---------------------------------------------------------------------------
+
+
+def spread(seconds):
+    """'min-max' of a list of seconds, in ms."""
+    return f"{1e3 * min(seconds):.0f}-{1e3 * max(seconds):.0f}"
+
+
+def paired(a, b):
+    """Per-round ratios ``a[r] / b[r]`` of two settings timed in the same rounds, and their
+    text: 'median% (min-max%)'. The range says whether a difference is larger than the noise."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return ratios, f"{100 * np.median(ratios):.0f}% ({100 * min(ratios):.0f}-{100 * max(ratios):.0f}%)"
 
 
 def section(title):

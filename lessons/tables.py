@@ -10,9 +10,11 @@ number in them is typed by hand.
     python lessons/tables.py            # rewrite the tables from lessons/results/
     python lessons/tables.py --run      # first run every lesson (default, then --quick) and record it
     python lessons/tables.py --run 05 13  # only these lessons, then rewrite the tables
+    python lessons/tables.py --run exercises  # only the exercises' --solution times
     python lessons/tables.py --check    # exit 1 if a README's table differs from the records
 
-``--run`` takes as long as the lessons (about 15-25 minutes on a 2-core CPU).
+``--run`` takes as long as the lessons (about 15-25 minutes on a 2-core CPU); with no lesson
+named (or with ``exercises``) it times every exercise's ``--solution`` (``results/exercises.json``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 LESSONS_DIR = Path(__file__).resolve().parent
@@ -55,6 +58,25 @@ def read_record(path: Path) -> dict:
     if not all(isinstance(r, list) and len(r) == 4 for r in record["findings"]):
         raise RecordError(f"{path.relative_to(ROOT)}: findings must be [claim, number, criterion, supported] rows")
     return record
+
+
+def exercise_files():
+    return sorted((LESSONS_DIR / "exercises").glob("[0-9][0-9]_*.py"))
+
+
+def exercise_times() -> dict:
+    """``{exercise file name: seconds}`` of ``--solution`` runs, from results/exercises.json."""
+    path = RESULTS / "exercises.json"
+    try:
+        times = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path.relative_to(ROOT)} is missing: run python lessons/tables.py --run") from None
+    except ValueError as e:
+        raise RecordError(f"{path.relative_to(ROOT)} is not JSON: {e}") from None
+    missing = [f.name for f in exercise_files() if f.name not in times]
+    if missing:
+        raise RecordError(f"{path.relative_to(ROOT)} lacks {missing}: run python lessons/tables.py --run")
+    return times
 
 
 def records():
@@ -93,6 +115,9 @@ def render(kind, rows) -> str:
                 f"{', '.join(dates)} on {'; '.join(machines)} (load average {min(loads):g}-{max(loads):g} "
                 f"at the end of the default runs: other work shared the machine where it is above the core "
                 f"count). What each default run found:", ""]
+        times = exercise_times()
+        out += ["", "The exercises with `--solution`: " + ", ".join(
+            f"{name[:2]} {times[name]:.1f} s" for name in sorted(times)) + " (same machine and day).", ""]
         for f, d, _ in rows:
             out.append(f"- **{f.name[:2]}**: " + ("; ".join(
                 f"{claim} ({number}; {criterion}): **{ok}**" for claim, number, criterion, ok in d["findings"])
@@ -128,6 +153,16 @@ def run_lessons(numbers):
                     raise RecordError(f"{f.name} {' '.join(extra)} failed ({proc.returncode}): "
                                       f"{proc.stderr.strip().splitlines()[-1:] or proc.stdout[-200:]}")
                 shutil.copy(Path(out) / f"{f.stem}.json", RESULTS / f"{f.stem}{suffix}")
+    if numbers and "exercises" not in numbers:
+        return
+    times = {}
+    for f in exercise_files():  # the worked solutions: how long a passing check takes
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(f), "--solution"], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RecordError(f"{f.name} --solution failed ({proc.returncode})")
+        times[f.name] = round(time.perf_counter() - t0, 2)
+    (RESULTS / "exercises.json").write_text(json.dumps(times, indent=1) + "\n")
 
 
 def main(argv=None):

@@ -4,6 +4,7 @@ Each lesson (lessons/NN_*.py) is run as a script in a subprocess, exactly as a s
 run it, with its figures written to a temporary folder. The test id is the lesson's file
 name, so a failure says which lesson broke; its output is shown in the failure message.
 """
+import json
 import os
 import subprocess
 import sys
@@ -35,3 +36,9 @@ def test_lesson_runs_quick(lesson, tmp_path):
     assert proc.returncode == 0, f"{lesson.name} exited with {proc.returncode}:\n{tail}"
     assert "Try this" in proc.stdout, f"{lesson.name} did not print its 'Try this' section:\n{tail}"
     assert "Traceback" not in output, f"{lesson.name} printed a traceback:\n{tail}"
+    # its record, what lessons/tables.py builds the READMEs' tables from
+    record = json.loads((tmp_path / f"{lesson.stem}.json").read_text())
+    assert record["name"] == lesson.stem and record["mode"] == "quick" and record["seconds"] > 0
+    assert record["findings"], f"{lesson.name} ended without a findings table"
+    assert all(len(row) == 4 and row[3] for row in record["findings"])
+    assert "findings" in proc.stdout and "supported?" in proc.stdout
