@@ -5,12 +5,9 @@ What you will learn
   * im2col: unfold every k x k patch into a column, so the whole layer is ONE matrix product;
   * the backward pass: dW = dout @ cols^T, dcols = W^T @ dout, dx = col2im(dcols), and why
     col2im (summing overlapping patches back) is exactly the adjoint of im2col;
-  * the CPU speed appendix, minisd/fast/cpu.py, which the network runs on NumPy outside
-    `with minisd.reference():` - im2col_fast / col2im_fast (the same numbers, fewer and longer
-    copies) and, for stride 1, dx as a convolution of dout with the flipped kernel, no col2im;
-  * that all versions agree to rounding, that the backward is right (float64 gradient
-    check), and how much faster im2col is than the loop, and the fast path than both
-    (timed on this machine, each labelled).
+  * that both versions agree to rounding, that the backward is right (float64 gradient
+    check), and how much faster im2col is than the loop (timed on this machine). The CPU
+    fast path the network runs outside `with minisd.reference():` is lesson 14's subject.
 
 Run
   python lessons/02_convolution.py            # ~2 s on a 2-core CPU
@@ -43,7 +40,6 @@ import numpy as np
 
 import minisd
 from minisd import Conv2d, numerical_gradient, relative_error, to_numpy
-from minisd.fast import cpu as fast_cpu
 from minisd import functional as F
 from _common import plt, section, setup, table
 
@@ -108,53 +104,25 @@ findings.append(("im2col + one matrix product = the naive loop (forward)", f"{wo
 # col2im is the adjoint (transpose) of im2col: <im2col(x), c> = <x, col2im(c)> for all x, c.
 # That identity *is* the chain rule for a linear map, so we check it first.
 #
-# The speed appendix. On the CPU (outside `minisd.reference()`) the network's convolutions
-# run minisd/fast/cpu.py instead. They are all "phase-aligned": the output is the input
-# subsampled by the stride (32x32 -> 32x32 at stride 1, 32x32 -> 16x16 at stride 2). For
-# those, fast_cpu has `im2col_fast` and `col2im_fast`: the same matrices, built with a few
-# long copies instead of many short ones. They must equal the readable pair, and be adjoint too.
-#
-# Then both backward passes - the readable im2col one and the fast one - against the naive
-# loop and against central differences (lesson 1). The fast path handles three cases apart:
-# * stride 1, 3 -> 4 channels (like the first layer), and stride 2: dx = col2im_fast(dcols);
-# * stride 1, 4 -> 4 channels (every convolution inside a stage): no col2im. dx is a
-#   convolution of dout with the kernel flipped in space and with in/out channels swapped
-#   (the "transposed convolution"), and dweight is read off the same unfold of dout - one
-#   unfold per chunk instead of two. It needs as many input as output channels, or more.
-# The readable version (and so the GPU) always uses col2im.
+# Then the im2col backward against the naive loop and against central differences (lesson 1).
 
 # %%
-section("3a. col2im is the adjoint of im2col; the fast pair equals the readable pair")
+section("3a. col2im is the adjoint of im2col")
 rows = []
 for stride in (1, 2):
     x = randn(2, 3, 6, 6)
     cols = F.im2col(x, 3, stride, 1)
     c = randn(*cols.shape)
     back = F.col2im(c, x.shape, 3, stride, 1)
-    adj = abs(float((cols * c).sum()) - float((x * back).sum()))
-    # the fast pair is NumPy only (it is the CPU path), so it gets NumPy copies
-    xn, cn = to_numpy(x), to_numpy(c)
-    cols_fast = fast_cpu.im2col_fast(xn, 3, stride, 1).copy()            # copy: it returns a reused buffer
-    back_fast = fast_cpu.col2im_fast(cn.copy(), xn.shape, 3, stride, 1)  # copy: it uses its input as scratch
-    adj_fast = abs(float((cols_fast * cn).sum()) - float((xn * back_fast).sum()))
-    rows.append([stride, adj, float(np.abs(cols_fast - to_numpy(cols)).max()),
-                 float(np.abs(back_fast - to_numpy(back)).max()), adj_fast])
-table(["stride", "|<im2col x,c> - <x,col2im c>|", "max|im2col_fast - im2col|",
-       "max|col2im_fast - col2im|", "same identity, fast pair"], rows,
-      ["{}", "{:.1e}", "{:.1e}", "{:.1e}", "{:.1e}"])
-worst = max(max(r[1:]) for r in rows)
-print(f"largest entry: {worst:.1e} - " + ("rounding only (float64): both pairs are adjoint, and the fast pair "
-      "builds the same matrices." if worst < 1e-9 else "MORE than rounding: something is wrong."))
-findings.append(("col2im is the adjoint of im2col; the fast pair builds the same matrices", f"{worst:.1e}",
-                 "< 1e-9", worst < 1e-9))
+    rows.append([stride, abs(float((cols * c).sum()) - float((x * back).sum())), float(abs((cols * c).sum()))])
+table(["stride", "|<im2col x,c> - <x,col2im c>|", "|<im2col x,c>|"], rows, ["{}", "{:.1e}", "{:.1e}"])
+worst = max(r[1] for r in rows)
+print(f"largest difference: {worst:.1e} - " + ("rounding only (float64): col2im is the adjoint of im2col."
+      if worst < 1e-9 else "MORE than rounding: something is wrong."))
+findings.append(("col2im is the adjoint of im2col", f"{worst:.1e}", "< 1e-9", worst < 1e-9))
 
 
-def fast_dx_route(stride, c_in, c_out):
-    """Which formula fast_cpu.conv2d_backward uses for dx (every case here is phase-aligned)."""
-    return "flipped kernel" if stride == 1 and c_out <= c_in else "col2im_fast"
-
-
-section("3b. backward: readable im2col and fast path vs naive loop vs numerical (float64)")
+section("3b. backward: im2col vs naive loop vs numerical (float64)")
 rows = []
 for stride, c_in, c_out in ((1, 3, 4), (1, 4, 4), (2, 3, 4)):
     x, w, b = randn(2, c_in, 6, 6), randn(c_out, c_in, 3, 3), randn(c_out)
@@ -163,23 +131,16 @@ for stride, c_in, c_out in ((1, 3, 4), (1, 4, 4), (2, 3, 4)):
     naive = F.conv2d_naive_backward(dout, F.conv2d_naive_forward(x, w, b, stride, 1)[1])
     f = lambda: F.conv2d_forward(x, w, b, stride, 1)[0]
     num = [numerical_gradient(f, a, dout) for a in (x, w, b)]
-    versions = [("im2col (readable)", F.conv2d_backward(dout, cache), lambda name: "col2im")]
-    if xp is np:  # the speed appendix is NumPy only
-        _, fcache = fast_cpu.conv2d_forward(x, w, b, stride, 1)
-        versions.append(("fast_cpu", fast_cpu.conv2d_backward(dout, fcache), lambda name: fast_dx_route(stride, c_in, c_out)))
-    for version, grads, route in versions:
-        for name, g, naive_g, num_g in zip(("dx", "dweight", "dbias"), grads, naive, num):
-            rows.append([stride, f"{c_in} -> {c_out}", version, name, route(name) if name == "dx" else "",
-                         relative_error(g, naive_g), relative_error(g, num_g)])
-table(["stride", "channels", "version", "gradient", "dx via", "vs naive", "vs numerical"], rows,
-      ["{}", "{}", "{}", "{}", "{}", "{:.1e}", "{:.1e}"])
-vs_naive, vs_num = max(r[5] for r in rows), max(r[6] for r in rows)
+    for name, g, naive_g, num_g in zip(("dx", "dweight", "dbias"), F.conv2d_backward(dout, cache), naive, num):
+        rows.append([stride, f"{c_in} -> {c_out}", name, relative_error(g, naive_g), relative_error(g, num_g)])
+table(["stride", "channels", "gradient", "vs naive", "vs numerical"], rows, ["{}", "{}", "{}", "{:.1e}", "{:.1e}"])
+vs_naive, vs_num = max(r[3] for r in rows), max(r[4] for r in rows)
 print(f"worst: vs naive {vs_naive:.1e}, vs numerical {vs_num:.1e}.")
 if vs_naive < 1e-10 and vs_num < 1e-6:
-    print("every version = naive to rounding, and all match central differences: every route to dx is right.")
+    print("im2col's backward = naive to rounding, and both match central differences: the backward is right.")
 else:
-    print("LARGER than rounding / finite-difference error: one of the backward routes is wrong.")
-findings.append(("every backward route (readable, fast) = the naive loop", f"{vs_naive:.1e}", "< 1e-10",
+    print("LARGER than rounding / finite-difference error: the backward is wrong.")
+findings.append(("the im2col backward = the naive loop", f"{vs_naive:.1e}", "< 1e-10",
                  vs_naive < 1e-10))
 findings.append(("... and = central differences", f"{vs_num:.1e}", "< 1e-6", vs_num < 1e-6))
 
@@ -190,12 +151,11 @@ findings.append(("... and = central differences", f"{vs_num:.1e}", "< 1e-6", vs_
 # float32 (what training uses). The loop does Ho*Wo = 1024 small products; the readable
 # im2col version does one large product for the whole batch, which BLAS runs near the
 # machine's peak. We time the Conv2d layer itself: `layer.naive = True` for the loop, and
-# inside `with minisd.reference():` for the readable im2col. On the CPU a third row, labelled
-# apart, times the speed appendix (minisd/fast/cpu.py: chunks of a few images on threads,
-# long copies, one unfold in the backward) - what training runs there.
+# inside `with minisd.reference():` for the readable im2col. (What training runs outside
+# that block, the speed appendix, is timed against the readable version in lesson 14.)
 
 # %%
-section("4. time: naive loop vs im2col (readable) [vs the CPU fast path] (a Conv2d layer, float32)")
+section("4. time: naive loop vs im2col (readable) (a Conv2d layer, float32)")
 batch = 16 if L.quick else 128
 layer = Conv2d(16, 16, 3, padding=1, bias=False, rng=rng).to(L.device)
 x = xp.asarray(rng.standard_normal((batch, 16, 32, 32)).astype(np.float32))
@@ -213,26 +173,18 @@ def fwd_bwd():
     layer.backward(dout)
 
 
-def time_version(naive, reference):
+def time_version(naive):
+    """(forward, backward) seconds, medians of 3, in the readable mode."""
     layer.naive = naive
-    repeat = 3
-    if reference:
-        with minisd.reference():
-            tf = L.timeit(fwd, repeat=repeat)
-            tb = L.timeit(fwd_bwd, repeat=repeat) - tf
-    else:
-        tf = L.timeit(fwd, repeat=repeat)
-        tb = L.timeit(fwd_bwd, repeat=repeat) - tf
+    with minisd.reference():
+        tf = L.timeit(fwd, repeat=3)
+        tb = L.timeit(fwd_bwd, repeat=3) - tf
     return tf, tb
 
 
-versions = {"naive loop": (True, True), "im2col (readable)": (False, True)}
-fast_row = xp is np and not minisd.fast.switch.in_reference_mode()  # not under --reference: no fast code at all
-if fast_row:
-    versions["fast CPU path (fast_cpu.py)"] = (False, False)
 rows, times = [], {}
-for name, (naive, reference) in versions.items():
-    times[name] = tf, tb = time_version(naive, reference)
+for name, naive in {"naive loop": True, "im2col (readable)": False}.items():
+    times[name] = tf, tb = time_version(naive)
     rows.append([name, 1e3 * tf, 1e3 * tb, flops / tf / 1e9, 2 * flops / tb / 1e9])
 layer.naive = False
 table(["version", "forward ms", "backward ms", "fwd GFLOP/s", "bwd GFLOP/s"], rows,
@@ -244,13 +196,6 @@ print(f"im2col vs the loop: forward {speedups[0]:.1f}x, backward {speedups[1]:.1
 # a speed-up counts only when it is clear of timing noise (medians of 3): more than 1.2x here
 findings.append(("im2col is faster than the loop (forward, backward)", f"{speedups[0]:.1f}x, {speedups[1]:.1f}x",
                  "> 1.2x both (one run)", min(speedups) > 1.2))
-if fast_row:
-    fast = times["fast CPU path (fast_cpu.py)"]
-    gains = [im2col[0] / fast[0], im2col[1] / fast[1]]
-    print(f"the fast CPU path vs readable im2col: forward {gains[0]:.1f}x, "
-          f"backward {gains[1]:.1f}x as fast (the same numbers: section 3)")
-    findings.append(("the CPU fast path is faster than readable im2col", f"{gains[0]:.1f}x, {gains[1]:.1f}x",
-                     "> 1.2x both (one run)", min(gains) > 1.2))
 
 pyplot = plt()
 fig, ax = pyplot.subplots(figsize=(6.5, 3.5))
@@ -271,11 +216,10 @@ L.report_findings(findings)
 # %% [markdown]
 # ## Summary
 # * a convolution is a matrix product once the patches are laid out as columns;
-# * its backward is two more matrix products and a col2im, the adjoint of im2col - or, at
-#   stride 1, a convolution of dout with the flipped kernel, which needs no col2im;
+# * its backward is two more matrix products and a col2im, the adjoint of im2col;
 # * the readable im2col version is what runs inside `minisd.reference()` (`--reference`);
 #   otherwise the network runs its tested twin, minisd/fast/cpu.py on the CPU (fast_gpu.py
-#   on the GPU): the same numbers, faster;
+#   on the GPU): the same numbers, faster - lesson 14, the speed appendix, shows it;
 # * minisd keeps the loop (`Conv2d.naive = True`) only to teach and to test the others.
 
 # %%

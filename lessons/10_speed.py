@@ -37,17 +37,17 @@ Try this
 #
 # Timing on a shared machine: other programs slow some steps down. So every setting is
 # timed several times, in rounds that run all settings one after the other (in reverse
-# order every second round), and we report medians and the spread over the rounds.
+# order every second round, `L.interleaved`), and we report medians, the spread over the
+# rounds, and ratios of two settings within each round (`paired`). Lesson 14, the speed
+# appendix, explains this method and shows why it matters.
 
 # %%
-import time
-
 import numpy as np
 
 import minisd
 from minisd import ResNet, SoftmaxCrossEntropy, expected_blocks
 from minisd.optim import SGD
-from _common import plt, section, setup, table
+from _common import paired, plt, section, setup, spread, table
 
 
 def extra(p):
@@ -79,37 +79,6 @@ def train_step(model=net, optimizer=opt):
     loss_fn.forward(model.forward(x), y)
     model.backward(loss_fn.backward())
     optimizer.step(inactive=model.inactive_parameter_names())
-
-
-def clock(fn):
-    """Wall time of one call of fn(), in seconds (waits for the GPU before reading the clock)."""
-    L.sync()
-    t0 = time.perf_counter()
-    fn()
-    L.sync()
-    return time.perf_counter() - t0
-
-
-def interleaved(settings, rounds):
-    """Time every setting once per round; the order is reversed every second round, so a slow
-    spell of the machine hits all settings alike. settings: {name: fn}. Returns {name: [s, ...]}."""
-    names = list(settings)
-    times = {n: [] for n in names}
-    for r in range(rounds):
-        for n in (names if r % 2 == 0 else names[::-1]):
-            times[n].append(clock(settings[n]))
-    return times
-
-
-def spread(v):
-    """'min-max' of a list of seconds, in ms."""
-    return f"{1e3 * min(v):.0f}-{1e3 * max(v):.0f}"
-
-
-def paired(a, b):
-    """Per-round ratios a[r] / b[r] (both timed in the same round): their median and 'min-max' in %."""
-    ratios = [x / y for x, y in zip(a, b)]
-    return ratios, f"{100 * np.median(ratios):.0f}% ({100 * min(ratios):.0f}-{100 * max(ratios):.0f}%)"
 
 
 # %% [markdown]
@@ -145,7 +114,7 @@ def step_with(k):
     return run
 
 
-times = interleaved({k: step_with(k) for k in ks}, rounds)
+times = L.interleaved({k: step_with(k) for k in ks}, rounds)
 med = {k: float(np.median(times[k])) for k in ks}
 kk = np.array(ks, float)
 ss = np.array([med[k] for k in ks])
@@ -194,9 +163,9 @@ n_sd = 8 if L.quick else 12
 sampled, full, ks_drawn = [], [], []
 for _ in range(n_sd):
     net.open_all_gates()
-    full.append(clock(train_step))
+    full.append(L.clock(train_step))
     ks_drawn.append(sum(net.sample_gates(rng)))
-    sampled.append(clock(train_step))
+    sampled.append(L.clock(train_step))
 pair_saves = [1 - s_ / f_ for s_, f_ in zip(sampled, full)]          # one saving per (all-open, sampled) pair
 line_saves = [1 - fit(k) / fit(nb) for k in ks_drawn]               # what the line says for the same draws
 save_meas, save_line = float(np.median(pair_saves)), float(np.median(line_saves))
@@ -330,7 +299,7 @@ settings = {"batch mode, all gates open": batch_all_open,
             f"sample mode, masks drawn ({100 * kept:.0f}% of images kept)": with_masks(masks),
             "sample mode, every mask all zeros": with_masks(zeros),
             "batch mode, linear rule (sampled gates)": batch_linear_rule}
-t3 = interleaved(settings, rounds)
+t3 = L.interleaved(settings, rounds)
 names = list(settings)
 m3 = {n: float(np.median(t3[n])) for n in names}
 base = m3[names[0]]
@@ -408,7 +377,7 @@ def branch_kept_scattered():
 
 branch_on(h)()  # warm-up of both sizes
 branch_kept_scattered()
-t4 = interleaved({"whole batch": branch_on(h), "kept images only": branch_kept_scattered}, rounds)
+t4 = L.interleaved({"whole batch": branch_on(h), "kept images only": branch_kept_scattered}, rounds)
 m_all, m_kept = float(np.median(t4["whole batch"])), float(np.median(t4["kept images only"]))
 share = mask.mean()
 ratios_kept, text_kept = paired(t4["kept images only"], t4["whole batch"])

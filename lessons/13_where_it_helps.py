@@ -87,7 +87,7 @@ epochs, batch_size = L.args.epochs or size["epochs"], L.args.batch_size or size[
 seeds = [L.seed + i for i in range(max(1, L.args.seeds))]
 p_last = L.args.p_last if L.args.p_last is not None else size["p_last"]
 augment = L.args.augment
-evals = sorted({max(1, round(epochs * i / 8)) for i in range(1, 9)})  # the epochs after which we evaluate
+evals = sorted({max(1, round(epochs * i / 4)) for i in range(1, 5)})  # the epochs after which we evaluate
 
 # %% [markdown]
 # ## 1. Data: few images, all of the test set

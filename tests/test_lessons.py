@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
 
 
-NUMBERS = [f"{i:02d}" for i in range(0, 14)]  # 00 ... 13; each is run below by its file name
+NUMBERS = [f"{i:02d}" for i in range(0, 15)]  # 00 ... 14; each is run below by its file name
 
 
 def test_lessons_exist():

@@ -204,4 +204,3 @@ def test_lessons_take_reference(lesson, tmp_path):
                           cwd=root / "lessons", capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "the readable code only (--reference)" in proc.stdout
-    assert "fast CPU path (fast_cpu.py)" not in proc.stdout  # lesson 02 times no fast code then
