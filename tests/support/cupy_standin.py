@@ -48,7 +48,7 @@ this module's :class:`ndarray`, which wraps a NumPy array and behaves as CuPy's 
   CuPy's it has **no** ``permutation``, ``shuffle`` or ``choice``, and its
   ``bit_generator.state`` is a method returning a device pointer, not a state that
   could be saved and restored.
-* ``get_default_memory_pool()``: ``used_bytes()`` (live arrays), ``total_bytes()``
+* ``get_default_memory_pool()``: ``total_bytes()``
   (the pool's high-water mark since the last ``free_all_blocks()``, as a caching
   pool that never gives memory back would hold), ``free_all_blocks()``.
 * ``fuse``: runs the Python function and counts one launch for the whole of it; inside,
@@ -79,7 +79,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __version__ = "14.0.0+numpy-standin"
-is_standin = True  # real CuPy has no such attribute
 
 _HERE = os.path.abspath(__file__)
 _ROOT = os.path.dirname(os.path.dirname(_HERE))  # the repository, for short file names in sites
@@ -212,20 +211,11 @@ class MemoryPool:
     def _free(self, n: int) -> None:
         self._used -= n
 
-    def used_bytes(self) -> int:
-        return self._used
-
     def total_bytes(self) -> int:
         return self._total
 
-    def free_bytes(self) -> int:
-        return self._total - self._used
-
     def free_all_blocks(self, stream=None) -> None:
         self._total = self._used
-
-    def n_free_blocks(self) -> int:
-        return 0
 
 
 _pool = MemoryPool()
@@ -526,9 +516,6 @@ class ndarray:
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         return _wrap(self._a.transpose(*axes), (self,))
-
-    def swapaxes(self, a1, a2):
-        return _wrap(self._a.swapaxes(a1, a2), (self,))
 
     def squeeze(self, axis=None):
         return _wrap(self._a.squeeze(axis=axis), (self,))
@@ -844,10 +831,6 @@ def reshape(a, newshape, order="C"):
 
 def transpose(a, axes=None):
     return _array_arg(a).transpose(axes) if axes is not None else a.transpose()
-
-
-def swapaxes(a, axis1, axis2):
-    return _array_arg(a).swapaxes(axis1, axis2)
 
 
 def squeeze(a, axis=None):
