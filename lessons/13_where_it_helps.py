@@ -38,6 +38,9 @@ direction, not a margin; at p_L 0.5 three blocks are dropped too often (eval tra
 Try this
   1. Switch augmentation on (--augment): the constant-depth network can no longer learn its
      images by heart in this many steps. Does the gain survive, shrink, or turn into a loss?
+     (Recorded with --full's settings and augmentation, RESULTS.md candidate 4: constant depth
+     49.0% (46.4-51.2) at 10-15% training error, p_L 0.5 52.7% (51.3-53.6); paired +6.7,
+     +1.9, +2.4 points.)
   2. --full --p-last 0.8: a milder regulariser on ResNet-20 (recorded: 53.8% (51.3-56.3), paired
      -2.5, -3.2, -7.8 points). Between p_L = 0.5 and 1, where is the test error lowest?
   3. Give both arms 5x the images (--train-images 1600): does the gap between training and
