@@ -83,9 +83,8 @@ __version__ = "14.0.0+numpy-standin"
 _HERE = os.path.abspath(__file__)
 _ROOT = os.path.dirname(os.path.dirname(_HERE))  # the repository, for short file names in sites
 
-# numpy's dtypes and constants, as cupy re-exports them
-from numpy import (bool_, complex64, complex128, dtype, e, float16, float32, float64, inf,  # noqa: E402,F401
-                   int8, int16, int32, int64, nan, newaxis, pi, uint8, uint16, uint32, uint64)
+# numpy's dtypes and constants that minisd's code may reach as xp.<name>, as cupy re-exports them
+from numpy import bool_, dtype, float32, float64, inf, int32, int64, nan, newaxis, uint8  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------
 # counting
