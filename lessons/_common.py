@@ -93,14 +93,29 @@ class Lesson:
         print(f"[figure saved: {p}]")
         return p
 
-    def report_findings(self, rows):
-        """Print the findings table (claim | number | criterion | supported?) and keep it for
-        the record that :meth:`try_this` writes. ``supported``: True/False or a word such as
-        "yes", "no", "not shown"."""
+    def report_findings(self, mechanics=(), claims=()):
+        """Print the lesson's two findings tables and keep them for the record :meth:`try_this` writes.
+
+        ``mechanics``: what the code must do, checked on the numbers just measured: rows
+        ``(claim, number, criterion, supported)``. A "no" here is a bug in minisd.
+        ``claims``: the paper's claims tried at this lesson's scale: rows ``(claim, number,
+        criterion, supported, takeaway)``; ``takeaway`` is one line on what the result teaches,
+        required when the claim is not supported (a "no" at laptop scale still teaches something:
+        say what). ``supported``: True/False or a word such as "yes", "no", "not shown".
+        """
         def word(v):  # NumPy's bool_ too: a comparison of arrays is not a Python bool
             return v if isinstance(v, str) else "yes" if v else "no"
-        self.findings = [[str(c), str(n), str(k), word(ok)] for c, n, k, ok in rows]
-        table(list(FINDINGS_HEADERS), self.findings)
+        self.mechanics = [[str(c), str(n), str(k), word(ok)] for c, n, k, ok in mechanics]
+        self.claims = [[str(c), str(n), str(k), word(ok), str(t or "")] for c, n, k, ok, t in claims]
+        missing = [c for c, _, _, ok, t in self.claims if ok != "yes" and not t]
+        if missing:
+            raise ValueError(f"a claim not supported needs its takeaway: {missing}")
+        if self.mechanics:
+            print("\nWhat the code does (mechanics, checked):")
+            table(list(FINDINGS_HEADERS), self.mechanics)
+        if self.claims:
+            print("\nThe paper's claims at this scale:")
+            table(list(CLAIM_HEADERS), self.claims)
 
     def try_this(self):
         """Print the 'Try this' section of the lesson's docstring and the run time, and write
@@ -115,11 +130,13 @@ class Lesson:
 
 
 FINDINGS_HEADERS = ("claim", "number", "criterion", "supported?")
+CLAIM_HEADERS = FINDINGS_HEADERS + ("what it teaches",)
 
 
 def write_record(L: Lesson, seconds):
     """What one run of a lesson found, as JSON in ``<out>/<name>.json``: the lesson's name and
-    title, the mode (default or quick), device, wall-clock seconds, the findings rows, the date,
+    title, the mode (default or quick), device, wall-clock seconds, the two findings tables
+    (``mechanics``: 4-column rows; ``claims``: 5-column rows, the last the takeaway), the date,
     the machine and its load average at the end (other work on the machine slows a run). ``python lessons/tables.py`` builds the READMEs' lesson tables from these."""
     import datetime
     import json
@@ -128,7 +145,8 @@ def write_record(L: Lesson, seconds):
     record = dict(name=L.name, title=L.doc.strip().splitlines()[0] if L.doc.strip() else L.name,
                   mode="quick" if L.quick else "default", device=L.device,
                   reference=bool(getattr(L.args, "reference", False)), argv=sys.argv[1:],
-                  seconds=round(seconds, 1), findings=getattr(L, "findings", []),
+                  seconds=round(seconds, 1), mechanics=getattr(L, "mechanics", []),
+                  claims=getattr(L, "claims", []),
                   date=datetime.date.today().isoformat(), load=round(os.getloadavg()[0], 1),
                   machine=f"{platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}")
     path = L.out / f"{L.name}.json"

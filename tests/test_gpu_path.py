@@ -33,7 +33,7 @@ pytestmark = pytest.mark.gpu
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]*_*.py"))  # 05b follows 05
 PHASES = ("forward", "loss", "zero_grad", "backward", "sgd")
 COUNT_BATCH = 4          # counts are the same at batch 128 (see test_counts_do_not_depend_on_the_batch)
 MAX_LAUNCHES_110 = 3000  # issue 14: per all-open ResNet-110 training step

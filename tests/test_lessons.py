@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]*_*.py"))  # 05b follows 05
 
 
-NUMBERS = [f"{i:02d}" for i in range(0, 15)]  # 00 ... 14; each is run below by its file name
+# 00 ... 14, and 05b (where p comes from) after 05; each is run below by its file name
+NUMBERS = sorted([f"{i:02d}" for i in range(0, 15)] + ["05b"])
 
 
 def test_lessons_exist():
-    found = sorted(p.name[:2] for p in LESSONS)
+    found = sorted(p.name.split("_", 1)[0] for p in LESSONS)
     assert found == NUMBERS, f"expected lessons {NUMBERS}, found {[p.name for p in LESSONS]}"
 
 
@@ -39,6 +40,8 @@ def test_lesson_runs_quick(lesson, tmp_path):
     # its record, what lessons/tables.py builds the READMEs' tables from
     record = json.loads((tmp_path / f"{lesson.stem}.json").read_text())
     assert record["name"] == lesson.stem and record["mode"] == "quick" and record["seconds"] > 0
-    assert record["findings"], f"{lesson.name} ended without a findings table"
-    assert all(len(row) == 4 and row[3] for row in record["findings"])
-    assert "findings" in proc.stdout and "supported?" in proc.stdout
+    assert record["mechanics"] or record["claims"], f"{lesson.name} ended without a findings table"
+    assert all(len(row) == 4 and row[3] for row in record["mechanics"])
+    # a claim not supported carries its takeaway: what the "no" teaches
+    assert all(len(row) == 5 and row[3] and (row[3] == "yes" or row[4]) for row in record["claims"])
+    assert "supported?" in proc.stdout
