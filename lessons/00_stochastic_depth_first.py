@@ -10,14 +10,17 @@ What you will learn
     gradient-checked against central differences;
   * the same network trained with and without the gates on a toy problem (three noisy
     spirals), from the same initial weights: which blocks ran at every step, the time, and
-    the final train/test numbers of both - and which of the claims they support.
+    the final train/test numbers of both - and which of the claims they support;
+  * how to compare the training fit of the two fairly: each network evaluated as it was
+    trained (the x p_l rule is for the gated one only) and after the learning rate has come
+    down (before that, SGD's noise is larger than the difference).
   Figure: out/00_stochastic_depth_first_gates.png - which blocks ran at each of the first
-  steps, and the test error of both networks per seed.
+  steps, the training loss of both networks during training, and the test error per seed.
 
 Run
-  python lessons/00_stochastic_depth_first.py            # ~15 s on a busy 2-core CPU (2026-12-02)
-  python lessons/00_stochastic_depth_first.py --quick    # ~4 s (one seed: no conclusions about seeds)
-  (options: --out DIR, --seed N; this lesson runs on NumPy only)
+  python lessons/00_stochastic_depth_first.py
+  python lessons/00_stochastic_depth_first.py --quick    # one seed: no conclusions about seeds
+  (options: --out DIR, --seed N, --blocks N, --p-last P; this lesson runs on NumPy only)
 
 Try this
   1. Make the network deeper (--blocks 32) and the last survival probability smaller
@@ -66,6 +69,7 @@ if L.args.blocks < 1 or not 0 < L.args.p_last <= 1:
 n_blocks, width, n_classes = L.args.blocks, 32, 3
 n_train, n_test = 300, (1000 if L.quick else 4000)
 steps, batch, lr = (300 if L.quick else 3000), 32, 0.01
+drop_at, every = int(0.75 * steps), steps // 30  # lr / 10 from here on; a training-loss point every `every` steps
 seeds = [L.seed] if L.quick else [L.seed + i for i in range(5)]
 # the paper's linear decay: p_l = 1 - (l / L)(1 - p_L), from nearly 1 down to p_L
 probs = [1 - (l + 1) / n_blocks * (1 - L.args.p_last) for l in range(n_blocks)]
@@ -182,10 +186,13 @@ print(f"\nworst relative error {worst:.1e} (float64 central differences agree to
 #
 # Three noisy spirals in the plane: 300 training points, a large test set. For each seed both
 # networks start from the same weights and see the same mini-batches; with stochastic depth
-# every step draws the gates first. SGD with momentum 0.9; a parameter without a gradient
-# (a dropped block's) is not updated at all, as PyTorch does (the paper's code still applied
-# momentum and weight decay to it; lesson 5). Training fit and test error are measured in
-# eval mode (every block, x p_l) on the whole training set and on the test set.
+# every step draws the gates first. SGD with momentum 0.9, the learning rate divided by 10 for
+# the last quarter of the steps (the paper divides it at 50% and 75%); a parameter without a
+# gradient (a dropped block's) is not updated at all, as PyTorch does (the paper's code still
+# applied momentum and weight decay to it; lesson 5). Training fit and test error are
+# measured in eval mode on the whole training set and on the test set: every block runs,
+# each network as it was trained - the stochastic one x p_l, the constant one x 1 (it never
+# saw a gate, so there is no expectation to take; section 5 shows what x p_l does to it).
 
 # %%
 def spirals(rng, n, n_classes=3, noise=0.5):
@@ -196,8 +203,9 @@ def spirals(rng, n, n_classes=3, noise=0.5):
     return np.stack([r * np.cos(t), r * np.sin(t)], axis=1), y
 
 
-def train(P, x, y, gated, seed, log=None):
-    """SGD with momentum for ``steps`` steps. Returns (seconds, gates (steps, L), skipped_work).
+def train(P, x, y, gated, seed, scales, log=None):
+    """SGD with momentum for ``steps`` steps. Returns (seconds, gates (steps, L), skipped_work,
+    curve): ``curve`` is the eval-mode training loss (blocks x ``scales``) every ``every`` steps.
 
     The mini-batches depend on ``seed`` only, the gates on their own generator: with and
     without the gates, a network sees the same batches. ``seconds`` is the time of forward,
@@ -208,7 +216,7 @@ def train(P, x, y, gated, seed, log=None):
     if not gated:
         drawn[:] = True
     V = {k: np.zeros_like(v) for k, v in P.items()}
-    seconds, skipped_work = 0.0, 0
+    seconds, skipped_work, curve = 0.0, 0, []
     for s in range(steps):
         idx, gates = batches[s], list(drawn[s])
         t0 = time.perf_counter()
@@ -216,7 +224,7 @@ def train(P, x, y, gated, seed, log=None):
         G = backward(P, softmax_cross_entropy(logits, y[idx])[1], cache)
         for k, g in G.items():                  # only the parameters that were used
             V[k] = 0.9 * V[k] + g
-            P[k] -= lr * V[k]
+            P[k] -= (lr if s < drop_at else lr / 10) * V[k]
         seconds += time.perf_counter() - t0
         # what a dropped block did this step: computed in forward? got a gradient?
         skipped_work += sum((cache["blocks"][l] is not None) + (f"W1_{l}" in G) for l in range(n_blocks) if not gates[l])
@@ -225,12 +233,14 @@ def train(P, x, y, gated, seed, log=None):
             print(f"step {s + 1:3d}  blocks {ran}  ran {sum(gates)}/{n_blocks}  "
                   f"dropped {[l for l, g in enumerate(gates) if not g]}  gradients for blocks "
                   f"{sorted({int(k.split('_')[1]) for k in G if k.startswith('W1_')})}")
-    return seconds, drawn, skipped_work
+        if (s + 1) % every == 0:
+            curve.append(evaluate(P, x, y, scales)[0])
+    return seconds, drawn, skipped_work, np.array(curve)
 
 
-def evaluate(P, x, y):
-    """Eval mode (every block, x p_l): (loss, error)."""
-    logits, _ = forward(P, x, [True] * n_blocks, probs, training=False)
+def evaluate(P, x, y, scales):
+    """Eval mode (every block, x scales[l]): (loss, error)."""
+    logits, _ = forward(P, x, [True] * n_blocks, scales, training=False)
     return float(softmax_cross_entropy(logits, y)[0]), float(np.mean(logits.argmax(axis=1) != y))
 
 
@@ -244,10 +254,12 @@ for i, seed in enumerate(seeds):
     order = ["constant", "stochastic"] if i % 2 == 0 else ["stochastic", "constant"]  # alternate: fair timing
     for variant in order:
         P = {k: v.copy() for k, v in start.items()}
-        seconds, drawn, work = train(P, x_train, y_train, variant == "stochastic", seed + 1,
-                                     log=10 if (i == 0 and variant == "stochastic") else None)
-        results[variant].append(dict(seed=seed, seconds=seconds, blocks=drawn.sum(1).mean(),
-                                     train=evaluate(P, x_train, y_train), test=evaluate(P, x_test, y_test)))
+        scales = probs if variant == "stochastic" else [1.0] * n_blocks
+        seconds, drawn, work, curve = train(P, x_train, y_train, variant == "stochastic", seed + 1, scales,
+                                            log=10 if (i == 0 and variant == "stochastic") else None)
+        results[variant].append(dict(seed=seed, seconds=seconds, blocks=drawn.sum(1).mean(), curve=curve,
+                                     train=evaluate(P, x_train, y_train, scales), test=evaluate(P, x_test, y_test, scales),
+                                     train_x_p=evaluate(P, x_train, y_train, probs)))  # for section 5
         if variant == "stochastic":
             all_gates.append(drawn)
             skipped_work += work
@@ -261,7 +273,7 @@ table(["block", "p_l", "ran (fraction of steps)", "steps dropped", "forward or g
       ["{}", "{:.2f}", "{:.3f}", "{:,}", "{}"])
 print(f"over all {n_dropped:,} dropped (step, block) pairs: {skipped_work} forward computations or gradients")
 
-section("final numbers (eval mode: every block, x p_l)")
+section("final numbers (eval mode: every block; stochastic x p_l, constant x 1)")
 rows = []
 for variant in ("constant", "stochastic"):
     for r in results[variant]:
@@ -298,41 +310,81 @@ def mean_se(d):
     return f"{d.mean():+.3g} (se {d.std(ddof=1) / np.sqrt(len(d)):.2g})" if len(d) > 1 else f"{d.mean():+.3g} (1 seed)"
 
 
-section("4. findings")
+# %% [markdown]
+# ## 5. The training loss, measured fairly
+#
+# Two things can hide a regulariser's cost (or fake the opposite). The x p_l rule is the
+# expectation over the gates: a network trained without gates has none, and scaling its
+# blocks by p_l changes a function it never trained. And at a constant learning rate, SGD
+# keeps moving the weights: the training loss swings from one checkpoint to the next, and the
+# last step's value is partly luck. We measure both: the constant network evaluated x p_l as
+# well, and the training loss at the last checkpoint before the learning rate drops.
+
+# %%
+section("5. the training loss, measured fairly")
+k = drop_at // every - 1  # the last checkpoint before the drop (step (k + 1) * every)
+d_wrong = np.array([s["train"][0] - c["train_x_p"][0] for s, c in zip(results["stochastic"], results["constant"])])
+d_before = paired("curve", k)
+swing = lambda lo, hi: np.mean([np.ptp(r["curve"][lo:hi]) for v in results.values() for r in v])
+swing_before, swing_end = swing(k - 4, k + 1), swing(-5, None)
+c_x_1, c_x_p = (np.mean([r[key][0] for r in results["constant"]]) for key in ("train", "train_x_p"))
+table(["training loss of the constant net", "mean over seeds"],
+      [["evaluated as trained (x 1)", c_x_1], ["evaluated x p_l (a rule for gated training)", c_x_p]], ["{}", "{:.3f}"])
+print(f"stochastic - constant(x p_l): {mean_se(d_wrong)}: {verdict(d_wrong, +1)}")
+print(f"\nat step {(k + 1) * every} (just before lr / 10): stochastic - constant {mean_se(d_before)}: "
+      f"{verdict(d_before, +1)};")
+print(f"the training loss swings by {swing_before:.3f} (max - min over the last 5 checkpoints, mean over runs) "
+      f"before the drop, by {swing_end:.3f} after it.")
+if c_x_p > c_x_1:
+    print(f"Scaled by p_l, the constant net's training loss rises from {c_x_1:.3f} to {c_x_p:.3f}: its blocks were "
+          "trained to add f_l in full.\nx p_l is the expectation over gates it never had; evaluate it as trained.")
+if swing_before > abs(d_before.mean()):
+    print(f"Before the drop the loss swings ({swing_before:.3f}) more than the networks differ "
+          f"({abs(d_before.mean()):.3f}): at a constant lr the last step's loss cannot tell which fits better.")
+
+# %%
+section("6. findings")
 expected = sum(probs)
 se_blocks = np.sqrt(sum(p * (1 - p) for p in probs) / len(gates))
 mean_blocks = gates.sum(1).mean()
 time_ratio = np.array([s["seconds"] / c["seconds"] for s, c in zip(results["stochastic"], results["constant"])])
 d_test, d_train = 100 * paired("test", 1), paired("train", 0)
 time_ok = len(time_ratio) >= 3 and bool(np.all(time_ratio < 1))
-findings = [
-    ["the hand-written backward is right (float64)", f"worst rel. error {worst:.1e}", "< 1e-6; dropped: exactly 0",
-     "yes" if worst < 1e-6 and closed_ok else "no"],
-    ["a dropped block does no work: no forward, no gradient", f"{skipped_work} in {n_dropped:,} dropped pairs",
-     "0", "yes" if skipped_work == 0 and n_dropped > 0 else ("not shown (nothing dropped)" if n_dropped == 0 else "no")],
-    ["blocks run per step average sum of p_l", f"{mean_blocks:.3f} vs {expected:.3f}", "within 3 se",
-     "yes" if abs(mean_blocks - expected) <= 3 * se_blocks else "no"],
-    ["stochastic depth trains faster per run", f"time ratio {np.median(time_ratio):.2f} (median)",
-     "< 1 for every seed, >= 3 seeds",
-     "yes" if time_ok else ("not shown (fewer than 3 seeds)" if len(time_ratio) < 3 else "not shown")],
-    ["stochastic depth lowers the test error", f"{mean_se(d_test)} points", "paired, all seeds, > 2 se",
-     verdict(d_test, -1)],
-    ["stochastic depth fits the training set less (higher loss)", f"{mean_se(d_train)}", "paired, all seeds, > 2 se",
-     verdict(d_train, +1)],
+few = "not shown (fewer than 3 seeds)"
+mechanics = [
+    ("the hand-written backward is right (float64)", f"worst rel. error {worst:.1e}", "< 1e-6; dropped: exactly 0",
+     worst < 1e-6 and closed_ok),
+    ("a dropped block does no work: no forward, no gradient", f"{skipped_work} in {n_dropped:,} dropped pairs",
+     "0, with something dropped", skipped_work == 0 and n_dropped > 0),
+    ("blocks run per step average sum of p_l", f"{mean_blocks:.3f} vs {expected:.3f}", "within 3 se",
+     abs(mean_blocks - expected) <= 3 * se_blocks),
 ]
-L.report_findings(findings)
+test_range = "-".join(f"{100 * f([r['test'][1] for v in results.values() for r in v]):.1f}" for f in (min, max))
+claims = [
+    ("stochastic depth trains faster per run", f"time ratio {np.median(time_ratio):.2f} (median)",
+     "< 1 for every seed, >= 3 seeds", "yes" if time_ok else few if len(time_ratio) < 3 else "not shown",
+     f"the saving follows the blocks skipped: {mean_blocks / n_blocks:.2f} of the blocks ran, the run took "
+     f"{np.median(time_ratio):.2f} of the time (timings on a shared machine vary)"),
+    ("stochastic depth lowers the test error", f"{mean_se(d_test)} points", "paired, all seeds, > 2 se",
+     verdict(d_test, -1), f"a regulariser wins only where the plain net overfits or trains badly; both reach "
+     f"{test_range}% here: nothing to win (lesson 13: a regime where it shows)"),
+    ("stochastic depth fits the training set less (higher loss)", f"{mean_se(d_train)}", "paired, all seeds, > 2 se",
+     verdict(d_train, +1), f"the cost of a regulariser; it shows only with each net evaluated as trained (constant "
+     f"x p_l: {c_x_p:.3f}, not {c_x_1:.3f}) and after lr / 10 (the loss swings {swing_before:.3f} before it)"),
+]
+L.report_findings(mechanics=mechanics, claims=claims)
 
 print()
-if findings[1][3] == "yes":
+if L.mechanics[1][3] == "yes":
     print(f"Dropped blocks were skipped: {n_dropped:,} times a block's gate was closed, and not once was its "
           "branch computed or its gradient formed.")
 if time_ok:
     print(f"With {mean_blocks:.2f} of {n_blocks} blocks per step, a run took {np.median(time_ratio):.2f} of "
-          "the constant-depth time (the stem, head and loss still run every step).")
+          "the constant-depth time (every seed faster).")
 else:
     print("That skipping saves time per run: not shown here (see the seconds per run above).")
-opposites = {4: "stochastic depth raises the test error", 5: "stochastic depth fits the training set more closely (lower loss)"}
-for i, (claim, _, _, supported) in enumerate(findings[4:], 4):
+opposites = {1: "stochastic depth raises the test error", 2: "stochastic depth fits the training set more closely (lower loss)"}
+for i, (claim, _, _, supported, _) in enumerate(L.claims[1:], 1):
     if supported == "yes":
         print(f"On this toy problem, {claim} (every seed agrees, beyond 2 standard errors).")
     elif supported.startswith("no:"):
@@ -343,26 +395,35 @@ print(f"A toy problem with {n_blocks} blocks says little about the paper's claim
       "and deeper ResNets on images (lessons 7-11).")
 
 # %% [markdown]
-# ## 5. The figure: the gates of the first steps, and the test error per seed
+# ## 7. The figure: the gates of the first steps, the training loss, the test error per seed
 
 # %%
 pyplot = plt()
-fig, axes = pyplot.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+fig, axes = pyplot.subplots(1, 3, figsize=(14, 3.6), gridspec_kw={"width_ratios": [2, 1.5, 1]})
 shown = min(60, steps)
 axes[0].imshow(all_gates[0][:shown].T, aspect="auto", cmap="Greys", vmin=-0.3, vmax=1, interpolation="nearest")
 axes[0].set_xlabel("training step (first seed)")
 axes[0].set_ylabel("block")
 axes[0].set_title("blocks that ran (dark) and were dropped (light)")
+checkpoints = every * np.arange(1, len(results["constant"][0]["curve"]) + 1)
 for j, variant in enumerate(("constant", "stochastic")):
+    for n, r in enumerate(results[variant]):
+        axes[1].plot(checkpoints, r["curve"], color=f"C{j}", lw=0.8, label=variant if n == 0 else None)
     errs = [100 * r["test"][1] for r in results[variant]]
-    axes[1].plot([j] * len(errs), errs, "o", color=f"C{j}", alpha=0.7)
-    axes[1].plot([j - 0.2, j + 0.2], [np.mean(errs)] * 2, color=f"C{j}")
+    axes[2].plot([j] * len(errs), errs, "o", color=f"C{j}", alpha=0.7)
+    axes[2].plot([j - 0.2, j + 0.2], [np.mean(errs)] * 2, color=f"C{j}")
+axes[1].axvline(drop_at, color="grey", ls=":", label="lr / 10")
+axes[1].set_yscale("log")
+axes[1].set_xlabel("training step")
+axes[1].set_ylabel("training loss (eval mode, as trained)")
+axes[1].set_title("training fit, every seed")
+axes[1].legend(fontsize=8)
 for c, s in zip(results["constant"], results["stochastic"]):
-    axes[1].plot([0, 1], [100 * c["test"][1], 100 * s["test"][1]], color="grey", lw=0.5)
-axes[1].set_xticks([0, 1], ["constant depth", "stochastic depth"])
-axes[1].set_xlim(-0.5, 1.5)
-axes[1].set_ylabel("test error %")
-axes[1].set_title("per seed (lines: same seed)")
+    axes[2].plot([0, 1], [100 * c["test"][1], 100 * s["test"][1]], color="grey", lw=0.5)
+axes[2].set_xticks([0, 1], ["constant depth", "stochastic depth"])
+axes[2].set_xlim(-0.5, 1.5)
+axes[2].set_ylabel("test error %")
+axes[2].set_title("per seed (lines: same seed)")
 L.save_figure(fig, "gates.png")
 
 # %%
