@@ -25,9 +25,11 @@ import math
 import numpy as np
 
 from .backend import get_xp, to_numpy
+from .fast import switch
 from .layers import SoftmaxCrossEntropy, no_grad
 
 
+@switch.tuned()  # BLAS on one thread for this step only, then as it was (minisd/fast/threads.py)
 def train_step(net, opt, x_uint8, y, normalizer, rng, augment=True, after_backward=None):
     """One SGD step on one mini-batch; returns ``(loss, wrong, blocks)``.
 
@@ -66,6 +68,7 @@ class StopRequested(Exception):
     """Raised between steps or evaluation batches after Ctrl-C or SIGTERM: the run saves and stops."""
 
 
+@switch.tuned()  # as for train_step
 def evaluate(net, x_uint8, y, normalizer, *, batch_size=500, should_stop=None):
     """Error rate and mean loss of ``net`` in eval mode: every block, branch scaled by p_l.
 

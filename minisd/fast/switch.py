@@ -17,7 +17,8 @@ one line, a backward in the other mode or on the other device.
 
 The flat-parameter buffers (:mod:`minisd.fast.flat`) are reached here too:
 ``Module.flatten_parameters`` and ``zero_grad``, and :class:`minisd.SGD`'s
-one update per flat array (:func:`flatten_parameters`, :func:`flat_sgd`).
+one update per flat array (:func:`flatten_parameters`, :func:`flat_sgd`); and
+the BLAS limit of a whole training step (:func:`tuned`, :mod:`minisd.step`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from .. import functional
 from ..backend import get_xp
-from . import cpu as fast_cpu, dense, flat, gpu as fast_gpu
+from . import cpu as fast_cpu, dense, flat, gpu as fast_gpu, threads
 
 ROUTES = {"readable": functional, "fast_cpu": fast_cpu, "fast_gpu": fast_gpu}
 
@@ -140,3 +141,10 @@ def dense_storage():
     one shared buffer with the first BN and ReLU recomputed in backward (memory linear in
     the layers instead of quadratic)."""
     return None if _reference_mode.get() else dense
+
+
+# ---------------------------------------------------------------------------
+# a whole step's CPU tuning (minisd.fast.threads): minisd.step's train_step and evaluate
+# ---------------------------------------------------------------------------
+
+tuned = threads.tuned  # a block (or decorator) inside which BLAS runs on one thread; restored after

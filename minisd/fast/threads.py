@@ -5,8 +5,8 @@ products, so two threads working on two halves of a batch really run at
 once. One BLAS thread per Python thread with the batch split across
 threads beats one Python thread with multi-threaded BLAS: small per-chunk products parallelise badly inside BLAS, while whole
 chunks (unfold + product + fold) parallelise perfectly across threads.
-So when minisd runs more than one thread it asks BLAS for one thread each
-(through threadpoolctl): :func:`set_num_threads` is the one switch.
+So while minisd's kernels run it asks BLAS for one thread each (through
+threadpoolctl); :func:`set_num_threads` is the one switch of minisd's own threads.
 
 Why scratch buffers? A fresh multi-megabyte NumPy array is fresh memory from
 the operating system, and touching it the first time page-faults. The im2col
@@ -17,11 +17,19 @@ blocks up to 32 MB instead of returning them to the system after every step
 (the gain is in benchmarks/RESULTS.md); a little like PyTorch's caching
 allocator, with no cache of our own.
 
+A good guest: minisd often runs inside someone else's process (a notebook's
+kernel), whose own NumPy work must keep its BLAS threads and its allocator. So
+BLAS is limited only inside :func:`tuned` blocks - around each CPU kernel and
+around a whole training step or evaluation - and restored when the outermost
+ends; the allocator is tuned only by :func:`tune_process`, which a process
+that is minisd's own may call (the lessons do when run as scripts).
+
 On the GPU (CuPy) none of this applies: chunks are the whole batch and CuPy's
 memory pool already reuses allocations.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +38,6 @@ import numpy as np
 
 _num_threads = None  # decided on first use: min(os.cpu_count(), 8)
 _pool = None
-_blas_limit = None
 _local = threading.local()
 
 
@@ -45,7 +52,7 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for minisd's batch-parallel CPU kernels (1: no threads).
 
-    BLAS is limited to one thread per caller, for the whole process, once minisd runs.
+    Whatever ``n``, BLAS runs on one thread per caller while minisd's kernels run (see :func:`tuned`).
     """
     global _num_threads, _pool
     if n < 1:
@@ -56,22 +63,78 @@ def set_num_threads(n: int) -> None:
     _num_threads = int(n)
 
 
-def _tune_cpu_once():
-    """Once per process, when minisd's CPU kernels first run: keep freed memory (see
-    :func:`_keep_freed_memory`) and give BLAS one thread per minisd thread.
+# --- BLAS on one thread while minisd works; freed memory kept where minisd owns the process ---
 
-    The BLAS limit holds whatever the thread count: with minisd on 1 thread, a multi-threaded
-    BLAS that busy-waits makes every other process on the machine (and this
-    one) crawl when cores are shared, which is worse than one BLAS thread.
+_tuning_lock = threading.Lock()
+_open_blocks = 0          # tuned() blocks open now, in any thread
+_undo_blas = None         # gives BLAS back the thread count it had when the first block opened
+_blas = None              # threadpoolctl's view of the loaded BLAS libraries, found once
+_process_block = None     # tune_process's tuned() block, kept open (and referenced: a dropped one closes)
+
+
+@contextlib.contextmanager
+def tuned():
+    """Inside this block BLAS runs on one thread; when the outermost block ends it gets back
+    the thread count it had, so the caller's own NumPy work runs as it did before minisd.
+
+    :func:`for_each_chunk` opens one around each CPU kernel and :mod:`minisd.step` around
+    a whole training step or evaluation (one switch per step instead of one per kernel).
+    Blocks nest and may be open in several threads at once: the first to open limits BLAS,
+    the last to close restores it. Also a decorator: ``@tuned()``.
+
+    Why one BLAS thread even when minisd itself runs on one: a multi-threaded BLAS busy-waits
+    between products, and where cores are shared that makes every other process on the
+    machine (and this one) crawl. The limit is per process: while a block is open, a NumPy
+    product in another thread of this process gets one BLAS thread too.
     """
-    global _blas_limit
-    if _blas_limit is None:
+    global _open_blocks, _undo_blas
+    with _tuning_lock:
+        if _open_blocks == 0:
+            _undo_blas = _one_blas_thread()
+        _open_blocks += 1
+    try:
+        yield
+    finally:
+        with _tuning_lock:
+            _open_blocks -= 1
+            if _open_blocks == 0:
+                _undo_blas()
+
+
+def tune_process():
+    """For a process that is minisd's own (a script, not a notebook's kernel): BLAS on one
+    thread from now on, and glibc keeps freed memory (:func:`_keep_freed_memory`).
+
+    Kept freed memory is what spares each training step its page faults; it holds for
+    the whole process because the memory must survive from one step to the next, so minisd
+    never does it uninvited: the lessons call this when run as scripts (lessons/_common.py),
+    while in a notebook's kernel glibc keeps its defaults. Calling it again does nothing.
+    ``MINISD_MALLOC=default`` leaves the allocator alone here too.
+    """
+    global _process_block
+    if _process_block is None:
+        _process_block = tuned()
+        _process_block.__enter__()  # never closed
         _keep_freed_memory()
+
+
+_tune_cpu_once = tune_process  # the name tests/support/cupy_standin.py looks up
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread; returns the function that gives back the thread count it had."""
+    global _blas
+    if _blas is None:
         try:
-            from threadpoolctl import threadpool_limits
-            _blas_limit = threadpool_limits(limits=1, user_api="blas")
+            from threadpoolctl import ThreadpoolController
+            _blas = ThreadpoolController()  # finds the loaded libraries: ~0.3 ms, so only once
         except ImportError:  # still correct, only slower when cores are shared
-            _blas_limit = False
+            _blas = False
+    if not _blas:
+        return lambda: None
+    # Through the controller found once, limiting and restoring cost ~10 us (measured): small
+    # beside a kernel, and a step opens one block for all its kernels.
+    return _blas.limit(limits=1, user_api="blas").restore_original_limits
 
 
 def _keep_freed_memory():
@@ -79,10 +142,13 @@ def _keep_freed_memory():
 
     By default glibc maps each large array straight from the operating system
     and unmaps it when freed, so every training step page-faults its way
-    through hundreds of megabytes of fresh memory. Peak memory stays the same;
-    freed blocks are reused by the next step rather than handed back.
-    Set MINISD_MALLOC=default to leave the allocator alone; elsewhere than
-    glibc this does nothing.
+    through tens to hundreds of megabytes of fresh memory. Peak memory stays the same;
+    freed blocks are reused by the next step rather than handed back, and stay with
+    the process until it ends. Not undone after a step: the next step needs the memory
+    kept (with glibc's defaults set back between steps, a ResNet-20 step at batch 128
+    page-faulted through ~38 MB, as many as with no tuning at all). So only
+    :func:`tune_process` calls it. Set MINISD_MALLOC=default to leave the allocator
+    alone; elsewhere than glibc this does nothing.
     """
     if os.environ.get("MINISD_MALLOC") == "default":
         return
@@ -132,16 +198,18 @@ def for_each_chunk(work, n, chunk, xp=np):
 
     Chunks run on the thread pool when minisd uses several threads and the
     arrays are NumPy arrays; otherwise in order, in this thread. ``work`` must
-    write only to its own slice ``[lo:hi]`` of any shared output.
+    write only to its own slice ``[lo:hi]`` of any shared output. On NumPy,
+    BLAS runs on one thread until the last chunk is done (:func:`tuned`).
     """
-    threaded = xp is np and get_num_threads() > 1
-    if xp is np:
-        _tune_cpu_once()
-    bounds = chunk_bounds(n, chunk, get_num_threads() if threaded else 1)
-    if not threaded or len(bounds) == 1:
-        return [work(lo, hi) for lo, hi in bounds]
-    pool = _get_pool()
-    return [f.result() for f in [pool.submit(work, lo, hi) for lo, hi in bounds]]
+    if xp is not np:
+        return [work(lo, hi) for lo, hi in chunk_bounds(n, chunk)]
+    threads = get_num_threads()
+    bounds = chunk_bounds(n, chunk, threads)
+    with tuned():
+        if threads == 1 or len(bounds) == 1:
+            return [work(lo, hi) for lo, hi in bounds]
+        pool = _get_pool()
+        return [f.result() for f in [pool.submit(work, lo, hi) for lo, hi in bounds]]
 
 
 def scratch(tag, shape, dtype, zero=False):
