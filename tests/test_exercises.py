@@ -1,11 +1,13 @@
-"""The exercises (lessons/exercises/NN_*.py) fail on their stubs, pass with --solution, and catch wrong code.
+"""The exercises (lessons/exercises/NN_*.py): stubs fail, --solution passes, wrong code is caught, hints on request.
 
 Each exercise is run as a learner runs it, in a subprocess from the repository root: as shipped
-(every function a stub) it must exit non-zero saying "not written yet"; with ``--solution`` it
-runs the same checks on lessons/solutions/NN_*.py and must exit 0. Then the checks themselves
-are tested: each exercise's cases are imported and run on deliberately wrong functions (the
-worked solution with one classic mistake), which must be reported as wrong, with the diagnosis
-the exercise promises. Lesson 00 runs in --quick mode.
+(every function a stub) it must exit non-zero saying "not written yet", with the details of the
+first case only and no hint text; ``--hint`` prints hint 1 for the first failing case and a
+number past its last hint gets one line; with ``--solution`` it runs the same checks on
+lessons/solutions/NN_*.py and must exit 0. Then the checks themselves are tested: each
+exercise's cases are imported and run on deliberately wrong functions (the worked solution with
+one classic mistake), which must be reported as wrong, with the diagnosis the exercise promises,
+printed for the first failing case and for no other. Lesson 00 runs in --quick mode.
 """
 import os
 import subprocess
@@ -36,12 +38,25 @@ def test_at_least_six_exercises_each_with_a_solution():
         assert 'raise NotImplementedError("not written yet")' in p.read_text(), f"{p.name} has no stub"
 
 
+def all_hints(exercise):
+    """Every hint text of every case of ``exercise`` (a path)."""
+    module, _ = load(exercise.stem)
+    return [h for _, hints, _ in module.cases.cases for h in hints]
+
+
 @pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
 def test_stub_fails_saying_not_written_yet(exercise):
     rc, output = run(exercise)
     assert rc != 0, f"{exercise.name} passed on its stubs:\n{output[-3000:]}"
     assert "not written yet" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+    # the details of the first case only: one "raises NotImplementedError" line, not one per case
+    assert output.count("raises NotImplementedError") == 1, output[-3000:]
+    assert "[1/" in output and "<- the first that fails" in output.splitlines()[1], output[-3000:]
+    # and no hint unless asked: only the pointer to --hint
+    shown = [h for h in all_hints(exercise) if h in output]
+    assert not shown, f"{exercise.name} printed hints nobody asked for: {shown}"
+    assert "--hint" in output
 
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
@@ -49,6 +64,81 @@ def test_solution_passes(exercise):
     rc, output = run(exercise, "--solution")
     assert rc == 0, f"{exercise.name} --solution exited with {rc}:\n{output[-3000:]}"
     assert "All cases pass" in output and "WRONG" not in output and "not written yet" not in output
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_hint_on_the_command_line(exercise):
+    """``--hint`` shows hint 1 of the first failing case (case 1 on the stubs); past the last, one line."""
+    module, _ = load(exercise.stem)
+    first_hints = module.cases.cases[0][1]
+    rc, output = run(exercise, "--hint")
+    assert rc == 0, output[-3000:]
+    assert f"Hint 1 of {len(first_hints)} for case 1" in output and first_hints[0] in output, output
+    assert "[1/" not in output and "WRONG" not in output       # the hint alone, not the checks
+    rc, output = run(exercise, "--hint", len(first_hints) + 1)
+    assert rc == 2, output
+    assert len(output.strip().splitlines()) == 1, output
+    assert f"No hint {len(first_hints) + 1}" in output and f"solutions/{exercise.name}" in output
+
+
+def hint_mode(stem, n, capsys, **replaced):
+    """``cases.main(..., ["--hint", n])`` of exercise ``stem`` in this process, on its stubs or, with
+    ``replaced``, on its solution with those functions replaced: (exit status, printed text)."""
+    module, solution = load(stem)
+    names = dict(vars(module))
+    if replaced:
+        names.update({**vars(solution), **replaced})
+    with pytest.raises(SystemExit) as stop:
+        module.cases.main(names, ["--hint", str(n)])
+    return stop.value.code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_every_hint_is_shown_one_at_a_time(exercise, capsys):
+    module, _ = load(exercise.stem)
+    for number, (title, hints, _) in enumerate(module.cases.cases, 1):
+        assert hints and all(h.strip() for h in hints), f"{exercise.name}: case {title!r} has an empty hint"
+    hints = module.cases.cases[0][1]
+    for n, text in enumerate(hints, 1):
+        rc, output = hint_mode(exercise.stem, n, capsys)
+        assert rc == 0 and text in output
+        assert [h for h in hints if h in output] == [text], f"--hint {n} showed more than hint {n}"
+        assert (f"--hint {n + 1} for the next one" in output) == (n < len(hints))
+    for n in (0, len(hints) + 1):
+        rc, output = hint_mode(exercise.stem, n, capsys)
+        assert rc == 2 and len(output.strip().splitlines()) == 1, output
+
+
+def test_hint_follows_the_first_failing_case(capsys):
+    """A learner past the forward gets the backward's hints, and none when every case passes."""
+    _, sol = load("03_batchnorm")
+
+    def constant_statistics(dout, cache):       # mean and variance treated as constants
+        xhat, s, gamma = cache
+        return gamma[None, :, None, None] * s * dout, (dout * xhat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
+
+    module, _ = load("03_batchnorm")
+    number = [t for t, _, _ in module.cases.cases].index("gamma = 1, beta = 0: dx, dgamma, dbeta") + 1
+    rc, output = hint_mode("03_batchnorm", 2, capsys, batchnorm_backward=constant_statistics)
+    assert rc == 0 and f"for case {number}," in output and module.cases.hint(number, 2) in output
+    rc, output = hint_mode("03_batchnorm", 1, capsys, batchnorm_backward=sol.batchnorm_backward)
+    assert rc == 0 and "no hint needed" in output
+
+
+# the heart of each derivation, as the worked solution writes it: the stub asks for it, never states it
+ANSWERS = {"01_relu": ["[x_i > 0]"], "02_softmax_linear": ["p_k - [k = y]", "G^T x"],
+           "03_batchnorm": ["xhat_j sum_i g_i xhat_i"], "04_conv_im2col": ["G[n] @ cols[n]^T"],
+           "05_shortcut": ["dout[n, c, h/s, w/s]"], "06_gated_block": ["f'(c g)"]}
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_the_stub_asks_for_the_derivation_without_giving_it(exercise):
+    module, _ = load(exercise.stem)
+    solution_doc = (SOLUTIONS_DIR / exercise.name).read_text()
+    for answer in ANSWERS[exercise.stem]:
+        assert answer in solution_doc, f"the solution of {exercise.name} no longer derives {answer!r}"
+        assert answer not in module.__doc__, f"{exercise.name}'s docstring gives the answer {answer!r} away"
+    assert "Derivation to do" in module.__doc__ and "--hint" in module.__doc__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +236,45 @@ def test_batchnorm_without_a_correction_term_is_caught(missing, expected):
     results = run_with("03_batchnorm", batchnorm_backward=backward)
     status, text = results["gamma = 1, beta = 0: dx, dgamma, dbeta"]
     assert status == "wrong" and expected in text
-    assert results["dout = 1 everywhere: dx must be 0"][0] == ("ok" if missing == "var" else "wrong")
+    # shift and scale invariance: each missing term breaks one of them, and is named
+    status, text = results["dx is blind to shifting and to scaling a channel (eps = 0)"]
+    assert status == "wrong"
+    assert ("the term through the mean is missing" in text) == (missing in ("mean", "both"))
+    assert ("the term through the variance is missing" in text) == (missing in ("var", "both"))
+
+
+def test_dout_of_ones_tests_the_mean_term_only():
+    """Why the invariance case has a random dout: with dout = 1 the variance's term is 0 anyway."""
+    _, sol = load("03_batchnorm")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 2, 3, 3)) * 2 + 1
+    _, (xhat, s, gamma) = sol.batchnorm_forward(x, np.ones(2), np.zeros(2))
+    ones = np.ones_like(x)
+    assert np.abs((ones * xhat).sum(axis=(0, 2, 3))).max() < 1e-12      # sum g xhat: the variance's term
+    assert np.abs(ones.sum(axis=(0, 2, 3))).min() == x.size // 2        # sum g: the mean's term
+
+
+def test_only_the_first_failing_case_is_diagnosed():
+    """A backward without the variance's term fails several cases; only the first one's details are printed."""
+    def no_variance_term(dout, cache):
+        xhat, s, gamma = cache
+        m = dout.size // dout.shape[1]
+        dbeta, dgamma = dout.sum(axis=(0, 2, 3)), (dout * xhat).sum(axis=(0, 2, 3))
+        return gamma[None, :, None, None] * s / m * (m * dout - dbeta[None, :, None, None]), dgamma, dbeta
+
+    exercise, solution = load("03_batchnorm")
+    printed = []
+    results = exercise.cases.run(SimpleNamespace(**{**vars(solution), "batchnorm_backward": no_variance_term}),
+                                 echo=printed.append)
+    text = "\n".join(printed)
+    failing = [title for title, status, _ in results if status != "ok"]
+    assert len(failing) >= 2, failing
+    assert "without the variance's term" in text                      # the first failing case's diagnosis
+    later = dict((t, "\n".join(lines)) for t, _, lines in results)[failing[-1]]
+    assert "the term through the variance is missing" in later          # the later case found it too ...
+    assert "the term through the variance is missing" not in text       # ... but it is not printed
+    assert sum(failing[-1] in line for line in printed) == 1            # its status line only
+    assert not [h for _, hints, _ in exercise.cases.cases for h in hints if h in text]   # no hint text
 
 
 def test_batchnorm_without_eps_in_the_backward_is_caught():
@@ -236,7 +364,7 @@ def test_gated_block_scaling_mistakes_are_caught():
 
     results = run_with("06_gated_block", gated_block_backward=unscaled_backward)
     status, text = results["eval, scale='test': out = ReLU(sc(x) + p f(x)), the gate ignored"]
-    assert status == "wrong" and "1.429 x the right answer" in text           # 1 / p, p = 0.7
+    assert status == "wrong" and "1.429 = 1/0.7 x the right answer" in text     # 1 / p, p = 0.7
     assert results["training, gate open, scale='train': out = ReLU(sc(x) + f(x) / p)"][0] == "wrong"
     assert results["training, gate open, scale='test': out = ReLU(sc(x) + f(x))"][0] == "ok"
 
@@ -261,7 +389,7 @@ def test_a_crash_is_an_error_not_a_pass():
 
     results = run_with("01_relu", relu_forward=crashes)
     status, text = results["forward of a (5, 4) array"]
-    assert status == "error" and "ValueError: shapes do not match" in text and "hint:" in text
+    assert status == "error" and "ValueError: shapes do not match" in text and "at lessons" in text
 
 
 # ---------------------------------------------------------------------------------------------

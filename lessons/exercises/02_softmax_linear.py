@@ -1,19 +1,23 @@
 """Exercise 2 - The classifier head: a linear layer and the softmax cross-entropy loss.
 
-Derivation to do (on paper first)
-  Linear: out = x W^T + b, x (N, D), W (K, D), b (K,), out (N, K). With G = dL/dout (N, K):
-      dL/dx = G W          (N, D)      dL/dW = G^T x   (K, D)      dL/db = sum over n of G  (K,)
-  (write out_nk = sum_d x_nd W_kd + b_k and differentiate one entry; then check the shapes.)
+Linear: out = x W^T + b, with x (N, D), W (K, D), b (K,), out (N, K).
+Softmax cross-entropy, z = logits (N, K), y (N,) integer labels:
+    p_nk = exp(z_nk) / sum_j exp(z_nj),     L = -(1/N) sum_n log p_{n, y_n}.
 
-  Softmax cross-entropy, z = logits (N, K), y (N,) integer labels:
-      p_nk = exp(z_nk) / sum_j exp(z_nj),     L = -(1/N) sum_n log p_{n, y_n}.
-  1. Show that d(-log p_{n,y})/dz_nk = p_nk - [k = y_n]. (Write -log p_{n,y} = -z_ny + log sum_j exp z_nj.)
-  2. So dL/dz = (p - onehot(y)) / N: the 1/N because L is a mean over the batch. And when the
-     loss arrives scaled (dL_total/dL = dout, e.g. a loss weight), multiply by dout.
-  3. Why subtract max_k z_nk before exp? Show that it does not change p, and what exp(1000) gives.
+Derivation to do (on paper first)
+  1. With G = dL/dout (N, K), derive dL/dx, dL/dW and dL/db, each written with G, W and x.
+     (Write one entry out_nk as a sum and differentiate it; then check that each result has
+     the shape of what it differentiates.)
+  2. Derive d(-log p_{n, y_n}) / dz_nk, for k = y_n and for k != y_n, in terms of p.
+     (Write -log p_{n, y_n} with z_{n, y_n} and log sum_j exp z_nj.)
+  3. From 2, derive dL/dz for the loss L, a mean over the batch; and for dout * L, when the
+     loss arrives scaled (dL_total/dL = dout, e.g. a loss weight).
+  4. Why subtract max_k z_nk from each row before exp? Show that it does not change p, and
+     say what exp(1000) gives in float64.
 
 Fill in the four functions below, then run
   python lessons/exercises/02_softmax_linear.py              # checks your functions
+  python lessons/exercises/02_softmax_linear.py --hint       # a hint for the first failing case (--hint 2: the next)
   python lessons/exercises/02_softmax_linear.py --solution   # the worked solution
 """
 import numpy as np
@@ -53,7 +57,11 @@ def onehot(labels, K):
 
 
 @cases.case("linear: forward and backward, N=4 D=3 K=5",
-            hint="dx = dout @ W, dW = dout.T @ x, db = dout.sum(axis=0): write the shapes under each factor")
+            hints=["write one entry, out_nk = sum_d x_nd W_kd + b_k, and differentiate it with respect to x_nd, W_kd "
+                   "and b_k; then sum over every out_nk that the variable appears in",
+                   "check the shapes: dx (N, D), dW (K, D), db (K,). With G (N, K), W (K, D) and x (N, D), only one "
+                   "product has each shape",
+                   "b_k is added to out_nk for every n: every example adds its share to db (a sum over n, not a mean)"])
 def _(impl, check):
     rng = check.rng
     x, W, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
@@ -67,7 +75,10 @@ def _(impl, check):
     check.close("db", db, check.numgrad(f, b, dout), mistakes={"the mean of dout over N, not the sum": dout.mean(axis=0)})
 
 
-@cases.case("softmax CE: one example", hint="loss = log(sum_j exp z_j) - z_y; dz = softmax(z) - onehot(y)")
+@cases.case("softmax CE: one example",
+            hints=["write -log p_y = -z_y + log sum_j exp z_j, and differentiate each term with respect to z_k",
+                   "the derivative of log sum_j exp z_j with respect to z_k is exp z_k / sum_j exp z_j = p_k; "
+                   "that of -z_y is -1 for k = y and 0 otherwise"])
 def _(impl, check):
     rng = check.rng
     z, y = rng.standard_normal((1, 4)), np.array([2])
@@ -78,7 +89,7 @@ def _(impl, check):
 
 
 @cases.case("softmax CE: a batch of 6, the mean over N",
-            hint="the loss is a mean over the N examples, so every row of dlogits carries a factor 1/N")
+            hints=["the loss is a mean over the N examples: what factor does each example's gradient carry?"])
 def _(impl, check):
     rng = check.rng
     z, y = rng.standard_normal((6, 3)), rng.integers(0, 3, 6)
@@ -93,7 +104,10 @@ def _(impl, check):
 
 
 @cases.case("softmax CE: logits in the thousands (stability)",
-            hint="subtract each row's maximum before np.exp: softmax does not change, and exp never overflows")
+            hints=["np.exp(1000.0) is inf in float64. Show that p does not change when a constant c is subtracted "
+                   "from a whole row of z: which c makes every exponent <= 0?",
+                   "subtract each row's maximum before np.exp, and take log p = (z - c) - log sum_j exp(z_j - c) "
+                   "rather than the log of a ratio that may be 0"])
 def _(impl, check):
     rng = check.rng
     z, y = 1000 * rng.standard_normal((3, 4)), np.array([0, 3, 1])
@@ -106,7 +120,8 @@ def _(impl, check):
 
 
 @cases.case("softmax CE: the loss arrives scaled (dout = 2.5)",
-            hint="the chain rule: dlogits = dout * (p - onehot(y)) / N")
+            hints=["the backward receives dout = dL_total/dloss: by the chain rule, every entry of your gradient is "
+                   "multiplied by it"])
 def _(impl, check):
     rng = check.rng
     z, y = rng.standard_normal((5, 3)), rng.integers(0, 3, 5)
@@ -116,7 +131,7 @@ def _(impl, check):
 
 
 @cases.case("the whole head: x -> linear -> softmax CE, N=8 D=6 K=4",
-            hint="chain them: dlogits from the loss is the dout of linear_backward")
+            hints=["chain them: the dlogits that the loss's backward returns is the dout of linear_backward"])
 def _(impl, check):
     rng = check.rng
     x, W, b = rng.standard_normal((8, 6)), 0.5 * rng.standard_normal((4, 6)), rng.standard_normal(4)

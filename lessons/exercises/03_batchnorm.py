@@ -1,20 +1,25 @@
-"""Exercise 3 - Batch normalisation in training mode: forward, and the backward with both correction terms.
+"""Exercise 3 - Batch normalisation in training mode: forward, and the backward through the batch statistics.
 
-Derivation to do (on paper first). For one channel, over its m = N*H*W values x_i:
-      mu = (1/m) sum_i x_i,   var = (1/m) sum_i (x_i - mu)^2,   s = 1 / sqrt(var + eps),
-      xhat_i = (x_i - mu) * s,   out_i = gamma * xhat_i + beta.
-  With g_i = dL/dout_i:
-  1. dL/dbeta = sum_i g_i and dL/dgamma = sum_i g_i xhat_i.
-  2. dL/dxhat_i = gamma g_i. If mu and var were constants, dL/dx_i = gamma s g_i. They are not:
-     every x_j moves mu and var. Use d mu / d x_j = 1/m and d var / d x_j = 2 (x_j - mu) / m,
-     and show that
-         dL/dx_j = (gamma s / m) * ( m g_j  -  sum_i g_i  -  xhat_j sum_i g_i xhat_i ).
-     The term - sum_i g_i comes through the mean, - xhat_j sum_i g_i xhat_i through the variance.
-  3. Check: with g = 1 everywhere (the gradient of sum(out)), dL/dx = 0. Why must it be?
-  Arrays are NCHW: each channel c has its own mu, var, gamma, beta; sums run over axes (0, 2, 3).
+For one channel, over its m = N*H*W values x_i:
+    mu = (1/m) sum_i x_i,   var = (1/m) sum_i (x_i - mu)^2,   s = 1 / sqrt(var + eps),
+    xhat_i = (x_i - mu) * s,   out_i = gamma * xhat_i + beta.
+Arrays are NCHW: each channel c has its own mu, var, gamma, beta; sums run over axes (0, 2, 3).
+
+Derivation to do (on paper first). With g_i = dL/dout_i:
+  1. Derive dL/dbeta and dL/dgamma.
+  2. dL/dxhat_i = gamma g_i. If mu and var were constants, dL/dx_j would be gamma s g_j. They
+     are not: every x_j moves mu and var, and through them every xhat_i. Derive d mu / d x_j
+     and d var / d x_j, then dL/dvar and dL/dmu, and add up the three paths by which x_j
+     reaches L (directly, through mu, through var) into one expression for dL/dx_j, written
+     with g, xhat, gamma, s and m. Which term comes from which path?
+  3. Test your expression without a computer: out does not change when a constant is added
+     to a whole channel of x, nor (with eps = 0) when a channel is scaled about its mean.
+     So, for ANY g, what must sum_j dL/dx_j and sum_j dL/dx_j (x_j - mu) be? Does your
+     expression give that, and which of its terms makes each one so?
 
 Fill in the two functions below, then run
   python lessons/exercises/03_batchnorm.py              # checks your functions
+  python lessons/exercises/03_batchnorm.py --hint       # a hint for the first failing case (--hint 2: the next)
   python lessons/exercises/03_batchnorm.py --solution   # the worked solution
 """
 import numpy as np
@@ -75,7 +80,9 @@ def check_all(impl, check, x, gamma, beta, dout, eps=1e-5, h=1e-5):
 
 
 @cases.case("forward: every channel comes out with mean 0, std 1",
-            hint="mean and var over axes (0, 2, 3), keepdims=True; var is the biased one (np.var's default)")
+            hints=["each channel has its own statistics: reduce over axes (0, 2, 3), with keepdims=True so that they "
+                   "broadcast against x",
+                   "var is the biased one, divided by m (np.var's default), and eps goes inside the square root"])
 def _(impl, check):
     x, _, _, _ = data(check.rng, (4, 3, 2, 2))
     out, _ = impl.batchnorm_forward(x, np.ones(3), np.zeros(3))
@@ -86,42 +93,57 @@ def _(impl, check):
 
 
 @cases.case("gamma = 1, beta = 0: dx, dgamma, dbeta",
-            hint="dx = (gamma * s / m) * (m * dout - sum(dout) - xhat * sum(dout * xhat)), sums over (0, 2, 3)")
+            hints=["start with dbeta and dgamma: out_i = gamma xhat_i + beta; every value of the channel adds its share",
+                   "dx = gamma * s * dout treats mu and var as constants. Use d mu / d x_j = 1/m and "
+                   "d var / d x_j = 2 (x_j - mu) / m to find dL/dmu and dL/dvar, then add the three paths into dx_j",
+                   "with d_i = gamma g_i: dL/dvar = -(s^2 / 2) sum_i d_i xhat_i, and dL/dmu = -s sum_i d_i (its term "
+                   "through var is 0, since sum_i (x_i - mu) = 0)",
+                   "collected: dx_j = (gamma s / m) * (m g_j - sum_i g_i - xhat_j sum_i g_i xhat_i), the sums over "
+                   "(0, 2, 3) of each channel"])
 def _(impl, check):
     x, g, _, dout = data(check.rng, (4, 3, 2, 2))
     check_all(impl, check, x, g, np.zeros(3), dout)
 
 
 @cases.case("gamma and beta random: dx, dgamma, dbeta",
-            hint="gamma multiplies every path into dx: dL/dxhat = gamma * dout")
+            hints=["gamma multiplies every path into dx: dL/dxhat = gamma * dout, not dout"])
 def _(impl, check):
     x, g, b, dout = data(check.rng, (4, 3, 2, 2), gamma=check.rng.uniform(0.5, 2, 3))
     check_all(impl, check, x, g, b, dout)
 
 
 @cases.case("m = N*H*W, not N: two 3x3 images, 2 channels",
-            hint="each channel is normalised over all N*H*W of its values: m = x.size // C")
+            hints=["each channel is normalised over all N*H*W of its values: how many is m?"])
 def _(impl, check):
     x, g, b, dout = data(check.rng, (2, 2, 3, 3), gamma=check.rng.uniform(0.5, 2, 2))
     check_all(impl, check, x, g, b, dout)
 
 
 @cases.case("a channel with almost no variance (eps matters)",
-            hint="s = 1 / sqrt(var + eps) in the backward too: cache s (or var + eps) from the forward")
+            hints=["the backward must use the same s = 1 / sqrt(var + eps) as the forward: with var ~ 1e-6, "
+                   "1 / sqrt(var) is three times larger. Cache s (or var + eps) in the forward"])
 def _(impl, check):
     x, g, b, dout = data(check.rng, (3, 2, 2, 2), gamma=check.rng.uniform(0.5, 2, 2))
     x[:, 1] = 0.7 + 1e-3 * check.rng.standard_normal((3, 2, 2))   # var ~ 1e-6, ten times below eps = 1e-5
     check_all(impl, check, x, g, b, dout, h=1e-6)                  # h well below the spread of x (1e-3)
 
 
-@cases.case("dout = 1 everywhere: dx must be 0",
-            hint="sum(out) = m * beta per channel whatever x is, so its gradient is 0: both terms are needed")
+@cases.case("dx is blind to shifting and to scaling a channel (eps = 0)",
+            hints=["out does not change when a constant is added to a whole channel of x. So for any dout, "
+                   "sum over the channel of dx must be 0: which term of your dx makes it so?",
+                   "with eps = 0, out does not change either when a channel is scaled about its mean: so the sum "
+                   "over the channel of dx * (x - mu) must be 0. Which term makes that so?"])
 def _(impl, check):
-    x, g, b, _ = data(check.rng, (4, 2, 2, 2), gamma=check.rng.uniform(0.5, 2, 2))
-    _, cache = impl.batchnorm_forward(x, g, b)
-    dx, _, _ = impl.batchnorm_backward(np.ones_like(x), cache)
+    x, g, b, dout = data(check.rng, (4, 2, 2, 2), gamma=check.rng.uniform(0.5, 2, 2))
+    _, cache = impl.batchnorm_forward(x, g, b, 0.0)            # eps = 0: scaling x about mu changes nothing
+    dx, _, _ = impl.batchnorm_backward(dout, cache)
     check.shape("dx", dx, x.shape)
-    check.small("dx", dx, 1e-12)
+    centred = x - x.mean(axis=(0, 2, 3), keepdims=True)
+    check.small("sum of dx over each channel (the gradient of a shift)", dx.sum(axis=(0, 2, 3)), 1e-10,
+                detail="it must be 0 for any dout: the term through the mean is missing or wrong")
+    check.small("sum of dx * (x - mu) over each channel (the gradient of a scaling)",
+                (dx * centred).sum(axis=(0, 2, 3)), 1e-10,
+                detail="it must be 0 for any dout: the term through the variance is missing or wrong")
 
 
 if __name__ == "__main__":

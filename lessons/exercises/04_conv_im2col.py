@@ -1,22 +1,25 @@
 """Exercise 4 - Convolution as one matrix product: im2col, col2im, forward and backward.
 
+x (N, C, H, W), weight (F, C, k, k), bias (F,); stride s, zero padding p;
+Ho = (H + 2p - k) // s + 1, likewise Wo. Output pixel (i, j) of image n is a dot product of
+the weight with the k x k patch of the padded input starting at row i*s, column j*s.
+im2col lays each patch out as a column: cols[n] (C*k*k, Ho*Wo), entry (c, di, dj) of the patch
+of output pixel (i, j) in row c*k*k + di*k + dj, column i*Wo + j - the order of a row of
+W2 = weight.reshape(F, C*k*k). Then out[n] = W2 @ cols[n] + bias.
+
 Derivation to do (on paper first)
-  x (N, C, H, W), weight (F, C, k, k), bias (F,); stride s, zero padding p;
-  Ho = (H + 2p - k) // s + 1, likewise Wo. Output pixel (i, j) of image n is a dot product of
-  the weight with the k x k patch of the padded input starting at row i*s, column j*s.
-  1. im2col: lay each patch out as a column, cols[n] (C*k*k, Ho*Wo), in the same order as a
-     row of W2 = weight.reshape(F, C*k*k). Then out[n] = W2 @ cols[n] + bias.
-     (Hint: for a fixed kernel offset (di, dj), the pixels all output pixels read form ONE
-     strided slice of the padded input: xpad[:, :, di : di + s*Ho : s, dj : dj + s*Wo : s].)
-  2. With G[n] = dL/dout[n] as (F, Ho*Wo): show dW2 = sum_n G[n] @ cols[n]^T,
-     dcols[n] = W2^T @ G[n] and dbias = G summed over n and pixels.
-  3. dx: every entry of x was copied into several columns (the patches overlap), so its
-     gradient is the SUM of the gradients of all its copies. col2im does that: the adjoint of
-     im2col, adding each column back onto its patch (and dropping the padding).
-     Check of adjointness: sum(im2col(x) * c) == sum(x * col2im(c)) for any x, c.
+  1. How can im2col be written without a loop over output pixels? (Fix one kernel offset
+     (di, dj): which entries of the padded input do all the output pixels read there?)
+  2. With G[n] = dL/dout[n] as an (F, Ho*Wo) matrix, derive dL/dW2, dL/dcols[n] and dL/dbias.
+     (Each image is exercise 2's linear layer; the weight is shared by all images.)
+  3. dx: every entry of x was copied into several columns (the patches overlap). Derive its
+     gradient from the gradients of its copies. The map that computes this from dcols is
+     col2im, the adjoint of im2col: show that sum(im2col(x) * c) == sum(x * col2im(c)) for
+     any x and c is what makes dx = col2im(dcols) right.
 
 Fill in the four functions below, then run
   python lessons/exercises/04_conv_im2col.py              # checks your functions
+  python lessons/exercises/04_conv_im2col.py --hint       # a hint for the first failing case (--hint 2: the next)
   python lessons/exercises/04_conv_im2col.py --solution   # the worked solution
 """
 import numpy as np
@@ -53,7 +56,11 @@ cases = Cases("im2col", "col2im", "conv_forward", "conv_backward")
 
 
 @cases.case("im2col: 1 image, 1 channel, 3x3 kernel on 4x4, no padding",
-            hint="cols[n, c*k*k + di*k + dj, i*Wo + j] = xpad[n, c, i*s + di, j*s + dj]")
+            hints=["cols[n, c*k*k + di*k + dj, i*Wo + j] = xpad[n, c, i*s + di, j*s + dj]: write it with loops first "
+                   "if you like, then remove them",
+                   "for a fixed offset (di, dj), the pixels that all output pixels read form ONE strided slice: "
+                   "xpad[:, :, di : di + s*Ho : s, dj : dj + s*Wo : s]. So im2col is k*k slice copies into an array "
+                   "(N, C, k, k, Ho, Wo), then one reshape"])
 def _(impl, check):
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     cols = impl.im2col(x, 3)
@@ -62,7 +69,8 @@ def _(impl, check):
 
 
 @cases.case("im2col: stride 2, padding 1, 2 images, 3 channels, 5x5",
-            hint="pad first (np.pad or a zero array), then Ho = (H + 2p - k) // s + 1 strided rows")
+            hints=["pad first (np.pad, or a zero array with x copied into its middle); then there are "
+                   "Ho = (H + 2p - k) // s + 1 strided rows"])
 def _(impl, check):
     x = check.rng.standard_normal((2, 3, 5, 5))
     want = F.im2col(x, 3, stride=2, padding=1)
@@ -72,7 +80,10 @@ def _(impl, check):
 
 
 @cases.case("col2im is the adjoint of im2col: <im2col(x), c> = <x, col2im(c)>",
-            hint="walk the same offsets (di, dj) as im2col but add (+=) the columns into a padded zero array")
+            hints=["im2col only copies entries of x, some of them several times. The adjoint of a copy sends each "
+                   "copy's value back to where it came from, and the copies of one entry add up",
+                   "walk the same offsets (di, dj) as im2col, but add (+=) each slice of the columns into a padded zero "
+                   "array; then cut the padding off (it is not an input)"])
 def _(impl, check):
     for stride, padding in ((1, 0), (1, 1), (2, 1)):
         x = check.rng.standard_normal((2, 2, 5, 5))
@@ -84,7 +95,9 @@ def _(impl, check):
 
 
 @cases.case("forward: stride 1, padding 1 (the ResNet's 3x3 convolution)",
-            hint="out = (W2 @ cols).reshape(N, F, Ho, Wo) + bias[None, :, None, None], with W2 = weight.reshape(F, -1)")
+            hints=["W2 = weight.reshape(F, -1) has its entries in the order of the rows of cols: W2 @ cols[n] is "
+                   "(F, Ho*Wo). A matmul of (F, Ckk) with (N, Ckk, L) does every image at once",
+                   "reshape the product to (N, F, Ho, Wo) and add bias[None, :, None, None]"])
 def _(impl, check):
     x, w, b = check.rng.standard_normal((2, 3, 4, 4)), check.rng.standard_normal((4, 3, 3, 3)), check.rng.standard_normal(4)
     out, _ = impl.conv_forward(x, w, b, 1, 1)
@@ -109,7 +122,12 @@ def check_backward(impl, check, x, w, b, stride, padding):
 
 
 @cases.case("backward: stride 1, padding 1, 2 images",
-            hint="dW2 = sum over images of dout[n] @ cols[n].T; dx = col2im(W2.T @ dout[n]); db = dout.sum((0, 2, 3))")
+            hints=["image by image, out[n] = W2 @ cols[n] is exercise 2's linear layer: which products of G[n], W2 "
+                   "and cols[n] have the shapes of dW2 (F, Ckk) and dcols[n] (Ckk, L)?",
+                   "the weight is shared by all images: dW2 is the SUM over the batch of every image's share; dbias "
+                   "sums G over images and pixels",
+                   "dW2 = sum over n of G[n] @ cols[n].T, dcols[n] = W2.T @ G[n], dx = col2im(dcols) with the "
+                   "same k, stride and padding"])
 def _(impl, check):
     rng = check.rng
     check_backward(impl, check, rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((3, 2, 3, 3)),
@@ -117,7 +135,8 @@ def _(impl, check):
 
 
 @cases.case("backward: stride 2, padding 1 on an odd 5x5 input",
-            hint="with stride 2 the patches overlap less, but col2im must still use the same strided slices as im2col")
+            hints=["with stride 2 the patches overlap less, but col2im must still use the same strided slices as "
+                   "im2col (the same Ho and Wo), and dx keeps the shape of x"])
 def _(impl, check):
     rng = check.rng
     check_backward(impl, check, rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3)),
@@ -125,7 +144,7 @@ def _(impl, check):
 
 
 @cases.case("backward: 1x1 kernel, stride 2, no padding",
-            hint="k = 1 is a per-pixel matrix product on every second pixel: the others get no gradient")
+            hints=["k = 1 with stride 2 reads every second pixel only: what gradient do the others get?"])
 def _(impl, check):
     rng = check.rng
     check_backward(impl, check, rng.standard_normal((3, 2, 4, 4)), rng.standard_normal((4, 2, 1, 1)),

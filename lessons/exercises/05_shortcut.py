@@ -8,14 +8,16 @@ no parameters: keep every stride-th pixel, then append zero channels.
 When nothing changes (s = 1, C_out = C) it is the identity.
 
 Derivation to do (on paper first)
-  1. Which entries of x does out[n, c, i, j] depend on, for c < C and for c >= C?
+  1. Which entries of x does out[n, c, i, j] depend on, for c < C and for c >= C, and how?
   2. So what is dL/dx[n, c, h, w] when h or w is not a multiple of s? And when both are?
   3. What happens to dout[:, C:], the gradient arriving at the zero channels?
-  4. Why does the shortcut of a residual block matter for the gradient of a deep network?
-     (dL/dx = shortcut'(g) + branch'(g): which term survives when the branch is dropped?)
+  4. In a residual block the input x reaches the output twice, through the shortcut and
+     through the branch. Which of the two still passes a gradient back when the branch is
+     dropped, and how much of it?
 
 Fill in the two functions below, then run
   python lessons/exercises/05_shortcut.py              # checks your functions
+  python lessons/exercises/05_shortcut.py --hint       # a hint for the first failing case (--hint 2: the next)
   python lessons/exercises/05_shortcut.py --solution   # the worked solution
 """
 import numpy as np
@@ -54,31 +56,37 @@ def check_both(impl, check, x_shape, out_channels, stride):
 
 
 @cases.case("identity: stride 1, 4 -> 4 channels",
-            hint="when the shapes match, out is x and dx is dout")
+            hints=["when nothing changes (stride 1, as many channels out as in), the shortcut is the identity: "
+                   "what are out and dx then?"])
 def _(impl, check):
     check_both(impl, check, (2, 4, 3, 3), 4, 1)
 
 
 @cases.case("more channels only: stride 1, 2 -> 5",
-            hint="out = zeros((N, C_out, H, W)); out[:, :C] = x. Backward: dx = dout[:, :C]")
+            hints=["forward: an array of zeros of the output shape, with x copied into its first C channels",
+                   "backward: out[:, c] for c < C is x[:, c] itself, so x[:, c] receives exactly the gradient of "
+                   "out[:, c]"])
 def _(impl, check):
     check_both(impl, check, (2, 2, 3, 3), 5, 1)
 
 
 @cases.case("a stage transition: stride 2, 2 -> 4 channels, 6x6 -> 3x3",
-            hint="x[:, :, ::2, ::2] keeps pixel (2i, 2j); in backward put dout[:, :C] back there, zeros elsewhere")
+            hints=["x[:, :, ::s, ::s] keeps pixel (s*i, s*j) as output pixel (i, j). Which pixels of x did not "
+                   "influence out at all, and what is their gradient?",
+                   "backward: a zero array of the shape of x, with dout[:, :C] written back at [:, :, ::s, ::s]"])
 def _(impl, check):
     check_both(impl, check, (2, 2, 6, 6), 4, 2)
 
 
 @cases.case("an odd size: stride 2 on 5x5 -> 3x3",
-            hint="x[:, :, ::2, ::2] of 5 rows keeps rows 0, 2, 4: ceil(5/2) = 3; dx must keep the shape of x")
+            hints=["x[:, :, ::2, ::2] of 5 rows keeps rows 0, 2 and 4: ceil(5/2) = 3; dx keeps the shape of x "
+                   "(cache x's shape, not the output's)"])
 def _(impl, check):
     check_both(impl, check, (1, 3, 5, 5), 6, 2)
 
 
 @cases.case("the zero channels send nothing back",
-            hint="out[:, C:] is 0 whatever x is: the gradient arriving there is dropped, not added to x")
+            hints=["out[:, C:] is 0 whatever x is: what does the gradient arriving there contribute to dx?"])
 def _(impl, check):
     x = check.rng.standard_normal((2, 2, 4, 4))
     _, cache = impl.shortcut_forward(x, 4, 2)

@@ -13,13 +13,13 @@ A closed gate is not a multiplication by zero: f is never called, neither forwar
 backward. At test time the gate is ignored: every branch runs.
 
 Derivation to do (on paper first)
-  1. E_b[ b * f(x) ] = p * f(x): so a branch multiplied by p at test time adds, on average,
-     what it added in training ("test" scale). Show that dividing by p in training and by
-     nothing at test time ("train" scale) gives the same expectation.
-  2. Backward: let g = dout * [total > 0] (the final ReLU), total = shortcut(x) + factor * f(x).
-     Show dL/dx = shortcut'(g) + f'(factor * g): the branch's backward receives factor * g,
-     with the same factor as the forward. With the gate closed, total = shortcut(x): dL/dx =
-     shortcut'(g) and the branch's parameters get no gradient at all.
+  1. The gate b is 1 with probability p. Derive E_b[ b * f(x) ], and show that both columns
+     of the table give, at test time, what the branch adds in training on average.
+  2. Backward: let g be the gradient after the final ReLU (g = dout where total > 0),
+     total = shortcut(x) + factor * f(x). Derive dL/dx with shortcut' and f' (the layers'
+     backward passes): what must the branch's backward receive - with the gate open in
+     training, and at test time? With the gate closed, what is dL/dx, and what gradient do
+     the branch's parameters get?
   3. Why must a closed block not call the branch, beyond the compute it saves? (Think of its
      batch norms: what does a forward in training mode do to their running statistics?)
   ``branch`` and ``shortcut`` are given (minisd layers): ``branch.forward(x)`` returns f(x) and
@@ -28,6 +28,7 @@ Derivation to do (on paper first)
 
 Fill in the two functions below, then run
   python lessons/exercises/06_gated_block.py              # checks your functions
+  python lessons/exercises/06_gated_block.py --hint       # a hint for the first failing case (--hint 2: the next)
   python lessons/exercises/06_gated_block.py --solution   # the worked solution
 """
 import numpy as np
@@ -133,52 +134,62 @@ def check_block(impl, check, gate, training, scale, p=0.7, c_in=2, c_out=2, stri
 
 
 @cases.case("training, gate open, scale='test': out = ReLU(sc(x) + f(x))",
-            hint="cache the mask total > 0 (or out) and whether the branch ran; backward: g = dout * mask, "
-                 "dx = shortcut.backward(g) + branch.backward(g)")
+            hints=["forward: total = shortcut.forward(x), plus factor * branch.forward(x) when the branch runs; "
+                   "out = ReLU(total). The backward needs the ReLU's mask, whether the branch ran, and the factor",
+                   "backward: through the ReLU, g = dout * (total > 0). A sum passes g unchanged to both of its "
+                   "terms: to shortcut.backward and to the branch's term",
+                   "the branch's term is factor * f(x): its backward is branch.backward(factor * g). Add the two "
+                   "results: dx = shortcut.backward(g) + branch.backward(factor * g); here factor = 1"])
 def _(impl, check):
     check_block(impl, check, gate=True, training=True, scale="test")
 
 
 @cases.case("training, gate closed: out = ReLU(sc(x)), the branch never called",
-            hint="if the gate is closed, do not call branch.forward at all (not f(x) * 0): "
-                 "and remember in the cache that it did not run, so backward does not call it either")
+            hints=["a closed gate means the branch is not run at all - not f(x) * 0, which costs the whole branch and "
+                   "moves its BN running statistics (a forward in training mode updates them)",
+                   "remember in the cache whether the branch ran, and let the backward take the same `if`: "
+                   "a branch that did not run has no backward to call"])
 def _(impl, check):
     check_block(impl, check, gate=False, training=True, scale="test")
 
 
 @cases.case("eval, scale='test': out = ReLU(sc(x) + p f(x)), the gate ignored",
-            hint="at test time every branch runs, whatever the gate says, multiplied by p; "
-                 "its backward receives p * g")
+            hints=["at test time the gate is ignored: every branch runs, with the factor of the table (scale='test': "
+                   "p, its expected contribution in training)",
+                   "the factor multiplies f(x) in the forward, so it multiplies the branch's gradient in the backward "
+                   "too: the branch's backward receives p * g"])
 def _(impl, check):
     check_block(impl, check, gate=False, training=False, scale="test")
 
 
 @cases.case("training, gate open, scale='train': out = ReLU(sc(x) + f(x) / p)",
-            hint="the inverted scaling divides by p in training, in the forward AND in the backward: branch.backward(g / p)")
+            hints=["scale='train' divides the branch by p in training: in the forward, and so in the backward too"])
 def _(impl, check):
     check_block(impl, check, gate=True, training=True, scale="train")
 
 
 @cases.case("eval, scale='train': out = ReLU(sc(x) + f(x)), the gate ignored",
-            hint="with scale='train' nothing is scaled at test time (factor 1), and every branch runs")
+            hints=["with scale='train' the factor at test time is 1 (see the table), and every branch runs"])
 def _(impl, check):
     check_block(impl, check, gate=False, training=False, scale="train")
 
 
 @cases.case("training, gate closed, scale='train': still the branch never called",
-            hint="a closed gate skips the branch whatever the scale: there is nothing to divide by p")
+            hints=["a closed gate skips the branch whatever the scale: there is nothing to divide by p"])
 def _(impl, check):
     check_block(impl, check, gate=False, training=True, scale="train")
 
 
 @cases.case("a stage transition (2 -> 4 channels, stride 2), gate open, p = 0.5",
-            hint="the shortcut changes the shape: use shortcut.forward/backward, never x itself, in the sum")
+            hints=["the shortcut changes the shape here: use shortcut.forward and shortcut.backward, never x or "
+                   "g themselves, in the sum"])
 def _(impl, check):
     check_block(impl, check, gate=True, training=True, scale="test", p=0.5, c_in=2, c_out=4, stride=2, size=6)
 
 
 @cases.case("a stage transition in eval, scale='test', p = 0.5",
-            hint="out = ReLU(shortcut(x) + 0.5 * f(x)); dx = shortcut.backward(g) + branch.backward(0.5 * g)")
+            hints=["at test time with scale='test', out = ReLU(shortcut(x) + p f(x)) with p = 0.5 here; "
+                   "the branch's backward receives p * g"])
 def _(impl, check):
     check_block(impl, check, gate=True, training=False, scale="test", p=0.5, c_in=2, c_out=4, stride=2, size=6)
 

@@ -4,7 +4,7 @@ An exercise file holds stub functions and, below them, its cases:
 
     cases = Cases("relu_forward", "relu_backward")     # the functions the learner writes
 
-    @cases.case("a random input", hint="the gradient passes only where x > 0")
+    @cases.case("a random input", hints=["the first nudge", "a bigger one", ...])
     def _(impl, check):
         x, dout = check.rng.standard_normal((2, 3, 4, 4)), ...  # each case has its own seeded rng
         out, cache = impl.relu_forward(x)               # impl: the learner's functions
@@ -14,11 +14,16 @@ An exercise file holds stub functions and, below them, its cases:
     if __name__ == "__main__":
         cases.main(globals())
 
-``python NN_name.py`` runs every case on the functions written in the exercise file itself;
-``python NN_name.py --solution`` runs the same cases on the same names taken from
-``lessons/solutions/NN_name.py``. Every case prints "ok", "WRONG" (with what is wrong and the
-case's hint), "not written yet" (a stub raised NotImplementedError) or "ERROR" (the code
-raised something else: the line is shown). The exit status is 0 only when every case is ok.
+``python NN_name.py`` runs every case on the functions written in the exercise file itself and
+prints one line per case: "ok", "WRONG", "not written yet" (a stub raised NotImplementedError)
+or "ERROR" (the code raised something else). Under the FIRST case that is not ok it prints what
+is wrong (each comparison, and the mistake it recognises: a missing term, a factor such as
+1.429 = 1/0.7, a transpose); later cases often fail for the same reason, so their details are
+not shown (``-v`` shows every comparison). No hint is printed unless asked:
+``python NN_name.py --hint`` shows the first hint for the first case that fails, ``--hint 2``
+the second, and so on, each a bigger step towards the answer. ``--solution`` runs the same
+cases on the same names taken from ``lessons/solutions/NN_name.py``. The exit status is 0 only
+when every case is ok.
 
 Gradients are compared with ``minisd.relative_error`` against ``minisd.numerical_gradient``
 (central differences) in float64, where the two agree to ~1e-8 for correct code.
@@ -103,11 +108,14 @@ class Check:
         return self._record(False, f"{what}: {bad} of {got_arr.size} entries differ (largest |difference| "
                                    f"{float(np.max(np.abs(got_arr.astype(float) - want_arr.astype(float)))):.2e})")
 
-    def small(self, what, got, atol):
-        """Every entry of ``got`` is at most ``atol`` in size (for what must be zero up to rounding)."""
+    def small(self, what, got, atol, detail=""):
+        """Every entry of ``got`` is at most ``atol`` in size (for what must be zero up to rounding).
+
+        ``detail``: a line printed when it fails (what a nonzero value means)."""
         worst = float(np.max(np.abs(np.asarray(got, dtype=np.float64)))) if np.size(got) else 0.0
-        return self._record(worst <= atol, f"{what}: largest |entry| {worst:.1e} "
-                                           f"({'<' if worst <= atol else 'should be <'} {atol:.0e})")
+        ok = worst <= atol
+        return self._record(ok, f"{what}: largest |entry| {worst:.1e} ({'<' if ok else 'should be <'} {atol:.0e})"
+                                + ("" if ok or not detail else f"\n        {detail}"))
 
     def true(self, what, condition, detail=""):
         """A yes/no property (e.g. "the input was not modified"); ``detail`` is printed when it fails."""
@@ -142,7 +150,10 @@ def _diagnose(got, want):
     if abs(factor - 1) > 1e-3 and minisd.relative_error(got, factor * want) < 1e-6:
         if abs(factor + 1) < 1e-6:
             return "\n        yours is the right answer with the sign flipped"
-        return f"\n        yours is {factor:.4g} x the right answer (a factor missing or extra)"
+        inverse = 1 / factor   # 1.429 reads better as 1/0.7: a division where a product belongs, or the reverse
+        as_ratio = (f" = 1/{round(inverse, 2):g}" if abs(inverse - round(inverse, 2)) < 1e-4 * abs(inverse)
+                    and abs(factor - round(factor, 2)) > 1e-4 * abs(factor) else "")
+        return f"\n        yours is {factor:.4g}{as_ratio} x the right answer (a factor missing or extra)"
     if got.ndim == 2 and got.shape[0] == got.shape[1] and minisd.relative_error(got, want.T) < 1e-6:
         return "\n        yours is the transpose of the right answer"
     return ""
@@ -155,23 +166,30 @@ class Cases:
         self.function_names = function_names
         self.cases = []
 
-    def case(self, title, hint):
-        """Decorator: ``fn(impl, check)`` is one case; ``hint`` is printed when it fails."""
+    def case(self, title, hints):
+        """Decorator: ``fn(impl, check)`` is one case. ``hints``: a list of strings, from a nudge
+        to (the last) nearly the answer, shown one at a time with ``--hint N`` when this case
+        is the first that fails. A single string is one hint."""
+        hints = [hints] if isinstance(hints, str) else list(hints)
+        if not hints:
+            raise ValueError(f"case {title!r} has no hint")
+
         def register(fn):
-            self.cases.append((title, hint, fn))
+            self.cases.append((title, hints, fn))
             return fn
         return register
 
     def run(self, impl, echo=print, verbose=False):
         """Run every case on ``impl`` (an object with the functions as attributes).
 
-        Prints one line per case (and, for a case that fails or with ``verbose``, one per
-        comparison). Returns a list of (title, status, lines) with status "ok", "wrong",
-        "not written yet" or "error", and lines the comparisons and messages of the case.
+        Prints one line per case, and under the first case that is not ok its comparisons and
+        messages (``verbose``: those of every case). Returns a list of (title, status, lines)
+        with status "ok", "wrong", "not written yet" or "error", and lines the comparisons and
+        messages of the case (all of them, whether printed or not).
         """
-        results = []
+        results, shown = [], False
         width = max(len(t) for t, _, _ in self.cases)
-        for i, (title, hint, fn) in enumerate(self.cases, 1):
+        for i, (title, _, fn) in enumerate(self.cases, 1):
             check, status, extra = Check(seed=i), "ok", []
             t0 = time.perf_counter()
             try:
@@ -187,21 +205,40 @@ class Cases:
             if status == "ok" and not check.ok:
                 status = "wrong"
             label = {"ok": "ok", "wrong": "WRONG", NOT_WRITTEN: NOT_WRITTEN, "error": "ERROR"}[status]
-            echo(f"[{i}/{len(self.cases)}] {title.ljust(width)}  {label}  ({time.perf_counter() - t0:.2f} s)")
-            lines = check.lines + extra + ([] if status in ("ok", NOT_WRITTEN) else ["hint: " + hint])
-            if status != "ok" or verbose:
+            first = status != "ok" and not shown
+            echo(f"[{i}/{len(self.cases)}] {title.ljust(width)}  {label}  ({time.perf_counter() - t0:.2f} s)"
+                 + ("   <- the first that fails" if first else ""))
+            lines = check.lines + extra
+            if first or verbose:
                 for line in lines:
                     echo("      " + line.replace("\n", "\n      "))
+            shown = shown or first
             results.append((title, status, lines))
         return results
 
+    def first_failure(self, results):
+        """The (number from 1, title) of the first case in ``results`` that is not ok, or None."""
+        for i, (title, status, _) in enumerate(results, 1):
+            if status != "ok":
+                return i, title
+        return None
+
+    def hint(self, number, n):
+        """Hint ``n`` (from 1) of case ``number`` (from 1), or None when it has no such hint."""
+        hints = self.cases[number - 1][1]
+        return hints[n - 1] if 1 <= n <= len(hints) else None
+
     def main(self, module_globals, argv=None):
-        """The command line of an exercise: check the exercise file's functions, or --solution's."""
+        """The command line of an exercise: check the exercise file's functions, or --solution's;
+        with --hint N, print hint N for the first case that fails instead of the checks."""
         exercise = Path(module_globals["__file__"]).resolve()
         p = argparse.ArgumentParser(description=(module_globals.get("__doc__") or "").strip().splitlines()[0])
         p.add_argument("--solution", action="store_true",
                        help=f"check the worked solution in lessons/solutions/{exercise.name} instead")
-        p.add_argument("-v", "--verbose", action="store_true", help="print every comparison, also of the cases that pass")
+        p.add_argument("--hint", type=int, nargs="?", const=1, metavar="N",
+                       help="print hint N (default 1) for the first case that fails, and nothing else")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="print every comparison of every case, not only those of the first that fails")
         args = p.parse_args(argv)
         if args.solution:
             source = SOLUTIONS / exercise.name
@@ -209,6 +246,8 @@ class Cases:
         else:
             source = exercise
             impl = SimpleNamespace(**{n: module_globals[n] for n in self.function_names})
+        if args.hint is not None:
+            sys.exit(self._print_hint(impl, args.hint, exercise))
         print(f"{exercise.stem}: checking {', '.join(self.function_names)} from {_short(source)}")
         t0 = time.perf_counter()
         results = self.run(impl, verbose=args.verbose)
@@ -216,13 +255,38 @@ class Cases:
         print(f"\n{counts['ok']} of {len(results)} cases pass"
               + "".join(f", {n} {s}" for s, n in counts.items() if s != "ok" and n)
               + f" ({time.perf_counter() - t0:.1f} s).")
-        if counts[NOT_WRITTEN]:
-            print(f"Some functions are {NOT_WRITTEN}: fill in the stubs in {_short(exercise)} "
-                  f"(or run with --solution to see the worked solution pass).")
-        elif counts["ok"] == len(results):
+        if counts["ok"] == len(results):
             print("All cases pass." + ("" if args.solution else
                                        f" Compare with lessons/solutions/{exercise.name}."))
+        else:
+            number, _ = self.first_failure(results)
+            if counts[NOT_WRITTEN]:
+                print(f"Some functions are {NOT_WRITTEN}: fill in the stubs in {_short(exercise)} "
+                      f"(or run with --solution to see the worked solution pass).")
+            print(f"Work on case {number} first: later cases often fail for the same reason. Stuck? "
+                  f"python {_short(exercise)} --hint shows a hint for it "
+                  f"(--hint 2 the next; {len(self.cases[number - 1][1])} in all).")
         sys.exit(0 if counts["ok"] == len(results) else 1)
+
+    def _print_hint(self, impl, n, exercise):
+        """Print hint ``n`` for the first case that fails on ``impl``; returns the exit status:
+        0 when a hint (or "nothing fails") was printed, 2 when there is no hint ``n``."""
+        results = self.run(impl, echo=lambda line: None)
+        failure = self.first_failure(results)
+        if failure is None:
+            print(f"{exercise.stem}: every case passes: no hint needed.")
+            return 0
+        number, title = failure
+        text, total = self.hint(number, n), len(self.cases[number - 1][1])
+        if text is None:  # one line: there is nothing more to reveal
+            print(f"No hint {n}: case {number} ({title}) has hints 1 to {total}; the worked solution is "
+                  f"lessons/solutions/{exercise.name} (--solution checks it).")
+            return 2
+        print(f"Hint {n} of {total} for case {number}, the first that fails ({title}):")
+        print("  " + text)
+        if n < total:
+            print(f"(--hint {n + 1} for the next one)")
+        return 0
 
 
 def load_functions(path, names):

@@ -9,8 +9,16 @@ Derivation, for one channel with m = N*H*W values, g_i = dL/dout_i:
        dL/dx_j = d_j s + dL/dmu * (1/m) + dL/dvar * 2 (x_j - mu) / m
                = (s / m) * ( m d_j - sum_i d_i - xhat_j sum_i d_i xhat_i )
      and with d = gamma g:  dL/dx_j = (gamma s / m) (m g_j - sum_i g_i - xhat_j sum_i g_i xhat_i).
-  3. With g = 1: sum_i g_i = m and sum_i xhat_i = 0, so dL/dx = (gamma s / m)(m - m - 0) = 0.
-     It must be: sum(out) = m beta per channel whatever x is (xhat sums to 0).
+  3. A shift x -> x + c (one channel) moves mu by c and leaves x - mu, var and so out unchanged:
+     for any g, sum_j dL/dx_j = 0. The formula gives it through the mean's term: summed over j,
+     m sum g - m sum g - (sum_j xhat_j) sum g xhat = 0, since sum_j xhat_j = 0.
+     A scaling about the mean, x - mu -> (1 + t)(x - mu), scales sqrt(var) by (1 + t) too, so
+     with eps = 0 xhat and out do not change: sum_j dL/dx_j (x_j - mu) = 0. With x_j - mu =
+     xhat_j / s the formula gives (gamma / m) (m sum g xhat - 0 - (sum_j xhat_j^2) sum g xhat),
+     and sum_j xhat_j^2 = m when eps = 0: the variance's term cancels it. (With eps > 0,
+     sum_j xhat_j^2 = m var / (var + eps): a leftover of relative size eps / var.)
+     So a check needs both: with dout = 1 everywhere, sum g xhat = sum xhat = 0 and the
+     variance's term vanishes - dx = 0 there tests the mean's term only.
 """
 import numpy as np
 
