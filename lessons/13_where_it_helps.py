@@ -16,19 +16,20 @@ What you will learn
     constant-depth seed.
 
 Run
-  python lessons/13_where_it_helps.py           # ResNet-8, 320 images, 400 steps, p_L 0.8, 3 seeds (~3 min)
+  python lessons/13_where_it_helps.py           # ResNet-8, 320 images, 400 steps, p_L 0.8, 3 seeds
   python lessons/13_where_it_helps.py --quick   # tiny: checks the lesson runs (trains too little to show anything)
   python lessons/13_where_it_helps.py --full    # the recorded long run: ResNet-20, 960 images, 60 epochs
-                  # of batch 64 (900 steps), 3 seeds; the sweep ran these 6 runs in 25.5 min, 2 at a time on 2 cores
+                  # of batch 64 (900 steps), 3 seeds (RESULTS.md: 6 runs, 25.5 min, 2 at a time on 2 cores)
   (options: --depth D, --train-images N, --epochs E, --batch-size B, --seeds K, --p-last P,
    --device gpu, --out DIR, --seed N, --data-dir DIR)
-  Real data: minisd.data.default_data_dir() or --data-dir; generated images otherwise (it says so).
+  Data: real CIFAR-10 from --data-dir, else $MINISD_DATA, else ./data; else the sample shipped with
+  minisd (2,500 training images; it says so). --full wants 960 images: the sample has them.
 
 The recorded long run (benchmarks/RESULTS.md, 2026-12-02, 2-core AMD EPYC, minisd itself,
 `python -m minisd.sweep` with the settings of --full): test error 58.3% (56.3-59.5) at constant
 depth, 54.0% (52.5-55.3) with p_L = 0.5; paired by seed -2.1, -7.0, -3.8 points; training
 error 0% against 13-23% (sampled sub-networks). --full runs the same experiment in this script.
-The default is a smaller cousin chosen to fit in 3 minutes; it is weaker. Recorded the same day
+The default is a smaller cousin chosen to fit in 3 minutes on 2 cores; it is weaker. Recorded the same day
 (RESULTS.md): ResNet-8 at p_L 0.8, paired test-error differences -4.8, -1.7, -0.7 points
 (seeds 0-2, 2 threads); with one thread the same seeds give -2.9, -1.4, -0.4 (the thread count
 changes the order of BLAS sums, and training amplifies it), and seeds 3-5 +0.6, -1.9, -2.3: a
@@ -95,8 +96,8 @@ evals = sorted({max(1, round(epochs * i / 4)) for i in range(1, 5)})  # the epoc
 # %% [markdown]
 # ## 1. Data: few images, all of the test set
 #
-# The training set is the first `n_train` images of the real CIFAR-10 subset; the test set is
-# all of its test images (more test images, less noise in the test error).
+# The training set is the first `n_train` images of the real CIFAR-10 copy (or of the sample
+# shipped with minisd); the test set is all its test images (more of them, less noise).
 
 # %%
 section("1. data")
@@ -167,23 +168,33 @@ d_train = [b - a for a, b in zip(final(const, 1), final(sd, 1))]
 print(f"paired by seed, stochastic - constant: test error {', '.join(f'{100 * d:+.1f}' for d in d_test)} points; "
       f"train error {', '.join(f'{100 * d:+.1f}' for d in d_train)} points")
 
-findings = []  # (claim, number, criterion, supported?)
+# the pairing itself, checked: for each seed both arms start from the very same weights
+start = lambda p: [w for _, w, _ in ResNet(depth, 10, p_last=p, rule="linear", seed=seeds[0]).parameters()]  # noqa: E731
+same_start = all(np.array_equal(a, b) for a, b in zip(start(1.0), start(p_last)))
+mechanics = [("both arms of a seed start from the same weights", f"{len(start(1.0))} arrays compared",
+              "every array equal", same_start)]
+claims = []  # (claim, number, criterion, supported?, what it teaches)
 paired = len(seeds) >= 3
 fits_better = paired and all(d > 0 for d in d_train)
-findings.append(("constant depth fits its training images better (lower eval train error)",
-                 f"paired {100 * np.mean(d_train):+.1f} pts", "SD above const for every seed (>= 3)",
-                 "yes" if fits_better else "not shown"))
+claims.append(("constant depth fits its training images better (lower eval train error)",
+               f"paired {100 * np.mean(d_train):+.1f} pts", "SD above const for every seed (>= 3)",
+               "yes" if fits_better else "not shown",
+               "a regulariser's first cost is fit: where SD does not fit worse, it has not regularised yet"))
 over_fits = min(final(const, 2)) - max(final(const, 1)) > 0.2
-findings.append(("constant depth over-fits: test error far above its training error",
-                 f"gap {100 * np.mean(final(const, 2)) - 100 * np.mean(final(const, 1)):.1f} pts",
-                 "every seed's gap > 20 pts", "yes" if over_fits else "no"))
+claims.append(("constant depth over-fits: test error far above its training error",
+               f"gap {100 * np.mean(final(const, 2)) - 100 * np.mean(final(const, 1)):.1f} pts",
+               "every seed's gap > 20 pts", "yes" if over_fits else "no",
+               "without over-fitting there is nothing for a regulariser to cure: expect no gain below"))
 lower = paired and all(d < 0 for d in d_test)
 beyond = paired and max(final(sd, 2)) < min(final(const, 2))
-findings.append(("stochastic depth lowers the test error (paired by seed)", f"{100 * np.mean(d_test):+.1f} pts",
-                 "SD below const for every seed (>= 3)", "yes" if lower else
-                 "no" if paired and all(d > 0 for d in d_test) else "not shown"))
-findings.append(("... beyond the seed spread", f"{pct(final(sd, 2))} vs {pct(final(const, 2))}",
-                 "every SD seed below every const seed", "yes" if beyond else "not shown"))
+claims.append(("stochastic depth lowers the test error (paired by seed)", f"{100 * np.mean(d_test):+.1f} pts",
+               "SD below const for every seed (>= 3)", "yes" if lower else
+               "no" if paired and all(d > 0 for d in d_test) else "not shown",
+               "a short run on few images decides little: the gain is a direction to confirm with more "
+               "seeds and steps (--full)"))
+claims.append(("... beyond the seed spread", f"{pct(final(sd, 2))} vs {pct(final(const, 2))}",
+               "every SD seed below every const seed", "yes" if beyond else "not shown",
+               "the seed alone moves the test error by points here: one run per arm would prove nothing"))
 if not paired:
     print("-> fewer than 3 seeds: no conclusion about the direction (--seeds 3 or more).")
 elif lower and fits_better:
@@ -195,8 +206,12 @@ elif lower:
     print("   error without the regulariser's full signature.")
 elif all(d > 0 for d in d_test):
     print("-> stochastic depth tested WORSE for every seed here: this regime does not show the gain.")
-else:
+elif all(d == 0 for d in d_test):
+    print("-> every paired difference is 0: both arms test the same here; no difference shown.")
+elif min(d_test) < 0 < max(d_test):
     print("-> the paired differences change sign between seeds: no difference in test error shown.")
+else:
+    print("-> some seeds show no difference (0.0 points) and the others one direction: no difference shown.")
 if not over_fits:
     print("   (constant depth did not over-fit by much: with little over-fitting a regulariser has little to cure.)")
 if min(final(const, 2) + final(sd, 2)) > 0.8:
@@ -231,7 +246,7 @@ L.save_figure(fig, "errors.png")
 
 # %%
 section("4. findings")
-L.report_findings(findings)
+L.report_findings(mechanics, claims)
 
 # %% [markdown]
 # ## Summary

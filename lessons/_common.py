@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import tempfile
 import time
@@ -101,12 +102,14 @@ class Lesson:
         ``claims``: the paper's claims tried at this lesson's scale: rows ``(claim, number,
         criterion, supported, takeaway)``; ``takeaway`` is one line on what the result teaches,
         required when the claim is not supported (a "no" at laptop scale still teaches something:
-        say what). ``supported``: True/False or a word such as "yes", "no", "not shown".
+        say what), left out of the record when it is. ``supported``: True/False or a word such as "yes", "no", "not shown".
         """
         def word(v):  # NumPy's bool_ too: a comparison of arrays is not a Python bool
             return v if isinstance(v, str) else "yes" if v else "no"
         self.mechanics = [[str(c), str(n), str(k), word(ok)] for c, n, k, ok in mechanics]
-        self.claims = [[str(c), str(n), str(k), word(ok), str(t or "")] for c, n, k, ok, t in claims]
+        # a takeaway says what a "no" or "not shown" teaches: it is kept for those rows only
+        self.claims = [[str(c), str(n), str(k), word(ok), str(t or "") if word(ok) != "yes" else ""]
+                       for c, n, k, ok, t in claims]
         missing = [c for c, _, _, ok, t in self.claims if ok != "yes" and not t]
         if missing:
             raise ValueError(f"a claim not supported needs its takeaway: {missing}")
@@ -115,7 +118,10 @@ class Lesson:
             table(list(FINDINGS_HEADERS), self.mechanics)
         if self.claims:
             print("\nThe paper's claims at this scale:")
-            table(list(CLAIM_HEADERS), self.claims)
+            table(list(FINDINGS_HEADERS), [row[:4] for row in self.claims])
+            for claim, _, _, ok, takeaway in self.claims:
+                if takeaway:
+                    print(f"  * {claim} ({ok}): {takeaway}")
 
     def try_this(self):
         """Print the 'Try this' section of the lesson's docstring and the run time, and write
@@ -130,7 +136,6 @@ class Lesson:
 
 
 FINDINGS_HEADERS = ("claim", "number", "criterion", "supported?")
-CLAIM_HEADERS = FINDINGS_HEADERS + ("what it teaches",)
 
 
 def write_record(L: Lesson, seconds):
@@ -206,9 +211,13 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
 
 
 def add_data_dir(p):
-    """Add --data-dir (for the lessons that read CIFAR-10)."""
+    """Add --data-dir and --fake-data (for the lessons that read CIFAR-10)."""
     p.add_argument("--data-dir", default=None,
-                   help="folder holding cifar-10-batches-py (default: minisd.data.default_data_dir())")
+                   help="folder holding CIFAR-10 (cifar-10-batches-py/ or the official tarball); default: "
+                        "$MINISD_DATA if set, else ./data; with no CIFAR-10 there, the real sample shipped "
+                        "with minisd (2,500 training, 1,000 test images)")
+    p.add_argument("--fake-data", action="store_true",
+                   help="train on GENERATED stand-in images instead (for tests: they say nothing about CIFAR-10)")
 
 
 # ---------------------------------------------------------------------------
@@ -254,38 +263,57 @@ def table(headers, rows, formats=None):
 # ---------------------------------------------------------------------------
 
 
+FULL_SET_HINT = ("for the full set (50,000 images, 163 MB): python -c \"from minisd.data.files import download; "
+                 "download('cifar10', 'data')\" from the folder you run the lessons in, or --data-dir DIR")
+
+
 def load_cifar10(L: Lesson, n_train=None, n_test=None):
     """CIFAR-10 as uint8 (N, 3, 32, 32) images and int64 labels: the first ``n_train``/``n_test``.
 
-    Real images when minisd.data finds them (``--data-dir``, else
-    ``minisd.data.default_data_dir()``); otherwise generated stand-in images
-    (``minisd.data.fake.write_fake_cifar10``), and the lesson says so loudly:
-    numbers on generated data say nothing about CIFAR.
-    Returns (x_train, y_train, x_test, y_test, source) as NumPy arrays.
+    Where from, by minisd's one rule (:func:`minisd.data.default_data_dir`): ``--data-dir`` if
+    given, else ``$MINISD_DATA``, else ``./data``; when that folder holds no CIFAR-10 (and
+    was not named), the real sample shipped with minisd (2,500 training and 1,000 test images),
+    with one line saying so. Generated stand-in images only with ``--fake-data``. A lesson that
+    asks for more images than the source holds gets all there are, and one line says so.
+    Returns (x_train, y_train, x_test, y_test, source) as NumPy arrays; ``source`` names the data
+    in a few words: "real CIFAR-10", "real CIFAR-10 (sample)" or "GENERATED stand-in".
     """
     from minisd import data
     from minisd.data import fake as fake_data
 
-    root = getattr(L.args, "data_dir", None) or data.default_data_dir()
-    try:
-        if root is None:
-            raise data.DataNotFoundError("no --data-dir given and minisd.data.default_data_dir() found none")
-        x_train, y_train, x_test, y_test = data.load_cifar10(root)
-        source = "real CIFAR-10"
-    except data.DataError as e:
+    given = getattr(L.args, "data_dir", None)
+    root = data.default_data_dir(given)
+    shown = root if root.is_absolute() else f"./{root}"
+    if getattr(L.args, "fake_data", False):
         with tempfile.TemporaryDirectory(prefix="minisd-fake-cifar10-") as tmp:
             per_batch = max(100, -(-(n_train or 500) // 5))
             fake_data.write_fake_cifar10(tmp, n_per_batch=per_batch, seed=L.seed, n_test=max(100, n_test or 500))
             x_train, y_train, x_test, y_test = data.load_cifar10(tmp)
-        source = "GENERATED stand-in"
-        root = "minisd.data.fake.write_fake_cifar10"
-        print(f"NOTE: real CIFAR-10 not available ({e}).\n      Using GENERATED stand-in images "
-              f"instead; pass --data-dir to use real data. Accuracies below say nothing about CIFAR-10.")
+        source, where = "GENERATED stand-in", "--fake-data: numbers on them say nothing about CIFAR-10"
+    else:
+        try:
+            x_train, y_train, x_test, y_test = data.load_cifar10(root)
+            source, where = "real CIFAR-10", f"from {shown}"  # the full set or a copy
+        except data.DataNotFoundError:
+            if given is not None or os.environ.get("MINISD_DATA"):  # a folder the learner named: say so
+                sys.exit(f"error: no CIFAR-10 in {shown} ({'--data-dir' if given is not None else '$MINISD_DATA'}); "
+                         f"leave it out to use the sample shipped with minisd")
+            x_train, y_train, x_test, y_test, _ = data.load_dataset("cifar10-sample")
+            source, where = "real CIFAR-10 (sample)", "the sample shipped with minisd"
+            print(f"data: no CIFAR-10 in {shown}: using the real sample shipped with minisd "
+                  f"({len(y_train):,} training, {len(y_test):,} test images); {FULL_SET_HINT}")
+        except data.DataError as e:
+            sys.exit(f"error: {e}")
+    for what, n, have in (("training", n_train, len(y_train)), ("test", n_test, len(y_test))):
+        if n is not None and n > have:
+            holder = "the sample" if source.endswith("(sample)") else shown
+            print(f"data: this lesson asks for {n:,} {what} images; {holder} holds {have:,}: using "
+                  f"those" + (f" ({FULL_SET_HINT})" if source.endswith("(sample)") else ""))
     if n_train is not None:
         x_train, y_train = x_train[:n_train], y_train[:n_train]
     if n_test is not None:
         x_test, y_test = x_test[:n_test], y_test[:n_test]
-    print(f"data: {source}, {len(y_train)} training and {len(y_test)} test images (from {root})")
+    print(f"data: {source} ({where}): {len(y_train)} training and {len(y_test)} test images")
     return x_train, y_train, x_test, y_test, source
 
 

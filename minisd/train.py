@@ -65,26 +65,34 @@ def load_data(cfg: Config, device, log):
             cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra, log=log,
             progress=cfg.progress, with_files=True)
     except data_files.DownloadError as e:
-        raise TrainingError(f"{e}, or point --data-dir at a folder that holds it") from None
+        raise TrainingError(f"{e}, or point --data-dir at a folder that holds it, or train on the real "
+                            f"CIFAR-10 sample shipped with minisd: --dataset cifar10-sample") from None
     except data.DataNotFoundError as e:
         if cfg.download:
             raise
         raise TrainingError(f"{e.not_found}; --no-download: nothing was fetched. Put {e.where}, or point "
-                            f"--data-dir at a folder that holds it") from None
+                            f"--data-dir at a folder that holds it, or use --dataset cifar10-sample "
+                            f"(shipped with minisd)") from None
     if cfg.limit_train:
         x_train, y_train = x_train[:cfg.limit_train], y_train[:cfg.limit_train]
         files = None if files is None else files[:cfg.limit_train]
+    valid_size = cfg.valid_size
+    if valid_size is None and not cfg.valid_per_class:  # the data set's default
+        valid_size = data.default_valid_size(cfg.dataset, len(y_train))
+        log(f"validation split: {valid_size if valid_size >= 1 else f'a fraction {valid_size:g}'} of the "
+            f"{len(y_train)} training images (the default for {'a full' if valid_size >= 1 else 'this'} "
+            f"training set; --valid-size to change it)")
     try:
         if cfg.valid_per_class:  # the paper's SVHN split: N of each class from each file
             (x_train, y_train), valid = data.stratified_split(x_train, y_train, cfg.valid_per_class,
                                                               files=files if cfg.svhn_extra else None, seed=cfg.seed)
         else:
-            (x_train, y_train), valid = data.train_valid_split(x_train, y_train, cfg.valid_size, seed=cfg.seed)
+            (x_train, y_train), valid = data.train_valid_split(x_train, y_train, valid_size, seed=cfg.seed)
     except ValueError as e:
         raise TrainingError(f"--valid-per-class: {e}" if cfg.valid_per_class else f"--valid-size: {e}; use "
                             f"--valid-size 0 (no validation split) or a fraction such as 0.1") from None
     if len(valid[1]) > len(y_train):
-        raise TrainingError(f"--valid-size {cfg.valid_size} holds out {len(valid[1])} of the "
+        raise TrainingError(f"--valid-size {valid_size} holds out {len(valid[1])} of the "
                             f"{len(y_train) + len(valid[1])} training images, leaving {len(y_train)} to train on: "
                             f"use --valid-size 0 (no validation split) or a fraction such as 0.1")
     if len(y_train) < cfg.batch_size:

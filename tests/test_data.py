@@ -1,8 +1,9 @@
 """Tests for minisd.data (loading, split, normalisation), minisd.data.files (file formats, safe
 unpickling, download) and minisd.data.fake (the stand-in files).
 
-Real data: the small official-format CIFAR subsets in ``minisd.data.default_data_dir()``
-(``$MINISD_DATA`` or ``<repo>/../shared/data``); those tests skip when absent.
+Real data: the sample shipped with minisd is tested in test_sample.py; the larger official-format
+CIFAR subsets in ``$MINISD_DATA`` or ``<repo>/../shared/data`` are used where present (those tests
+skip when absent: nothing outside the clone is required).
 Everything else runs on generated files in the exact official format.
 No test touches the network: ``urllib.request.urlopen`` is replaced for the
 whole module by one that accepts only ``file:`` URLs.
@@ -28,8 +29,9 @@ from minisd.data import DataError, DataNotFoundError
 from minisd.data.files import Resource
 
 def _real_root(folder):
-    root = data.default_data_dir()
-    if root is None or not (root / folder).is_dir():
+    """The larger real subsets, where this machine has them (never required)."""
+    root = Path(os.environ.get("MINISD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (root / folder).is_dir():
         pytest.skip(f"real data ({folder}) not found: set MINISD_DATA or provide <repo>/../shared/data")
     return root
 
@@ -534,14 +536,24 @@ def test_load_dataset_downloads_when_asked(tmp_path, monkeypatch):
     assert (tmp_path / "data" / "cifar-10-python.tar.gz").is_file()
 
 
-def test_default_data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MINISD_DATA", str(tmp_path))
-    assert data.default_data_dir() == tmp_path.resolve()
-    monkeypatch.setenv("MINISD_DATA", str(tmp_path / "absent"))
-    assert data.default_data_dir() is None
+def test_default_data_dir_is_one_rule(tmp_path, monkeypatch):
+    """--data-dir if given, else $MINISD_DATA, else ./data; no other folder is looked at."""
+    monkeypatch.setenv("MINISD_DATA", str(tmp_path / "env"))
+    assert data.default_data_dir(str(tmp_path / "given")) == tmp_path / "given"
+    assert data.default_data_dir() == tmp_path / "env"  # need not exist yet
     monkeypatch.delenv("MINISD_DATA")
-    d = data.default_data_dir()
-    assert d is None or (d.parts[-2:] == ("shared", "data") and d.is_dir())
+    assert data.default_data_dir() == Path("data")
+    monkeypatch.setenv("MINISD_DATA", "")  # set but empty: as if unset
+    assert data.default_data_dir() == Path("data")
+
+
+def test_load_dataset_reads_the_folder_of_the_rule(fake10, monkeypatch):
+    monkeypatch.setenv("MINISD_DATA", str(fake10))
+    assert data.load_dataset("cifar10")[0].shape == (100, 3, 32, 32)
+    monkeypatch.chdir(fake10)
+    monkeypatch.delenv("MINISD_DATA")
+    with pytest.raises(DataNotFoundError, match="data"):
+        data.load_dataset("cifar10")  # ./data here holds nothing
 
 
 # ---------------------------------------------------------------------------

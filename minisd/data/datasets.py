@@ -17,7 +17,9 @@ the GPU. The training pipeline is::
 
 ``root`` is a folder holding the official files (``cifar-10-batches-py/``, the
 tarball, or SVHN's ``.mat`` files, ``extra_32x32.mat`` included for the
-paper's SVHN runs); :func:`default_data_dir` finds the shared one.
+paper's SVHN runs); :func:`default_data_dir` is minisd's one rule for finding it.
+``load_dataset("cifar10-sample")`` needs no folder: a small real sample of CIFAR-10 ships
+inside minisd (:mod:`minisd.data.sample`).
 
 What is elsewhere: reading the official file formats (CIFAR pickles, safely;
 tarballs; SVHN .mat), downloads and their MD5 checks are in
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import files as data_files
+from . import sample
 from ..backend import get_xp, to_numpy, xp_for
 from .files import DataError, DataNotFoundError  # raised here too; callers catch data.DataError
 
@@ -96,20 +99,25 @@ def svhn_file_of_each_image(root, include_extra: bool = False):
     return np.repeat(np.arange(len(sizes)), sizes)
 
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
+NUM_CLASSES = {"cifar10": 10, sample.NAME: 10, "cifar100": 100, "svhn": 10}
 _TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 _LOADERS = {"cifar10": load_cifar10, "cifar100": load_cifar100, "svhn": load_svhn}
+DATASETS = tuple(NUM_CLASSES)  # what --dataset accepts
 
 
-def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool = False, log=print,
+def load_dataset(name: str, data_dir=None, download: bool = False, svhn_extra: bool = False, log=print,
                  progress: bool = False, with_files: bool = False):
-    """``(x_train, y_train, x_test, y_test, num_classes)`` for ``name`` in cifar10 | cifar100 | svhn.
+    """``(x_train, y_train, x_test, y_test, num_classes)`` for ``name`` in cifar10 | cifar10-sample |
+    cifar100 | svhn.
+
+    ``cifar10-sample`` is the real CIFAR-10 sample bundled with minisd (2,500 training and
+    1,000 test images, :mod:`minisd.data.sample`): ``data_dir`` and ``download`` play no part.
 
     ``with_files=True`` appends ``files``: for SVHN the file each training image came
     from (int64 (N,), 0: ``train_32x32.mat``, 1: ``extra_32x32.mat``; what the paper's
     per-file split needs), ``None`` for CIFAR.
 
-    ``data_dir`` is the ``root`` of the loaders (``None``: :func:`default_data_dir`).
+    ``data_dir`` is the ``root`` of the loaders (``None``: :func:`default_data_dir`'s rule).
     ``svhn_extra`` (SVHN only) adds ``extra_32x32.mat`` to the training set.
     Missing files are fetched into ``data_dir`` when ``download`` is true
     (:func:`minisd.data.files.download`: MD5 checked, moved into place only
@@ -118,14 +126,14 @@ def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool =
     failed download raises :class:`minisd.data.files.DownloadError`, damaged
     files a :class:`DataError`.
     """
-    if name not in _LOADERS:
-        raise DataError(f"unknown data set {name!r}: choose one of {', '.join(_LOADERS)}")
+    if name not in NUM_CLASSES:
+        raise DataError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
     if svhn_extra and name != "svhn":
         raise DataError(f"svhn_extra (--svhn-extra) is for SVHN, not {name}")
-    if data_dir is None:
-        data_dir = default_data_dir()
-        if data_dir is None:
-            raise DataError("no data folder given and none found (set MINISD_DATA or pass a folder)")
+    if name == sample.NAME:
+        arrays = sample.load_cifar10_sample()
+        return (*arrays, 10, None) if with_files else (*arrays, 10)
+    data_dir = default_data_dir(data_dir)
     if name == "svhn":  # read_svhn also says which file each training image came from
         load = lambda root: data_files.read_svhn(root, include_extra=svhn_extra)  # noqa: E731
     else:
@@ -149,18 +157,26 @@ def load_dataset(name: str, data_dir, download: bool = False, svhn_extra: bool =
     return (*arrays, NUM_CLASSES[name], files) if with_files else (*arrays, NUM_CLASSES[name])
 
 
-def default_data_dir():
-    """The shared data folder, or ``None`` when there is none.
+def default_data_dir(given=None) -> Path:
+    """The data folder, by minisd's one rule (the CLI, the sweep and the lessons all ask here).
 
-    ``$MINISD_DATA`` when set (``None`` if it names no folder), else
-    ``<repo root>/../shared/data`` when that folder exists.
+    ``given`` (``--data-dir``) when not ``None``; else ``$MINISD_DATA`` when set; else
+    ``./data``, the folder the CLI downloads into. The folder need not exist yet (the CLI
+    creates it to download; a lesson then falls back to the bundled sample). No other place
+    is looked at.
     """
-    env = os.environ.get("MINISD_DATA")
-    if env:
-        p = Path(env).expanduser()
-        return p.resolve() if p.is_dir() else None
-    p = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return p if p.is_dir() else None
+    if given is None:
+        given = os.environ.get("MINISD_DATA") or "data"
+    return Path(given).expanduser()
+
+
+def default_valid_size(dataset: str, n_train: int):
+    """The validation split a run holds out when ``--valid-size`` is not given: the paper's 5,000
+    images when the training set is a full one (50,000 images or more), else a tenth of it (the
+    bundled sample's 2,500 images, or a small copy), so that most images are trained on."""
+    if dataset != sample.NAME and n_train >= 50_000:
+        return 5000
+    return sample.VALID_FRACTION
 
 
 # ---------------------------------------------------------------------------

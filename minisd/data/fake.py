@@ -53,7 +53,11 @@ class _Py2Pickler(pickle._Pickler):
 
 
 def write_cifar_pickle(path, obj) -> None:
-    """Write ``obj`` (dicts with ``bytes`` keys, lists, ints, uint8 arrays) as an official-format pickle."""
+    """Write ``obj`` (dicts with ``bytes`` keys, lists, ints, uint8 arrays) as an official-format pickle
+    to ``path``, a file name or a binary file object."""
+    if hasattr(path, "write"):
+        _Py2Pickler(path, protocol=2).dump(obj)
+        return
     with open(path, "wb") as f:
         _Py2Pickler(f, protocol=2).dump(obj)
 

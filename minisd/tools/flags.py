@@ -28,8 +28,8 @@ from .runs import TrainingError
 @dataclass
 class Config:
     """Everything a run depends on; saved as config.json in the run folder."""
-    dataset: str = "cifar10"           # cifar10 | cifar100 | svhn
-    data_dir: str = "data"             # a folder holding the data set (see minisd.data)
+    dataset: str = "cifar10"           # cifar10 | cifar10-sample (bundled, no download) | cifar100 | svhn
+    data_dir: Optional[str] = None     # the data folder; None: $MINISD_DATA, else ./data (minisd.data.default_data_dir)
     download: bool = True              # fetch the official files into data_dir if missing
     depth: int = 110                   # 6N + 2
     p_last: float = 0.5                # survival probability of the last block; 1 = plain ResNet
@@ -47,7 +47,8 @@ class Config:
     nesterov: bool = True
     dropped: str = "paper"             # what SGD does to a dropped block's weights: paper | skip
     augment: bool = True               # translation by up to 4 px and horizontal flips
-    valid_size: float = 5000           # images held out: an int count, or a fraction in (0, 1); 0 for none
+    valid_size: Optional[float] = None  # images held out: an int count, a fraction in (0, 1), 0 for none;
+    #                                     None: 5,000 of a full set, a tenth of a smaller one (data.default_valid_size)
     limit_train: int = 0               # use only the first N training images (0: all); for quick runs
     seed: int = 0
     device: str = "auto"               # cpu | gpu | auto
@@ -110,8 +111,11 @@ def build_parser(suppress_defaults=False):
             kwargs["default"] = argparse.SUPPRESS
         p.add_argument(*flags, **kwargs)
 
-    a("--dataset", choices=["cifar10", "cifar100", "svhn"], default=d.dataset, help="(default: %(default)s)")
-    a("--data-dir", default=d.data_dir, help="folder holding the data set (default: %(default)s)")
+    a("--dataset", choices=list(data.DATASETS), default=d.dataset,
+      help="cifar10-sample: 2,500 + 1,000 real CIFAR-10 images shipped with minisd, no download "
+      "(default: %(default)s)")
+    a("--data-dir", default=d.data_dir, help="folder holding the data set, downloaded into it if missing "
+      "(default: $MINISD_DATA if set, else ./data)")
     a("--download", action="store_true", default=d.download,
       help="download the data set into --data-dir if it is missing (the default): the official files, "
       "MD5 checked, moved into place only when complete")
@@ -147,7 +151,8 @@ def build_parser(suppress_defaults=False):
     a("--no-augment", dest="augment", action="store_false", help="no translation or flips")
     a("--valid-size", type=_valid_size, default=d.valid_size, metavar="N|F",
       help="training images held out for validation: an integer is a count (e.g. 5000), a number in (0, 1) "
-      "a fraction (e.g. 0.1), 0 means none; at most half of the training images (default: %(default)s)")
+      "a fraction (e.g. 0.1), 0 means none; at most half of the training images (default: the paper's 5000 "
+      "for a full training set, 0.1 for the sample or any set under 50,000 images)")
     a("--limit-train", type=int, default=0, metavar="N",
       help="use only the first N training images, N >= 0 (0: all; for quick runs)")
     a("--seed", type=int, default=d.seed, help="(default: %(default)s)")
@@ -221,6 +226,7 @@ def config_from_args(args, argv=None, checkpoint_meta=None) -> Config:
         return cfg
     values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     cfg = Config(**resolve_recipe(values, argv))
+    cfg.data_dir = str(data.default_data_dir(cfg.data_dir))  # the one rule: --data-dir, $MINISD_DATA, ./data
     given = given_flags(argv)
     check_arch_flags(cfg.arch, given)
     if cfg.arch == "densenet" and "depth" not in given and not cfg.recipe:
@@ -307,7 +313,8 @@ def check_config(cfg: Config):
     _number("limit-train", cfg.limit_train, lambda v: v >= 0, "an integer >= 0 (0: every image)")
     _number("seed", cfg.seed, lambda v: v >= 0, "an integer >= 0")
     try:
-        data.check_valid_size(cfg.valid_size)
+        if cfg.valid_size is not None:  # None: the data set's default, chosen when it is loaded
+            data.check_valid_size(cfg.valid_size)
     except ValueError as e:
         raise TrainingError(f"--{e}".replace("valid_size", "valid-size", 1)) from None
     try:
