@@ -7,8 +7,8 @@ What you will learn
   * why every gradient check runs in float64: in float32 the same check fails.
 
 Run
-  python lessons/01_numerical_gradients.py            # ~1 s on a 2-core CPU
-  python lessons/01_numerical_gradients.py --quick    # ~1 s
+  python lessons/01_numerical_gradients.py
+  python lessons/01_numerical_gradients.py --quick    # smaller sizes and fewer steps h
   (options: --device gpu, --out DIR, --seed N)
 
 Try this
@@ -36,7 +36,7 @@ from _common import plt, section, setup, table
 
 L = setup(__doc__)
 xp = L.xp
-findings = []  # (claim, number, criterion, supported?)
+findings = []  # mechanics: (claim, number, criterion, supported?); this lesson tests no claim of the paper
 
 # %% [markdown]
 # ## 1. One-sided vs central differences
@@ -190,13 +190,16 @@ L.save_figure(fig, "error_vs_h.png")
 
 # %%
 section("findings")
-L.report_findings(findings)
+L.report_findings(mechanics=findings)
 
 # %% [markdown]
 # ## Summary
 # * central differences, h = 1e-5, float64, relative error below ~1e-6: that is the test
 #   every backward in minisd passes (tests/test_layers.py, tests/test_model.py);
 # * in float32 the same check is meaningless - use float64 for checking, float32 for training.
+#
+# Next, write two backward passes yourself and check them this way: exercises 01 (ReLU) and
+# 02 (the linear layer and the softmax loss), `python lessons/exercises/01_relu.py`.
 
 # %%
 L.try_this()
