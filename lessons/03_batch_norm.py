@@ -3,13 +3,14 @@
 What you will learn
   * what BatchNorm2d computes: per channel, (x - batch mean) / batch std, then gamma * . + beta;
   * its backward, and why the "obvious" gradient gamma / std * dout is wrong (the mean and
-    the variance depend on every input too) - checked against central differences;
+    the variance depend on every input too) - checked against central differences. The
+    right formula is yours to derive: exercise 03, after this lesson;
   * the running mean and variance: how they converge during training (momentum 0.1), why
     the variance is the unbiased one, and why eval mode uses them instead of the batch's.
 
 Run
-  python lessons/03_batch_norm.py            # ~1 s on a 2-core CPU
-  python lessons/03_batch_norm.py --quick    # ~1 s
+  python lessons/03_batch_norm.py
+  python lessons/03_batch_norm.py --quick    # smaller batches, fewer steps
   (options: --device gpu, --out DIR, --seed N)
 
 Try this
@@ -44,7 +45,7 @@ rng = np.random.default_rng(L.seed)
 C = 4
 true_mean = np.array([3.0, -1.0, 0.0, 10.0])
 true_std = np.array([2.0, 0.5, 1.0, 4.0])
-findings = []  # (claim, number, criterion, supported?)
+findings = []  # mechanics: (claim, number, criterion, supported?); this lesson tests no claim of the paper
 
 
 def batch(n, h=8, dtype=np.float64):
@@ -84,13 +85,12 @@ print(f"with gamma = 2, beta = 0.5: output means {np.round(mo, 3)}, stds {np.rou
 # ## 2. Backward
 #
 # If mean and var were constants, dx would be gamma / sqrt(var + eps) * dout. But they are
-# functions of every x in the channel, which adds two correction terms (m = N*H*W):
-#
-#     dx = gamma / sqrt(var + eps) / m * (m * dout - sum(dout) - xhat * sum(dout * xhat))
-#
-# The first correction removes the mean of the gradient, the second its component along
-# xhat. We check the layer's backward (with random gamma, beta) against central differences,
-# and show that the "constant statistics" shortcut fails the same check.
+# functions of every x in the channel: x_j reaches the loss directly, through the mean and
+# through the variance, and the backward needs a term for each path. Deriving those terms is
+# exercise 03 (`python lessons/exercises/03_batchnorm.py`), to do after this lesson; the
+# worked solution is in lessons/solutions/03_batchnorm.py. Here we check the layer's backward
+# (with random gamma, beta) against central differences, and show that the "constant
+# statistics" shortcut fails the same check.
 
 # %%
 section("2. backward: analytic vs numerical (float64, h = 1e-5)")
@@ -122,15 +122,15 @@ bn.running_mean[...], bn.running_var[...] = rm, rv  # the checks ran many forwar
 table(["gradient", "relative error"], rows, ["{}", "{:.1e}"])
 full_err, naive_err = max(rows[0][1], rows[2][1], rows[3][1]), rows[1][1]
 if full_err < 1e-6 and naive_err > 1e-2:
-    print(f"The full formula matches to {full_err:.0e}; forgetting that the statistics depend on x is off by "
+    print(f"The layer's backward matches to {full_err:.0e}; forgetting that the statistics depend on x is off by "
           f"{naive_err:.0e}.")
 else:
-    print("not shown: these errors do not separate the full formula from the shortcut.")
+    print("not shown: these errors do not separate the layer's backward from the shortcut.")
 findings.append(("BN backward (dx, dgamma, dbeta) = central differences", f"{full_err:.1e}", "< 1e-6", full_err < 1e-6))
 findings.append(("dx with constant statistics is wrong", f"{naive_err:.1e}", "> 1e-2", naive_err > 1e-2))
 dx_sums = to_numpy(dx.sum(axis=(0, 2, 3)))
 print(f"sum of dx over N, H, W per channel: {np.round(dx_sums, 12)} "
-      "(shifting a whole channel changes nothing after BN)")
+      "(why it must be 0, for any dout: exercise 03, question 3)")
 findings.append(("dx sums to 0 over each channel", f"{np.abs(dx_sums).max():.0e}", "< 1e-10",
                  np.abs(dx_sums).max() < 1e-10))
 
@@ -234,11 +234,12 @@ findings.append(("an image's output depends on its batch in training mode only",
 
 # %%
 section("findings")
-L.report_findings(findings)
+L.report_findings(mechanics=findings)
 
 # %% [markdown]
 # ## Summary
-# * BN's backward has two correction terms because the batch statistics depend on the input;
+# * BN's backward has two correction terms because the batch statistics depend on the input -
+#   derive them in exercise 03 (`python lessons/exercises/03_batchnorm.py`; `--hint` if stuck);
 # * training uses the batch's statistics, eval the running averages (unbiased variance);
 # * lesson 5 shows that a dropped residual branch does not touch its BN running statistics,
 #   and lesson 9 uses these eval statistics inside sampled sub-networks.
