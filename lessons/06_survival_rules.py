@@ -8,8 +8,8 @@ What you will learn
     mini-batch to the next: a histogram of sampled depths from net.sample_gates.
 
 Run
-  python lessons/06_survival_rules.py            # ~4 s on a 2-core CPU
-  python lessons/06_survival_rules.py --quick    # ~1 s
+  python lessons/06_survival_rules.py
+  python lessons/06_survival_rules.py --quick
   (options: --device gpu, --out DIR, --seed N)
 
 Try this

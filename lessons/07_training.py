@@ -15,30 +15,33 @@ What you will learn
     training images (minisd.step.evaluate), not the sampled sub-networks' training loss.
 
 Run
-  python lessons/07_training.py            # 2.0 min alone on a 2-core AMD EPYC (2026-12-02; 4.2 min at load 4)
-  python lessons/07_training.py --quick    # ~14 s busy (a couple of tiny epochs on a few hundred images)
+  python lessons/07_training.py            # a couple of minutes on a 2-core CPU (lessons/README.md)
+  python lessons/07_training.py --quick    # a couple of tiny epochs on a few hundred images
   (options: --device gpu, --out DIR, --seed N, --data-dir DIR, --depth D, --epochs E, --train-images N,
    --seeds K)
-  Real data: minisd.data.default_data_dir() or --data-dir; generated images otherwise (it says so).
+  Data: real CIFAR-10 from --data-dir, else $MINISD_DATA, else ./data; else the sample shipped with
+  minisd (2,500 training and 1,000 test images); it says which.
 
 Try this
-  1. Run longer and deeper: --depth 32 --epochs 10 --train-images 5000 (20-30 minutes).
+  1. Run longer and deeper: --depth 32 --epochs 10 --train-images 2500 (all of the sample; 15-30
+     minutes on 2 cores; with the full CIFAR-10 in ./data, --train-images 5000 or more).
      Does the stochastic-depth run's test error catch up with, or pass, constant depth -
      by more than the spread between the seeds? (--seeds 3 for a better idea of the spread.)
   2. Switch off augmentation (train_epoch(..., augment=False)): the training error falls much
      faster, the test error does not. Which of the two runs overfits more?
   3. The same experiment with the full command-line tool (checkpoints, metrics.csv, optional
      validation split), from the repository root:
-       python -m minisd.train --data-dir ../shared/data --depth 20 --epochs 5 --limit-train 1280
+       python -m minisd.train --dataset cifar10-sample --depth 20 --epochs 5 --limit-train 1280
          --valid-size 0 --p-last 1 --out runs/const     (and --p-last 0.5 --out runs/sd)
        python -m minisd.plot runs/const runs/sd -o runs/curves.png
 """
 # %% [markdown]
 # # Lesson 7: training with and without stochastic depth
 #
-# Everything so far was one step. Now we train. The data are the real CIFAR-10 images in
-# the shared folder (a small subset of the official files: 5,170 training and 1,017 test
-# images); the network is a ResNet-20 (9 blocks). The recipe is the paper's, scaled down.
+# Everything so far was one step. Now we train. The data are real CIFAR-10 images: the full
+# set where you have it (./data, --data-dir or $MINISD_DATA), else the sample shipped with
+# minisd (the first 2,500 training and 1,000 test images of the official files); the network
+# is a ResNet-20 (9 blocks). The recipe is the paper's, scaled down.
 
 # %%
 import inspect
@@ -46,7 +49,7 @@ import inspect
 import numpy as np
 
 import minisd.step
-from minisd import ResNet
+from minisd import ResNet, survival_probabilities
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
 from minisd.step import evaluate
@@ -162,7 +165,7 @@ for epoch in range(epochs):
 
 # %%
 section("4. results")
-findings = []  # (claim, number, criterion, supported?)
+claims = []  # the paper's claims at this scale: (claim, number, criterion, supported?, what it teaches)
 by = {label: [r for r in runs if r["label"] == label] for label, _ in variants}
 rng_text = lambda v, fmt="{:.3f}": fmt.format(np.mean(v)) + (f" ({fmt.format(min(v))}-{fmt.format(max(v))})"
                                                               if len(v) > 1 else "")
@@ -204,8 +207,19 @@ else:
           "sizes the fixed costs")
     print("   (data, stem, head, Python) and noise from other work on the machine are of the order of the saving;")
     print("   lesson 10 measures it cleanly.")
-findings.append(("an epoch takes less time with stochastic depth", f"median ratio {np.median(ratios):.2f}",
-                 f"< 1 in all {len(ratios)} pairs", "yes" if max(ratios) < 1 else "no" if min(ratios) > 1 else "not shown"))
+# What the code must do: the stochastic-depth runs ran sum of p_l blocks per step on average, within
+# 3 standard errors (a step's count has variance sum of p_l (1 - p_l)).
+p_l = survival_probabilities(len(runs[0]["net"].blocks), 0.5)
+n_steps = len(sd) * epochs * (len(y_train) // batch_size)
+se_blocks = np.sqrt(sum(q * (1 - q) for q in p_l) / n_steps)
+mechanics = [("blocks run per step average sum of p_l (stochastic depth)", f"{blocks_sd:.2f} vs {sum(p_l):.2f}",
+              "within 3 standard errors", abs(blocks_sd - sum(p_l)) <= 3 * se_blocks),
+             ("constant depth runs every block in every step", f"{blocks_const:.2f} of {len(p_l)}", "all",
+              blocks_const == len(p_l))]
+claims.append(("an epoch takes less time with stochastic depth", f"median ratio {np.median(ratios):.2f}",
+               f"< 1 in all {len(ratios)} pairs", "yes" if max(ratios) < 1 else "no" if min(ratios) > 1 else "not shown",
+               "in tiny epochs the fixed costs (data, stem, head, Python) and other work on the machine hide the "
+               "saving (lesson 10 measures it cleanly)"))
 
 fit_c, fit_s = final("constant depth", "fit_loss"), final("stochastic depth", "fit_loss")
 diffs = [b - a for a, b in zip(fit_c, fit_s)]  # per seed: same initial weights and data order
@@ -224,8 +238,10 @@ else:
     print(f"-> stochastic depth had the higher loss for {sum(d > 0 for d in diffs)} of {len(seeds)} seed(s); the "
           "ranges over seeds overlap")
     print("   (or there is one seed), so these runs do not show a difference in how well they fit.")
-findings.append(("stochastic depth fits the training images more slowly (eval loss, fixed subset)",
-                 f"SD - const {np.mean(diffs):+.3f}", "every SD seed above every const seed", fit_verdict))
+claims.append(("stochastic depth fits the training images more slowly (eval loss, fixed subset)",
+               f"SD - const {np.mean(diffs):+.3f}", "every SD seed above every const seed", fit_verdict,
+               "in a few epochs the shorter sub-networks learn about as fast: the cost of dropping is not yet "
+               "larger than the spread between seeds"))
 
 err_c, err_s = final("constant depth", "test_error"), final("stochastic depth", "test_error")
 if len(seeds) > 1 and (min(err_s) > max(err_c) or max(err_s) < min(err_c)):
@@ -239,9 +255,10 @@ else:
     err_verdict = "not shown"
     print(f"Final test error: {err_c[0]:.3f} vs {err_s[0]:.3f}; with one seed there is no spread to judge the "
           "difference by (--seeds 2 or more).")
-findings.append(("stochastic depth lowers the test error (the paper's claim)",
-                 f"{100 * np.mean(err_s):.1f}% vs {100 * np.mean(err_c):.1f}%", "every SD seed below every const seed",
-                 err_verdict))
+claims.append(("stochastic depth lowers the test error (the paper's claim)",
+               f"{100 * np.mean(err_s):.1f}% vs {100 * np.mean(err_c):.1f}%", "every SD seed below every const seed",
+               err_verdict, "a regulariser cannot help a network that has not fit its training images yet; "
+               "lesson 13 shows where it helps"))
 if len(seeds) == 2:
     print("(With 2 seeds, 'beyond the spread between seeds' is a weak test: read such a line as a hint; "
           "--seeds 3 or more.)")
@@ -282,7 +299,7 @@ L.save_figure(fig, "curves.png")
 
 # %%
 section("5. findings")
-L.report_findings(findings)
+L.report_findings(mechanics, claims)
 
 # %% [markdown]
 # ## Summary

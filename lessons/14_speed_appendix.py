@@ -15,8 +15,8 @@ What you will learn
     ratio within each round, with its range.
 
 Run
-  python lessons/14_speed_appendix.py            # ~3 s on a 2-core CPU
-  python lessons/14_speed_appendix.py --quick    # ~2 s
+  python lessons/14_speed_appendix.py
+  python lessons/14_speed_appendix.py --quick
   (options: --out DIR, --seed N, --rounds R; the CPU fast path is NumPy's, so this lesson
   runs on NumPy whatever --device says)
 
