@@ -88,3 +88,23 @@ def test_the_sample_is_the_first_images_of_the_larger_copy_where_present():
     first = np.concatenate([np.arange(500) + sum(sizes[:b]) for b in range(5)])
     assert np.array_equal(sx, x[first]) and np.array_equal(sy, y[first])
     assert np.array_equal(sxt, xt[:1000]) and np.array_equal(syt, yt[:1000])
+
+
+def test_the_cli_trains_on_the_sample_offline_with_no_folder(tmp_path, monkeypatch, capsys):
+    """The README's quick start, made small: no network, no ./data, no $MINISD_DATA."""
+    import urllib.request
+
+    from minisd import train
+
+    def offline(url, *a, **k):
+        raise AssertionError("the sample needs no download")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINISD_DATA", raising=False)
+    assert train.main(["--dataset", "cifar10-sample", "--depth", "8", "--epochs", "1", "--limit-train", "320",
+                       "--batch-size", "32", "--device", "cpu", "--no-progress", "--out", "runs/quickstart"]) == 0
+    out = capsys.readouterr().out
+    # the default validation split of a set this small is a fraction: 32 of the 320 images
+    assert "a fraction 0.1 of the 320 training images" in out and "288 train / 32 valid / 1000 test" in out
+    assert (tmp_path / "runs" / "quickstart" / "summary.json").is_file()
+    assert not (tmp_path / "data").exists()  # nothing downloaded, no folder made

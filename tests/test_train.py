@@ -509,7 +509,7 @@ def test_first_run_offline_is_one_line(served_cifar, tmp_path, monkeypatch, caps
     assert train.main(quick_args(tmp_path / "data", out)) == 1
     line = one_error_line(capsys)
     for part in ("could not download", "cifar-10-python.tar.gz", served_cifar.md5, str(tmp_path / "data"),
-                 "--data-dir"):
+                 "--data-dir", "--dataset cifar10-sample"):
         assert part in line, part
     assert "download=True" not in line
     assert not out.exists() and not (tmp_path / "data").exists()  # no empty folders either
@@ -521,7 +521,7 @@ def test_no_download_refuses_to_download(served_cifar, tmp_path, monkeypatch, ca
     monkeypatch.setattr(urllib.request, "urlopen", must_not)
     assert train.main(quick_args(tmp_path / "data", tmp_path / "run", "--no-download")) == 1
     line = one_error_line(capsys)
-    for part in ("--no-download", "cifar-10-python.tar.gz", served_cifar.md5, "--data-dir"):
+    for part in ("--no-download", "cifar-10-python.tar.gz", served_cifar.md5, "--data-dir", "--dataset cifar10-sample"):
         assert part in line, part
     assert "download=True" not in line and not (tmp_path / "run").exists()
 
