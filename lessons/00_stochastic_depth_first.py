@@ -189,7 +189,7 @@ print(f"\nworst relative error {worst:.1e} (float64 central differences agree to
 # every step draws the gates first. SGD with momentum 0.9, the learning rate divided by 10 for
 # the last quarter of the steps (the paper divides it at 50% and 75%); a parameter without a
 # gradient (a dropped block's) is not updated at all, as PyTorch does (the paper's code still
-# applied momentum and weight decay to it; lesson 5). Training fit and test error are
+# applied momentum and weight decay to it; lesson 5b). Training fit and test error are
 # measured in eval mode on the whole training set and on the test set: every block runs,
 # each network as it was trained - the stochastic one x p_l, the constant one x 1 (it never
 # saw a gate, so there is no expectation to take; section 5 shows what x p_l does to it).
@@ -258,7 +258,8 @@ for i, seed in enumerate(seeds):
         seconds, drawn, work, curve = train(P, x_train, y_train, variant == "stochastic", seed + 1, scales,
                                             log=10 if (i == 0 and variant == "stochastic") else None)
         results[variant].append(dict(seed=seed, seconds=seconds, blocks=drawn.sum(1).mean(), curve=curve,
-                                     train=evaluate(P, x_train, y_train, scales), test=evaluate(P, x_test, y_test, scales),
+                                     train=evaluate(P, x_train, y_train, scales),
+                                     test=evaluate(P, x_test, y_test, scales),
                                      train_x_p=evaluate(P, x_train, y_train, probs)))  # for section 5
         if variant == "stochastic":
             all_gates.append(drawn)
@@ -383,7 +384,8 @@ if time_ok:
           "the constant-depth time (every seed faster).")
 else:
     print("That skipping saves time per run: not shown here (see the seconds per run above).")
-opposites = {1: "stochastic depth raises the test error", 2: "stochastic depth fits the training set more closely (lower loss)"}
+opposites = {1: "stochastic depth raises the test error",
+             2: "stochastic depth fits the training set more closely (lower loss)"}
 for i, (claim, _, _, supported, _) in enumerate(L.claims[1:], 1):
     if supported == "yes":
         print(f"On this toy problem, {claim} (every seed agrees, beyond 2 standard errors).")
