@@ -450,8 +450,8 @@ def verdict(values):
 def why_not(name):
     """The takeaway of a Figure-7 row that is not supported, from the numbers of sections 3 and 4."""
     if down[name] > 1:
-        return (f"the gradient GROWS x{down[name]:.1f} on its way down to block 1 here: nothing vanishes, and "
-                "each open branch adds paths, so a shorter network has less to pass")
+        return (f"the gradient GROWS x{down[name]:.1f} on its way down to block 1 here: nothing vanishes for a "
+                "shorter network to restore, and each open branch adds paths (section 3)")
     return (f"the gradient shrinks (x{down[name]:.2f}) on its way down, yet the sampled networks do not pass "
             "more: at this depth and length of training the paper's gap is not there")
 
@@ -469,7 +469,7 @@ claims.append(("... and more per unit of gradient at the logits (not the loss al
                f"> 1 on all {len(share)} (weights, batch) pairs", vs,
                None if vs == "yes" else "dividing by the gradient the loss sends in does not turn it around: "
                "the difference is the paths, not the loss" if vs == "no" else "per unit of the loss's "
-               "gradient the sign changes between batches or weights: the loss explains part of the difference"))
+               "gradient the sign changes between batches or weights: nothing is settled at this scale"))
 grad_all = np.concatenate([paired[name][:, 0] for name, _ in weights])
 v = verdict(grad_all)
 if v == "yes" and vs == "yes":
@@ -553,9 +553,9 @@ L.report_findings(mechanics=mechanics, claims=claims)
 #   the branches on them, and three backward passes give their mean and spread. With batch
 #   norm the branches' gains fall with depth, so the paths that carry the gradient are short,
 #   and dropping blocks makes them shorter (section 3);
-# * but shorter is not larger here: every open branch adds gradient, so at fixed weights the
-#   sampled networks pass less of it to block 1 (section 4). At test time the full-depth
-#   network is used (lesson 9).
+# * but shorter is not larger here: every open branch adds gradient, and at fixed weights the
+#   sampled networks passed no more of it to block 1 - less at initialisation (section 4's
+#   table). At test time the full-depth network is used (lesson 9).
 
 # %%
 L.try_this()
