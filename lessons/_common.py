@@ -92,6 +92,9 @@ class Lesson:
         import matplotlib.pyplot as plt
         plt.close(fig)
         print(f"[figure saved: {p}]")
+        if "ipykernel" in sys.modules:  # in a notebook: show it below the cell too
+            from IPython.display import Image, display
+            display(Image(filename=str(p)))
         return p
 
     def report_findings(self, mechanics=(), claims=()):
@@ -171,9 +174,28 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
     """Parse the common flags and return a :class:`Lesson`.
 
     ``--device gpu`` without CuPy or a GPU stops here with the backend's message.
-    In a notebook (ipykernel), unknown arguments of the kernel are ignored.
+    In a notebook (an ipykernel kernel, whose own argv is not the lesson's flags; see
+    lessons/make_notebooks.py): the flags come from $MINISD_LESSON_ARGS (e.g. "--quick"),
+    the lesson's name from $MINISD_LESSON_NAME and its docstring from its file (IPython's
+    ``__doc__`` is not the lesson's); ``--device`` defaults to ``auto`` (the GPU when CuPy
+    finds one) and ``--out`` is written relative to the notebook's folder. Run as a script,
+    the process is the lesson's own: minisd tunes BLAS and the allocator for good
+    (:func:`minisd.fast.threads.tune_process`), which it never does in someone's kernel.
     """
-    name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0].endswith(".py") else "lesson"
+    import shlex
+    from minisd.fast import threads
+
+    in_kernel = "ipykernel" in sys.modules and argv is None
+    if in_kernel:
+        name = os.environ.get("MINISD_LESSON_NAME", "lesson")
+        argv = shlex.split(os.environ.get("MINISD_LESSON_ARGS", ""))
+        script = LESSONS_DIR / f"{name}.py"
+        if script.exists():
+            import ast
+            doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or doc
+    else:
+        name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0].endswith(".py") else "lesson"
+        threads.tune_process()
     first_line = (doc or "").strip().splitlines()[0] if doc else ""
     p = argparse.ArgumentParser(description=first_line, epilog="See the docstring at the top of the file.")
     p.add_argument("--quick", action="store_true",
@@ -188,11 +210,9 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
                         "(minisd.reference()), never the CPU fast path: slower, the same numbers")
     if extra_args is not None:
         extra_args(p)
-    if "ipykernel" in sys.modules and argv is None:  # running as a notebook
-        args, _ = p.parse_known_args([])
-        name = "lesson"
-    else:
-        args = p.parse_args(argv)
+    if in_kernel:  # the GPU when there is one; paths that read the same on any machine
+        p.set_defaults(device="auto", out=os.path.relpath(DEFAULT_OUT))
+    args = p.parse_args(argv)
     try:
         device = backend.resolve_device(args.device)
     except (RuntimeError, ValueError) as e:
