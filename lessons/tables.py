@@ -112,12 +112,18 @@ def _number(f):
 
 def render(kind, rows) -> str:
     """The generated block (markers included) of README ``kind``: "course" or "front"."""
-    link = (lambda f: f.name) if kind == "course" else (lambda f: f"lessons/{f.name}")
+    prefix = "" if kind == "course" else "lessons/"
+
+    def lesson(f, d):  # the title links the script; its executed notebook beside it (lessons/make_notebooks.py)
+        notebook = f"notebooks/{f.stem}.ipynb"
+        return (f"[{_title(d)}]({prefix}{f.name})"
+                + (f" ([notebook]({prefix}{notebook}))" if (LESSONS_DIR / notebook).exists() else ""))
+
     out = [BEGIN, ""]
     if kind == "course":
         out += ["| # | lesson | what the code does: checked | the paper's claims: supported | default run | "
                 "`--quick` |", "| --- | --- | --- | --- | ---: | ---: |"]
-        out += [f"| {_number(f)} | [{_title(d)}]({link(f)}) | {_supported(d['mechanics'])} | "
+        out += [f"| {_number(f)} | {lesson(f, d)} | {_supported(d['mechanics'])} | "
                 f"{_supported(d['claims'])} | {_seconds(d)} | {_seconds(q)} |" for f, d, q in rows]
         dates = sorted({d["date"] for _, d, _ in rows})
         machines = sorted({d["machine"] for _, d, _ in rows})
@@ -138,7 +144,7 @@ def render(kind, rows) -> str:
                     f"{claim} ({number}; {criterion}): **{ok}**" + (f" ({takeaway})" if takeaway else "")
                     for claim, number, criterion, ok, takeaway in d["claims"]))
     else:  # two lessons per row: the front page stays short
-        cells = [f"{_number(f)} | [{_title(d)}]({link(f)}) | {_supported(d['mechanics'])} / "
+        cells = [f"{_number(f)} | {lesson(f, d)} | {_supported(d['mechanics'])} / "
                  f"{_supported(d['claims'])} | {_seconds(d)}" for f, d, _ in rows]
         half = -(-len(cells) // 2)
         out += ["| # | lesson | checked / claims supported | time | # | lesson | checked / claims supported | time |",
