@@ -260,8 +260,9 @@ def claim_beats(claim, x, y, if_yes, if_opposite):
     diffs, d, _ = paired(x, y)
     if d > 2 * se or d < -2 * se:   # the pooled difference is clear, but some seed goes the other way
         against = sum((v > 0) != (d > 0) for v in diffs)
-        unresolved = (f"pooled {d:+.1f} pts is beyond 2 s.e., but {against} of {len(seeds)} seeds go the other "
-                      "way: the seeds' spread is as large as the effect; more seeds would settle it")
+        unresolved = (f"pooled {d:+.1f} pts is beyond 2 s.e., but {against} of {len(seeds)} seeds "
+                      f"{'goes' if against == 1 else 'go'} the other way: the seeds differ as much as the effect; "
+                      "more seeds would settle it")
     else:
         unresolved = f"not resolved: within the noise of {len(seeds)} seeds x {len(y_np)} test images (s.e. {se:.1f} pts)"
     claims.append((claim, number, "> 0 every seed, pooled > 2 s.e.", word,
