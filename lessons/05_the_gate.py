@@ -35,6 +35,13 @@ Try this
 #
 #     H_l = ReLU( b_l * f_l(H_{l-1}) + shortcut(H_{l-1}) ).
 #
+# ![Stochastic depth drawn: a ResNet-32's gates over six mini-batches, an open, a closed and a
+# test-time block](../../docs/figures/stochastic_depth.png)
+#
+# (The figure, docs/figures/stochastic_depth.png, drawn by docs/figures/make_figures.py from
+# real draws of `sample_gates`: blocks open and closed over six mini-batches; an open block,
+# a closed one - its branch called neither forward nor backward - and the test-time block.)
+#
 # Multiplying by zero would save nothing. The point is that b_l = 0 means *f_l is not
 # computed at all*, neither forward nor backward. Here is minisd's block, verbatim:
 

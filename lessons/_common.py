@@ -92,7 +92,7 @@ class Lesson:
         import matplotlib.pyplot as plt
         plt.close(fig)
         print(f"[figure saved: {p}]")
-        if "ipykernel" in sys.modules:  # in a notebook: show it below the cell too
+        if in_notebook():  # in a notebook: show it below the cell too
             from IPython.display import Image, display
             display(Image(filename=str(p)))
         return p
@@ -141,6 +141,14 @@ class Lesson:
 FINDINGS_HEADERS = ("claim", "number", "criterion", "supported?")
 
 
+def in_notebook():
+    """True when this code runs in a Jupyter kernel (IPython's shell has a kernel), not when a
+    module has merely imported ipykernel (a test runner may have)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 def write_record(L: Lesson, seconds):
     """What one run of a lesson found, as JSON in ``<out>/<name>.json``: the lesson's name and
     title, the mode (default or quick), device, wall-clock seconds, the two findings tables
@@ -185,7 +193,7 @@ def setup(doc, extra_args=None, argv=None) -> Lesson:
     import shlex
     from minisd.fast import threads
 
-    in_kernel = "ipykernel" in sys.modules and argv is None
+    in_kernel = in_notebook() and argv is None
     if in_kernel:
         name = os.environ.get("MINISD_LESSON_NAME", "lesson")
         argv = shlex.split(os.environ.get("MINISD_LESSON_ARGS", ""))

@@ -16,8 +16,8 @@ the figures are stored in it. lessons/NN_name.py becomes lessons/notebooks/NN_na
 Exercises (lessons/exercises/NN_name.py, no ``# %%`` cells) are cut into three code cells -
 the stubs to write, the checks, the line that runs them - and become
 lessons/notebooks/exercises/NN_name.ipynb, run on the stubs as they stand (the checks say
-"not written yet"). An exercise's checks end with ``sys.exit``, which a kernel reports as an
-error: that cell is tagged ``raises-exception`` so that the run goes on.
+"not written yet"). In a kernel the checks return their status instead of exiting
+(lessons/exercises/_check.py), so the notebook runs to its end.
 
 Needs the notebook extra: ``pip install -e '.[notebooks]'`` (jupytext, nbclient, nbformat, ipykernel).
 """
@@ -106,8 +106,7 @@ def cells_of(script, flags):
             source = "\n".join(source.splitlines()[module.body[0].end_lineno:]).strip("\n")
             if not source:
                 continue
-        tags = ["raises-exception"] if is_exercise(script) and source.startswith("if __name__ == ") else []
-        out.append((cell.cell_type, source, tags))
+        out.append((cell.cell_type, source, []))
     return out
 
 

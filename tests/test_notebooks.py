@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-for name in ("jupytext", "nbformat", "nbclient", "ipykernel"):
+import importlib.util
+
+for name in ("jupytext", "nbformat", "nbclient"):
     pytest.importorskip(name)
+if importlib.util.find_spec("ipykernel") is None:  # found, not imported: this process is no kernel
+    pytest.skip("ipykernel is not installed (pip install -e '.[notebooks]')", allow_module_level=True)
 
 import nbformat  # noqa: E402
 
@@ -93,5 +97,5 @@ def test_an_exercise_runs_as_a_notebook():
     nb = run(script("01", exercise=True), "")
     printed = "".join(o.get("text", "") for o in outputs(nb, "stream"))
     assert "cases pass" in printed and "not written yet" in printed  # the stubs, as shipped
-    errors = outputs(nb, "error")
-    assert [e.ename for e in errors] == ["SystemExit"], "only the checks' exit status, in the tagged cell"
+    assert not outputs(nb, "error"), "in a kernel the checks return their status: the notebook runs to its end"
+    assert "fill in the stubs above" in printed and "/work/" not in printed and "site-packages" not in printed

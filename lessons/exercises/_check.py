@@ -247,7 +247,7 @@ class Cases:
             source = exercise
             impl = SimpleNamespace(**{n: module_globals[n] for n in self.function_names})
         if args.hint is not None:
-            sys.exit(self._print_hint(impl, args.hint, exercise))
+            return _finish(self._print_hint(impl, args.hint, exercise))
         print(f"{exercise.stem}: checking {', '.join(self.function_names)} from {_short(source)}")
         t0 = time.perf_counter()
         results = self.run(impl, verbose=args.verbose)
@@ -260,13 +260,14 @@ class Cases:
                                        f" Compare with lessons/solutions/{exercise.name}."))
         else:
             number, _ = self.first_failure(results)
+            stubs, ask = (("the stubs above", "put --hint in the first cell's flags and run all: it") if _in_notebook()
+                          else (f"the stubs in {_short(exercise)}", f"python {_short(exercise)} --hint"))
             if counts[NOT_WRITTEN]:
-                print(f"Some functions are {NOT_WRITTEN}: fill in the stubs in {_short(exercise)} "
+                print(f"Some functions are {NOT_WRITTEN}: fill in {stubs} "
                       f"(or run with --solution to see the worked solution pass).")
             print(f"Work on case {number} first: later cases often fail for the same reason. Stuck? "
-                  f"python {_short(exercise)} --hint shows a hint for it "
-                  f"(--hint 2 the next; {len(self.cases[number - 1][1])} in all).")
-        sys.exit(0 if counts["ok"] == len(results) else 1)
+                  f"{ask} shows a hint for it (--hint 2 the next; {len(self.cases[number - 1][1])} in all).")
+        return _finish(0 if counts["ok"] == len(results) else 1)
 
     def _print_hint(self, impl, n, exercise):
         """Print hint ``n`` for the first case that fails on ``impl``; returns the exit status:
@@ -320,9 +321,28 @@ def _raised_in(e, where=False):
     return f"{_short(f.filename)}:{f.lineno} ({f.name}): {f.line}" if where else f.name
 
 
+def _in_notebook():
+    """True in a Jupyter kernel (IPython's shell has a kernel), not when ipykernel is merely imported."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _finish(status):
+    """Exit with ``status`` (0: all pass) from the command line; in a notebook kernel the checks
+    report and return it, so the notebook runs on."""
+    if _in_notebook():
+        return status
+    sys.exit(status)
+
+
 def _short(path):
-    """A path relative to the current folder when it is below it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    """A path relative to the current folder when it is below it, else to the repository
+    (a notebook runs in lessons/notebooks/exercises/: no machine's folders in its output)."""
+    path = Path(path).resolve()
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return str(path)
