@@ -178,6 +178,19 @@ def load_checkpoint(path):
     return arrays, meta
 
 
+def read_meta(path) -> dict:
+    """Only the metadata of a checkpoint (epoch, metrics, ...): the arrays are not read. Raises
+    :class:`CheckpointError` (one line) as :func:`load_checkpoint` does."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data[META_KEY]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"cannot read the metadata of {path} ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a minisd checkpoint (its metadata is not a JSON object)")
+    return meta
+
+
 def prefixed(prefix: str, arrays: dict) -> dict:
     """{name: a} -> {prefix/name: a}, to keep model, optimizer and data arrays apart."""
     return {f"{prefix}/{k}": v for k, v in arrays.items()}

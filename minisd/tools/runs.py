@@ -103,6 +103,17 @@ def read_config(run_dir):
         return None
 
 
+def is_finished(run_dir):
+    """Whether the run in ``run_dir`` has ended: its summary.json counts every epoch of its config.json."""
+    cfg = read_config(run_dir)
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+        return bool(cfg) and summary.get("epochs_run", 0) >= cfg.get("epochs", math.inf)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
 def write_json(path, obj):
     """Write ``obj`` as indented JSON (config.json, summary.json), atomically."""
     text = json.dumps(obj, indent=2) + "\n"
