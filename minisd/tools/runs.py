@@ -33,6 +33,7 @@ import numpy as np
 from ..data import files as data_files
 from .checkpoint import CheckpointError, atomic_write, file_stamp, load_checkpoint, remove_orphan_temp_files
 from .claim import FolderBusy, claim
+from .signals import test_hook
 
 class TrainingError(Exception):
     """Stops a run with one clear line (bad flags or data, a NaN loss, an unusable checkpoint or folder)."""
@@ -286,6 +287,7 @@ class RunFolder:
 
     def __enter__(self):
         check_out_folder(self.out, self.resume, self.overwrite, self.resume_meta)  # at once, nothing created
+        test_hook("folder")  # (tests hold a run here, between the first check and the claim)
         try:
             while self.claim is None:
                 self.created = missing_folders(self.out) or self.created
