@@ -334,9 +334,9 @@ def _check_array(name, a):
         _field(kind in "iu" and (a.size == 0 or a.min() >= 0), f"{name} must hold integers >= 0",
                f"{a.dtype} min {a.min() if a.size else '-'}")
     if name.endswith("running_var"):
-        _field(bool((a >= 0).all()), f"{name} must be >= 0", "a negative variance")
+        _field(bool((a >= 0).all()), f"{name} must be >= 0", f"min {a.min()}")
     if name in ("optim/lr", "data/std"):
-        _field(bool((a > 0).all()), f"{name} must be > 0", a)
+        _field(a.size > 0 and bool((a > 0).all()), f"{name} must be > 0", a.tolist())
 
 
 def _check_fits(arrays, meta, run):
@@ -373,6 +373,7 @@ def _check_fits(arrays, meta, run):
            f"mid-epoch", None if perm is None else f"{perm.dtype} {perm.shape}")
     _field(np.array_equal(np.sort(perm), np.arange(run.n_train)), "shuffle order (perm) must be a permutation "
            f"of 0..{run.n_train - 1}", "repeats")
-    _field(sums["steps"] == meta["step_in_epoch"] and sums["seen"] == sums["steps"] * run.batch_size,
-           f"epoch_sums must count the {meta['step_in_epoch']} steps of {run.batch_size} images done "
-           f"this epoch", {k: sums[k] for k in ("steps", "seen")})
+    _field(sums["steps"] == meta["step_in_epoch"], f"epoch_sums must count the {meta['step_in_epoch']} steps "
+           f"done this epoch", sums["steps"])
+    _field(sums["seen"] == sums["steps"] * run.batch_size, f"epoch_sums must count batches of {run.batch_size} "
+           f"(--batch-size: an epoch stopped midway goes on in the batches it began with)", sums["seen"])
