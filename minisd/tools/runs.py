@@ -195,8 +195,10 @@ def check_out_folder(out, resume=None, overwrite=False, resume_meta=None):
     ``out/last.npz``; ``resume_meta``: its meta, already read) or ``overwrite`` is given.
     """
     if os.path.isdir(out):
-        if not os.access(out, os.R_OK | os.W_OK | os.X_OK):
+        if not os.access(out, os.W_OK | os.X_OK):
             raise TrainingError(f"cannot write to the run folder {out}: permission denied (choose another --out)")
+        if not os.access(out, os.R_OK):
+            raise TrainingError(f"cannot read the run folder {out}: permission denied (choose another --out)")
         check_free_space(out, "the run folder", "--out")
         existing = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
         if not existing or overwrite:
@@ -247,7 +249,7 @@ def check_data_folder(data_dir, dataset, download=True, svhn_extra=False):
             raise TrainingError(f"--data-dir {data_dir}: the data set is not there and cannot be downloaded "
                                 f"into it ({folder} is not a writable folder); point --data-dir at a folder that "
                                 f"holds it, or a writable one")
-        check_free_space(folder, "the data folder", "--data-dir",
+        check_free_space(folder, "the download into", "--data-dir",
                          needed=sum(data_files.SIZES_MB.get(r.filename, 0) for r in needed) * 10 ** 6)
 
 
