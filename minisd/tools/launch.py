@@ -71,7 +71,7 @@ def run_many(tasks, jobs=1, devices=None, on_start=None, on_done=None, poll_seco
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
     try:
-        while pending or running:
+        while running or (pending and stop["signal"] is None and stop["error"] is None):  # a stop: no new start
             while pending and free and stop["signal"] is None and stop["error"] is None:
                 key, argv, log_path = pending.pop(0)
                 slot, log = free.pop(0), None
