@@ -111,50 +111,58 @@ def test_a_folder_left_holding_only_config_json_is_started_again(fake_root, tmp_
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_then_the_same_command_finishes_every_point_once(how, fake_root, tmp_path, capsys):
     """Ctrl-C reaches the sweep and its runs (one process group); SIGTERM the sweep only, which passes it on.
-    Two runs are held mid-epoch when the signal comes: each saves, the third never starts."""
+    When the signal comes one run is loading its data, one is mid-epoch, the third is not started."""
     out, hooks = tmp_path / "grid", tmp_path / "hooks"
     argv = tiny(fake_root, out, "--jobs", "2")
-    hold(hooks, "step-1-1", "step-1-2")  # one run waits at each
+    hold(hooks, "data", "step-1-1")  # one run waits at each
     proc = start_sweep(argv, hooks)
-    wait_for(lambda: (hooks / "at-step-1-1").exists() and (hooks / "at-step-1-2").exists(), proc, "both held")
+    wait_for(lambda: (hooks / "at-data").exists() and (hooks / "at-step-1-1").exists(), proc, "both held")
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)
     else:
         proc.send_signal(signal.SIGTERM)
     logs = [out / n / "train.log" for n in THREE[:2]]
-    wait_for(lambda: all("saving a checkpoint at the end of this step" in p.read_text() for p in logs), proc,
-             "the signal reached both runs")
-    for point in ("step-1-1", "step-1-2"):
-        (hooks / f"go-{point}").touch()
+    wait_for(lambda: any("saving a checkpoint at the end of this step" in p.read_text() for p in logs), proc,
+             "the signal reached the training run")
+    (hooks / "go-step-1-1").touch()
     output, _ = proc.communicate(timeout=WAIT_S)
     assert proc.returncode == (130 if how == "ctrl-c" else 143), output
     assert "Traceback" not in output and "run the same command again" in output.lower()
-    assert states(out) == {THREE[0]: "interrupted", THREE[1]: "interrupted", THREE[2]: "new"}
+    left = states(out)
+    assert sorted(left.values()) == ["interrupted", "new", "new"] and left[THREE[2]] == "new", left
+    loading = next(n for n in THREE[:2] if left[n] == "new")
+    assert "before training started: nothing was written" in (out / loading / "train.log").read_text()
+    assert os.listdir(out / loading) == ["train.log"]
     printed = again(argv, capsys)
-    assert "(0 finished before, 3 to run" in printed and printed.count("resumed from last.npz") == 2
+    assert "(0 finished before, 3 to run" in printed and printed.count("resumed from last.npz") == 1
     assert_every_point_finished_once(out)
-    assert [commands_in_log(out / n) for n in THREE] == [2, 2, 1]  # started and resumed; started once
+    assert [commands_in_log(out / n) for n in THREE] == [2, 2, 1]  # stopped and taken on again; started once
     assert "(3 finished before, 0 to run" in again(argv, capsys)
 
 
 def test_kill_9_of_the_sweep_and_its_runs_then_the_same_command_finishes_every_point_once(fake_root, tmp_path,
                                                                                          capsys):
-    """One run is killed before its first checkpoint (config.json only), one after it, one never started."""
+    """Three runs killed at once: one before its first checkpoint (config.json only), one in the middle of
+    writing it (a temporary file beside nothing), one after it (last.npz)."""
     out, hooks = tmp_path / "grid", tmp_path / "hooks"
-    argv = tiny(fake_root, out, "--jobs", "2")
-    hold(hooks, "step-1-2", "step-2-1")  # the first there: the end of epoch 1, not saved; the other: saved
+    argv = tiny(fake_root, out, "--jobs", "3")
+    hold(hooks, "step-1-2", "save-last.npz", "step-2-1")  # the first to get there waits at each
     proc = start_sweep(argv, hooks)
-    wait_for(lambda: (hooks / "at-step-1-2").exists() and (hooks / "at-step-2-1").exists(), proc, "both held")
+    wait_for(lambda: all((hooks / f"at-{p}").exists() for p in ("step-1-2", "save-last.npz", "step-2-1")), proc,
+             "all three held")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=WAIT_S)
     wait_for(lambda: "running" not in states(out).values(), None, "the runs gone")  # (a kill takes a moment)
     left = states(out)
-    assert sorted(left.values()) == ["interrupted", "new", "unstarted"], left
-    unstarted = next(n for n, s in left.items() if s == "unstarted")
-    assert {"config.json", CLAIM_FILE} <= set(os.listdir(out / unstarted)) and (out / CLAIM_FILE).exists()
+    assert sorted(left.values()) == ["interrupted", "unstarted", "unstarted"], left
+    assert all(CLAIM_FILE in os.listdir(out / n) for n in THREE) and (out / CLAIM_FILE).exists()
+    assert sum(any(f.startswith(".minisd-tmp-") for f in os.listdir(out / n)) for n in THREE) == 1
     printed = again(argv, capsys)
     assert f"took over {out} from pid {proc.pid}" in printed and "FAILED" not in printed
-    assert "took over" in (out / unstarted / "train.log").read_text()
+    assert printed.count("resumed from last.npz") == 1
+    for n in THREE:
+        assert "took over" in (out / n / "train.log").read_text().split("\n$ ")[-1]  # once each, by its new run
+        assert not any(f.startswith(".minisd-tmp-") for f in os.listdir(out / n))
     assert_every_point_finished_once(out)
     assert "(3 finished before, 0 to run" in again(argv, capsys)
 

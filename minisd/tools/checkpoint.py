@@ -78,11 +78,14 @@ def atomic_write(path, write, mode="wb", on_written=None) -> None:
         raise
 
 
-def orphan_temp_files(folder) -> list:
+def orphan_temp_files(folder, held=False) -> list:
     """Names of temporary files in ``folder`` left by processes that no longer run.
 
     These are minisd's own temporary names only (:data:`TEMP_PREFIX`, plus the
     names earlier versions used); a file of a process still running is not one.
+    ``held``: this process holds the folder (minisd.tools.claim), so no other one
+    writes there: a file of any other process is left over, whatever its pid says
+    (a process killed a moment ago may not be reaped yet).
     """
     try:
         names = sorted(os.listdir(folder))
@@ -91,16 +94,17 @@ def orphan_temp_files(folder) -> list:
     out = []
     for name in names:
         m = _TEMP_RE.match(name)
-        if (m and not pid_alive(int(m.group(1)))) or _LEGACY_TEMP_RE.fullmatch(name):
+        pid = int(m.group(1)) if m else None
+        if (m and (pid != os.getpid() if held else not pid_alive(pid))) or _LEGACY_TEMP_RE.fullmatch(name):
             if os.path.isfile(os.path.join(folder, name)):
                 out.append(name)
     return out
 
 
-def remove_orphan_temp_files(folder) -> list:
+def remove_orphan_temp_files(folder, held=False) -> list:
     """Delete :func:`orphan_temp_files` in ``folder``; returns the names removed."""
     removed = []
-    for name in orphan_temp_files(folder):
+    for name in orphan_temp_files(folder, held):
         try:
             os.remove(os.path.join(folder, name))
             removed.append(name)

@@ -327,7 +327,7 @@ class RunFolder:
             if old:
                 self.log(f"--overwrite: removed the earlier run's {', '.join(old)} from {self.out}")
             self.fresh = not self.resume or not same_file(os.path.dirname(os.path.abspath(self.resume)), self.out)
-        orphans = remove_orphan_temp_files(self.out)
+        orphans = remove_orphan_temp_files(self.out, held=True)
         if orphans:
             self.log(f"removed {len(orphans)} unfinished temporary file(s) left in {self.out} by an interrupted save")
 
@@ -339,7 +339,7 @@ class RunFolder:
                     os.remove(os.path.join(self.out, n))
                 except OSError:
                     pass
-            remove_orphan_temp_files(self.out)
+            remove_orphan_temp_files(self.out, held=True)
         if self.claim:
             self.claim.release()
         if failed:
