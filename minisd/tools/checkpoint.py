@@ -13,6 +13,10 @@ are named ``.minisd-tmp-<pid>-<random>-<target name>`` (:data:`TEMP_PREFIX`),
 so that one left behind by a killed process (``kill -9`` mid-save) is
 recognisable: :func:`remove_orphan_temp_files` deletes those whose process
 is gone. Every file of a run folder (minisd.tools.runs) is written this way.
+
+The checkpoint of a run (``python -m minisd.train``) is laid out field by field
+in the table above :func:`check_run_checkpoint`, which checks every field
+before a resume uses any: its type, shape, range, and its fit with the run.
 """
 from __future__ import annotations
 

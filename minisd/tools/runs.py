@@ -16,7 +16,9 @@ RUN_FILES names them. Every file is written atomically (minisd.tools.checkpoint.
 
 ``minisd.train`` writes these files and ``minisd.plot`` reads them; both import
 this module, which imports neither. Also here: the run folder's rules (a new folder, or the
-run being resumed, or ``--overwrite``), checked before any data is loaded, and
+run being resumed, or ``--overwrite``), checked before any data is loaded; :class:`RunFolder`,
+which holds the folder for one run at a time (minisd.tools.claim) from that check to the
+run's end; the checks of ``--data-dir`` (:func:`check_data_folder`); and
 :class:`TrainingError`, the one-line error that stops a run.
 """
 from __future__ import annotations
