@@ -365,8 +365,9 @@ def _check_fits(arrays, meta, run):
                f"{a.dtype} {a.shape}")
     steps = run.n_train // run.batch_size
     _field(meta["epoch"] < run.epochs, f"epoch must be below --epochs {run.epochs}", meta["epoch"])
-    _field(meta["step_in_epoch"] <= steps, f"step_in_epoch must be at most the {steps} steps of an epoch "
-                                           f"({run.n_train} images, batches of {run.batch_size})", meta["step_in_epoch"])
+    _field(meta["step_in_epoch"] <= steps,  # (all of them: stopped while the epoch's end was evaluated)
+           f"step_in_epoch must be at most the {steps} steps of an epoch ({run.n_train} images, batches of "
+           f"{run.batch_size})", meta["step_in_epoch"])
     _field(meta["rng"]["bit_generator"] == run.bit_generator, f"rng must be a {run.bit_generator} state",
            meta["rng"]["bit_generator"])
     rows = meta["metrics"]

@@ -310,9 +310,10 @@ class RunFolder:
         except FolderBusy as e:
             self.__exit__(FolderBusy)
             raise TrainingError(f"{e}: wait for that run to end, or choose another --out") from None
-        except OSError as e:
+        except OSError as e:  # the folder or its claim file could not be made: a read-only folder, a full disk
             self.__exit__(OSError)
-            raise TrainingError(f"cannot create the run folder {self.out}: {e.strerror or e}") from None
+            what = "create" if self.created else "write to"
+            raise TrainingError(f"cannot {what} the run folder {self.out}: {e.strerror or e}") from None
         except BaseException:
             self.__exit__(BaseException)
             raise
