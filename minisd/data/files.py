@@ -533,6 +533,8 @@ def download(dataset: str, cache_dir, urlopen=None, timeout: float = 60.0, log=p
         held = claim(folder, wait=True, on_wait=waiting)
     except OSError as e:
         raise DataError(f"cannot write to the data folder {folder}: {e.strerror or e}") from None
+    if held.took_over and log:
+        log(f"took over {folder} from pid {held.took_over}, a download that ended without giving it back")
     paths = []
     try:
         _remove_orphan_parts(folder)
