@@ -82,6 +82,7 @@ def one_run_one_refusal(results):
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and any(r in lines[0] for r in REFUSALS), results
     assert "Traceback" not in err and "epoch 1/" not in out  # the refused one trained nothing
+    assert "in use" not in lines[0] or "(pid " in lines[0]  # the holder named
     return lines[0]
 
 

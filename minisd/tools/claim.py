@@ -65,6 +65,17 @@ def _read_pid(path):
         return None
 
 
+def _holder_pid(path):
+    """The pid in a claim file held by another process: it writes it just after it locks, so a
+    moment's wait may be needed (None if it is still not there)."""
+    for _ in range(20):
+        pid = _read_pid(path)
+        if pid is not None:
+            return pid
+        time.sleep(0.01)
+    return None
+
+
 class Claim:
     """``folder``, held by this process; ``took_over``: the pid of a process that ended holding
     it (its claim file was left behind), else None."""
@@ -127,9 +138,9 @@ def _lock(fd, path, folder, wait, on_wait):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not wait:
-                raise FolderBusy(folder, _read_pid(path)) from None
+                raise FolderBusy(folder, _holder_pid(path)) from None
             if on_wait is not None:
-                on_wait(_read_pid(path))
+                on_wait(_holder_pid(path))
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:  # the holder removes the file before it unlocks: a lock on a removed file is no claim
             if os.path.samestat(os.fstat(fd), os.stat(path)):

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..data import files as data_files
 from .checkpoint import CheckpointError, atomic_write, file_stamp, load_checkpoint, remove_orphan_temp_files
-from .claim import FolderBusy, claim
+from .claim import FolderBusy, claim, holder
 from .signals import test_hook
 
 class TrainingError(Exception):
@@ -201,6 +201,9 @@ def check_out_folder(out, resume=None, overwrite=False, resume_meta=None):
             raise TrainingError(f"cannot write to the run folder {out}: permission denied (choose another --out)")
         if not os.access(out, os.R_OK):
             raise TrainingError(f"cannot read the run folder {out}: permission denied (choose another --out)")
+        busy = holder(out)
+        if busy:  # a run trains there now: say so, not what its files look like half-way
+            raise TrainingError(f"{FolderBusy(out, busy)}: wait for that run to end, or choose another --out")
         check_free_space(out, "the run folder", "--out")
         existing = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
         if not existing or overwrite:
@@ -309,7 +312,7 @@ class RunFolder:
             self.fresh = not any(os.path.lexists(os.path.join(self.out, n)) for n in RUN_FILES)
         except FolderBusy as e:
             self.__exit__(FolderBusy)
-            raise TrainingError(f"{e}: wait for that run to end, or choose another --out") from None
+            raise TrainingError(f"{e}: wait for that run to end, or choose another --out") from None  # (as above)
         except OSError as e:  # the folder or its claim file could not be made: a read-only folder, a full disk
             self.__exit__(OSError)
             what = "create" if self.created else "write to"
