@@ -35,7 +35,7 @@ OUT="${OUT:-$(mktemp -d -t minisd-gpu-check-XXXXXX)}"
 LOG="$OUT/gpu_check"
 mkdir -p "$LOG"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's minisd, installed or not
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-python3}"  # the interpreter: python3 from PATH unless set (the tests set it to theirs)
 
 if [ "$DRY" = "1" ]; then
     PY=("$PYTHON" tests/support/run_with_standin.py)  # cupy is the NumPy-backed stand-in

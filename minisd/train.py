@@ -35,12 +35,13 @@ from .data import files as data_files
 from .fast.switch import reference
 from .optim import SGD, lr_at_epoch
 from .step import StopRequested
-from .tools.checkpoint import prefixed, save_checkpoint, unprefixed
+from .tools.checkpoint import (CheckpointError, RunShape, check_run_checkpoint, file_stamp, prefixed,
+                               save_checkpoint, unprefixed)
 from .tools.flags import (Config, build_parser, check_config, check_resume, config_from_args,  # noqa: F401
                           network, read_resume_checkpoint)
 from .tools.plot import plot_runs
-from .tools.runs import (TrainingError, carry_best_checkpoint, check_out_folder, prepare_run_folder,
-                         remove_unstarted_run, summarize, write_failed, write_json, write_metrics)
+from .tools.runs import (RunFolder, TrainingError, carry_best_checkpoint, check_data_folder, summarize,
+                         write_failed, write_json, write_metrics)
 from .tools.signals import SIGNAL_NAMES, Signals, test_hook
 
 # On a GPU, the steps' losses and error counts are read (the host waits for the
@@ -165,7 +166,8 @@ class Run:
         if self.step_in_epoch == 0:
             self.perm = self.rng.permutation(len(self.y_train))
             self.epoch_sums = s = dict(loss=0.0, wrong=0, seen=0, blocks=0.0, steps=0, seconds=0.0)
-        self.opt.lr = self.lr_for(self.epoch)
+        self.opt.lr = lr_at_epoch(self.epoch, base_lr=cfg.lr, epochs=cfg.epochs, milestones=cfg.milestones,
+                                  warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr)
         read_every = 1 if backend.get_xp(self.x_train) is np else READ_EVERY  # reading costs nothing on the CPU
         unread = []  # (loss, wrong) of the steps not read yet
         t_epoch = t_read = time.perf_counter()
@@ -215,11 +217,6 @@ class Run:
         test_hook(f"step-{self.epoch + 1}-{self.step_in_epoch}")
         return self.stop_requested
 
-    def lr_for(self, epoch):
-        cfg = self.cfg
-        return lr_at_epoch(epoch, base_lr=cfg.lr, epochs=cfg.epochs, milestones=cfg.milestones,
-                           warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr)
-
     def announce_eta(self, seconds_for_six_steps):
         per_step = seconds_for_six_steps / 6  # includes the first (slower) steps: errs on the long side
         total = per_step * self.steps_per_epoch * self.cfg.epochs
@@ -267,15 +264,17 @@ class Run:
     def path(self, name):
         return os.path.join(self.cfg.out, name)
 
-    def save(self, name):
+    def arrays(self):
+        """What a checkpoint holds besides the metadata (the table in minisd/tools/checkpoint.py)."""
         arrays = {**prefixed("model", self.net.state_dict()), **prefixed("optim", self.opt.state_dict()),
                   **prefixed("data", self.normalizer.state_dict())}
-        if self.perm is not None:
-            arrays["perm"] = self.perm
+        return arrays if self.perm is None else {**arrays, "perm": self.perm}
+
+    def save(self, name):
         meta = dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, best_valid=self.best_valid,
                     rng=self.rng.bit_generator.state, epoch_sums=self.epoch_sums, lr=self.opt.lr,
                     config=asdict(self.cfg), metrics=self.metrics)
-        self.write_file(lambda path, _: save_checkpoint(path, arrays, meta,
+        self.write_file(lambda path, _: save_checkpoint(path, self.arrays(), meta,
                                                         on_written=lambda tmp: test_hook(f"save-{name}")), name)
 
     def write_file(self, write, name, obj=None):
@@ -286,18 +285,20 @@ class Run:
             raise TrainingError(write_failed(self.cfg.out, name, e)) from None
 
     def restore(self, arrays, meta, path):
-        """Continue from a checkpoint's ``arrays`` and ``meta`` (read once, by the caller)."""
-        try:  # (check_resume has checked that it fits)
-            self.net.load_state_dict(unprefixed("model", arrays))
-            self.opt.load_state_dict(unprefixed("optim", arrays))
-            self.rng.bit_generator.state = meta["rng"]
-            self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
-            self.best_valid, self.epoch_sums, self.opt.lr = meta["best_valid"], meta["epoch_sums"], meta["lr"]
-            self.metrics = [dict(r) for r in meta["metrics"]]
-        except (KeyError, ValueError, TypeError) as e:
+        """Continue from a checkpoint's ``arrays`` and ``meta`` (read once, by the caller), checked first."""
+        try:
+            check_run_checkpoint(arrays, meta, RunShape(self.arrays(), len(self.y_train), self.cfg.batch_size,
+                                                        self.cfg.epochs, self.rng.bit_generator.state["bit_generator"]))
+        except CheckpointError as e:
             raise TrainingError(f"cannot resume from {path}: {e}") from None
+        self.net.load_state_dict(unprefixed("model", arrays))
+        self.opt.load_state_dict(unprefixed("optim", arrays))
+        self.rng.bit_generator.state = meta["rng"]
+        self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
+        self.best_valid, self.epoch_sums, self.opt.lr = meta["best_valid"], dict(meta["epoch_sums"]), meta["lr"]
+        self.metrics = [dict(r) for r in meta["metrics"]]
         self.epoch_sums.setdefault("seconds", 0.0)
-        self.perm = arrays.get("perm")
+        self.perm = arrays.get("perm") if self.step_in_epoch else None
         self.log(f"resumed from {path} at {self.position()}")
 
     def position(self):
@@ -308,60 +309,58 @@ class Run:
 
 
 def train(cfg: Config, resume: Optional[str] = None, log=log_line, overwrite: bool = False,
-          signals: Optional[Signals] = None, checkpoint=None):
+          signals: Optional[Signals] = None, checkpoint=None, resume_stamp=None):
     """Run (or continue) training; returns the summary dict, or None when stopped by Ctrl-C /
     SIGTERM (last.npz saved). Raises TrainingError on failure.
 
-    ``cfg.out`` must not hold another run unless ``resume`` is a checkpoint in it, or
-    ``overwrite`` (the earlier run's files are removed). ``checkpoint``: ``resume``'s
-    ``(arrays, meta)`` when the caller has read it already (read here otherwise: once).
-    ``signals``: main()'s :class:`~minisd.tools.signals.Signals`, already installed; without
-    it, one is installed for the run. With ``cfg.reference`` every layer runs the readable
+    ``cfg.out`` must not hold another run unless ``resume`` is a checkpoint in it, or ``overwrite``;
+    the run holds it to the end (minisd.tools.runs.RunFolder: a second run on it is refused).
+    ``checkpoint``: ``resume``'s ``(arrays, meta)`` if the caller has read it (read here otherwise),
+    ``resume_stamp`` the file's stamp from before that read. ``signals``: main()'s Signals, already
+    installed (else one is installed for the run). ``cfg.reference``: every layer runs the readable
     code of minisd/functional.py (``with minisd.reference():``): slower, the same numbers.
     """
     if resume and checkpoint is None:
+        resume_stamp = file_stamp(resume)  # before the read: a change after it is seen
         checkpoint = read_resume_checkpoint(resume)
         check_resume(cfg, resume, *checkpoint)
-    check_out_folder(cfg.out, resume, overwrite, checkpoint and checkpoint[1])  # before the data: write nothing
+    check_data_folder(cfg.data_dir, cfg.dataset, cfg.download, cfg.svhn_extra)  # before anything is said
     with contextlib.ExitStack() as stack:
+        signals = signals or stack.enter_context(Signals())
+        folder = stack.enter_context(RunFolder(cfg.out, resume, overwrite, checkpoint and checkpoint[1],
+                                               resume_stamp, log))  # on failure: what it wrote goes
         if cfg.reference:
             log("--reference: every layer runs the readable code of minisd/functional.py")
             stack.enter_context(reference())
-        signals = signals or stack.enter_context(Signals())
         run = Run(cfg, log, checkpoint, resume)
         del checkpoint  # loaded into the run: free its arrays
         signals.defer_to(run)  # from here on, a signal is honoured at a step boundary
-        created = prepare_run_folder(cfg.out, resume, overwrite, log)
+        folder.prepare()
         try:
-            try:
-                run.write_file(write_json, "config.json", asdict(cfg))
-                if run.metrics:  # resumed: the history comes along, into another folder too
-                    run.write_file(write_metrics, "metrics.csv", run.metrics)
-                if resume:
-                    carry_best_checkpoint(resume, cfg.out, run.best_valid, run.epoch)
-                log(f"model: {run.net!r}; expected blocks per step {run.net.expected_blocks():.2f}; "
-                    f"device {run.device}; output {cfg.out}")
-                while run.epoch < cfg.epochs:
-                    if run.stop_requested:
-                        raise StopRequested
-                    bar = tqdm(total=run.steps_per_epoch, initial=run.step_in_epoch, unit="step", leave=False,
-                               desc=f"epoch {run.epoch + 1}/{cfg.epochs}", dynamic_ncols=True) if cfg.progress else None
-                    try:
-                        run.train_epoch(bar)
-                    finally:
-                        if bar is not None:
-                            bar.close()
-                    run.finish_epoch()
-            except StopRequested:  # honoured between steps only: --resume continues from exactly here
-                run.save("last.npz")
-                name = SIGNAL_NAMES.get(run.stop_signal or signal.SIGINT)
-                log(f"\ninterrupted ({name}): saved {run.path('last.npz')} (at {run.position()}); "
-                    f"continue with --resume {run.path('last.npz')}")
-                return None
-        except BaseException:
-            if created:
-                remove_unstarted_run(cfg.out)
-            raise
+            run.write_file(write_json, "config.json", asdict(cfg))
+            if run.metrics:  # resumed: the history comes along, into another folder too
+                run.write_file(write_metrics, "metrics.csv", run.metrics)
+            if resume:
+                carry_best_checkpoint(resume, cfg.out, run.best_valid, run.epoch)
+            log(f"model: {run.net!r}; expected blocks per step {run.net.expected_blocks():.2f}; "
+                f"device {run.device}; output {cfg.out}")
+            while run.epoch < cfg.epochs:
+                if run.stop_requested:
+                    raise StopRequested
+                bar = tqdm(total=run.steps_per_epoch, initial=run.step_in_epoch, unit="step", leave=False,
+                           desc=f"epoch {run.epoch + 1}/{cfg.epochs}", dynamic_ncols=True) if cfg.progress else None
+                try:
+                    run.train_epoch(bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
+                run.finish_epoch()
+        except StopRequested:  # honoured between steps only: --resume continues from exactly here
+            run.save("last.npz")
+            name = SIGNAL_NAMES.get(run.stop_signal or signal.SIGINT)
+            log(f"\ninterrupted ({name}): saved {run.path('last.npz')} (at {run.position()}); "
+                f"continue with --resume {run.path('last.npz')}")
+            return None
         summary = summarize(run.metrics)
         run.write_file(write_json, "summary.json", summary)
         try:
@@ -378,6 +377,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     with Signals() as signals:  # until training starts, a signal stops at once: nothing written yet
         try:
+            stamp = file_stamp(args.resume) if args.resume else None  # before the read: a change after it is seen
             checkpoint = read_resume_checkpoint(args.resume) if args.resume else None  # the one read
             cfg = config_from_args(args, argv, checkpoint and checkpoint[1])
             check_config(cfg)
@@ -386,7 +386,7 @@ def main(argv=None):
                 return 0
             if checkpoint is not None:
                 check_resume(cfg, args.resume, *checkpoint)
-            summary = train(cfg, args.resume, log_line, args.overwrite, signals, checkpoint)
+            summary = train(cfg, args.resume, log_line, args.overwrite, signals, checkpoint, stamp)
         except (TrainingError, data.DataError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -149,6 +149,21 @@ def test_the_core_reaches_speed_code_only_through_the_switch():
                 assert target in ("fast", "fast.switch"), f"core module {name} imports {target}, not the switch"
 
 
+def test_the_claim_is_a_leaf_and_nothing_imports_up_the_tree():
+    """The folder claim (issue 29) is shared by the run, the sweep and the download: it imports nothing
+    of minisd, so each may import it without a cycle; data reaches into tools for it and nothing else,
+    and no tool imports the training loop above it."""
+    graph = import_graph()
+    assert graph["tools.claim"] == set()
+    assert "tools.claim" in graph["data.files"] and "tools.claim" in graph["tools.runs"]
+    assert "tools.claim" in graph["tools.sweep"]
+    for name, targets in graph.items():
+        if name.startswith("data"):
+            assert {t for t in targets if t.split(".")[0] == "tools"} <= {"tools.claim"}, name
+        if name.startswith("tools"):
+            assert "train" not in targets, f"{name} imports the training loop"
+
+
 def test_every_kind_of_import_is_seen():
     source = '''
 import os

@@ -9,7 +9,7 @@ the normalisation; it reads the files through this module.
   ``cifar-100-python.tar.gz``) or a folder holding the tarball. Tarballs are
   read member by member with :mod:`tarfile`, never extracted. The batches are
   pickles, read with :class:`RestrictedUnpickler`, which builds nothing but
-  NumPy arrays, so a doctored file cannot run code.
+  NumPy arrays, so a doctored file cannot run code (:mod:`minisd.data.pickles`).
 * SVHN: ``train_32x32.mat`` and ``test_32x32.mat`` in one folder, and
   ``extra_32x32.mat`` for the paper's runs (SciPy reads them).
 * :func:`download` fetches the official files and checks their MD5.
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import os
-import pickle
 import re
 import secrets
 import tarfile
@@ -36,13 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tools.checkpoint import pid_alive
-
-# the function a pickle calls to rebuild a NumPy array (the fake-data writer names it too)
-try:  # NumPy >= 2 keeps the array reconstructor in numpy._core; older NumPy in numpy.core
-    from numpy._core.multiarray import _reconstruct as np_reconstruct
-except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core.multiarray import _reconstruct as np_reconstruct
+from ..tools.claim import claim, pid_alive
+from .pickles import RestrictedUnpickler, UnsafePickleError, np_reconstruct, safe_loads  # noqa: F401 (also here)
 
 
 class DataError(Exception):
@@ -57,75 +50,9 @@ class DownloadError(DataError):
     """A download could not be made (offline, HTTP error): the message says where to put the file by hand."""
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a Python object that :class:`RestrictedUnpickler` does not allow."""
-
-
 # ---------------------------------------------------------------------------
-# safe unpickling
+# safe unpickling: minisd.data.pickles
 # ---------------------------------------------------------------------------
-
-# The official CIFAR pickles hold dicts, lists, ints and Python 2 strings (no
-# import needed) plus NumPy arrays, which a pickle rebuilds by calling
-# numpy.core.multiarray._reconstruct(numpy.ndarray, ...) and numpy.dtype(...).
-# Those three globals are all that is ever imported; pickletools on the real
-# files shows no other GLOBAL opcode. Both spellings of the module map to the
-# reconstructor of the NumPy installed here (NumPy 2 renamed numpy.core).
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that can build NumPy arrays and plain containers, and nothing else.
-
-    ``pickle.load`` imports and calls whatever a file names (``os.system``,
-    ``subprocess.Popen`` ...), so a pickle from elsewhere can run any code.
-    This one resolves only the globals in ``_ALLOWED_GLOBALS`` and raises
-    :class:`UnsafePickleError` (a ``pickle.UnpicklingError``) for any other,
-    before anything is called. (Python 3 itself writes ``bytes`` at protocol 2
-    as a call to ``_codecs.encode``, and arrays at protocol 5 with
-    ``_frombuffer``; such files are refused too, with a message that says to
-    re-save them at protocol 3 or 4. :func:`minisd.data.fake.write_cifar_pickle`
-    writes files in the official format.)
-    """
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(_refusal(module, name)) from None
-
-
-# what the file is, for the globals that harmless but unsupported pickles name
-_KNOWN_REFUSALS = {
-    ("_codecs", "encode"): "Python 3 writes bytes this way at pickle protocol 2, which minisd does not read; "
-                           "re-save the file with pickle protocol 3 or 4",
-    ("numpy._core.numeric", "_frombuffer"): "NumPy arrays at pickle protocol 5, which minisd does not read; "
-                                            "re-save the file with pickle protocol 3 or 4",
-    ("numpy.core.numeric", "_frombuffer"): "NumPy arrays at pickle protocol 5, which minisd does not read; "
-                                           "re-save the file with pickle protocol 3 or 4",
-}
-_ACCEPTED = ("minisd reads the official CIFAR files (Python 2 pickles) and Python 3 pickles at protocol 3 or 4 "
-             "that hold only NumPy arrays, lists, dicts, numbers and strings, because loading a pickle can run "
-             "any code it names")
-
-
-def _refusal(module, name):
-    why = _KNOWN_REFUSALS.get((module, name), "a corrupt or malicious file?")
-    return f"refused to load global '{module}.{name}' ({why}): {_ACCEPTED}"
-
-
-def safe_loads(data: bytes, encoding: str = "bytes"):
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`.
-
-    ``encoding="bytes"`` is what the CIFAR files need: their keys and strings
-    were Python 2 ``str`` and come back as ``bytes``.
-    """
-    return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
 
 
 def _unpickle(data: bytes, what: str):
@@ -174,8 +101,35 @@ def _is_tarball(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar"))
 
 
+def check_root(root):
+    """A ``root`` that exists must be a readable folder or a tarball: :class:`DataError` (one line)
+    otherwise, so that no download is tried into a file."""
+    root = Path(root).expanduser()
+    if os.path.isfile(root) and not _is_tarball(root):
+        raise DataError(f"{root} is a file, not a folder (nor a .tar.gz of the data set)")
+    if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"cannot read the data folder {root}: permission denied")
+
+
+def missing_files(dataset, root, svhn_extra=False) -> list:
+    """The :class:`Resource` s that :func:`download` would fetch into ``root`` because ``dataset``
+    is not there ([] when it is, or when it has no official files); reads no file."""
+    parts = [dataset] + (["svhn-extra"] if svhn_extra else [])
+    if dataset not in RESOURCES:
+        return []
+    try:
+        if dataset == "svhn":
+            svhn_paths(root, [r.filename for part in parts for r in RESOURCES[part]])
+        else:
+            _locate_cifar(root, CIFAR10_LAYOUT if dataset == "cifar10" else CIFAR100_LAYOUT)
+    except DataNotFoundError:
+        return [r for part in parts for r in RESOURCES[part]]
+    return []
+
+
 def _locate_cifar(root, layout: CifarLayout):
     """``("dir", folder)`` or ``("tar", tarball)`` for the data set under ``root``."""
+    check_root(root)
     root = Path(root).expanduser()
     marker = layout.test[0]  # a file name every copy of the data set has
     if _is_tarball(root):
@@ -344,6 +298,7 @@ def _read_svhn_mat(path: Path, loadmat):
 
 def svhn_paths(root, names):
     """``root / name`` for each SVHN file name; :class:`DataNotFoundError` naming the missing ones."""
+    check_root(root)
     root = Path(root).expanduser()
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
@@ -527,11 +482,11 @@ def _fetch_one(res: Resource, folder: Path, urlopen, timeout, log, progress=Fals
 
 def _disk_error(res: Resource, folder: Path, e: OSError) -> DataError:
     return DataError(f"cannot save {res.filename} in {folder}: {e.strerror or e} (it needs about "
-                     f"{_SIZES_MB.get(res.filename, '?')} MB); nothing was kept")
+                     f"{SIZES_MB.get(res.filename, '?')} MB); nothing was kept")
 
 
 # approximate sizes, for the messages
-_SIZES_MB = {"cifar-10-python.tar.gz": 163, "cifar-100-python.tar.gz": 161, "train_32x32.mat": 182,
+SIZES_MB = {"cifar-10-python.tar.gz": 163, "cifar-100-python.tar.gz": 161, "train_32x32.mat": 182,
              "test_32x32.mat": 64, "extra_32x32.mat": 1330}
 _PART_RE = re.compile(r"\.(.+)\.(\d+)-[0-9a-f]{8}\.part")
 
@@ -572,13 +527,17 @@ def download(dataset: str, cache_dir, urlopen=None, timeout: float = 60.0, log=p
     urlopen = urlopen or urllib.request.urlopen  # looked up now, so monkeypatching urllib works too
     folder = Path(cache_dir).expanduser()
     created = not folder.exists()
-    try:
+    waiting = lambda pid: log and log(f"pid {pid or '?'} is downloading into {folder}: waiting for it")  # noqa: E731
+    try:  # one download at a time per folder (minisd.tools.claim); the next finds the files there
         folder.mkdir(parents=True, exist_ok=True)
+        held = claim(folder, wait=True, on_wait=waiting)
     except OSError as e:
-        raise DataError(f"cannot create the data folder {folder}: {e.strerror or e}") from None
-    _remove_orphan_parts(folder)
+        raise DataError(f"cannot write to the data folder {folder}: {e.strerror or e}") from None
+    if held.took_over and log:
+        log(f"took over {folder} from pid {held.took_over}, a download that ended without giving it back")
     paths = []
     try:
+        _remove_orphan_parts(folder)
         for res in RESOURCES[dataset]:
             path = folder / res.filename
             if path.is_file():
@@ -588,13 +547,15 @@ def download(dataset: str, cache_dir, urlopen=None, timeout: float = 60.0, log=p
                 if log:
                     log(f"{path} has the wrong MD5 (incomplete or damaged); downloading it again")
             if log:
-                log(f"downloading {res.url} (about {_SIZES_MB.get(res.filename, '?')} MB) to {folder} ...")
+                log(f"downloading {res.url} (about {SIZES_MB.get(res.filename, '?')} MB) to {folder} ...")
             paths.append(_fetch_one(res, folder, urlopen, timeout, log, progress))
     except BaseException:
+        held.release()
         if created:  # a failed first download leaves no empty data folder behind
             try:
                 folder.rmdir()
             except OSError:
                 pass
         raise
+    held.release()
     return paths

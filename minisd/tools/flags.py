@@ -21,7 +21,7 @@ from .. import backend, data
 from ..model import check_densenet_depth, check_depth
 from ..optim import lr_at_epoch
 from . import recipes
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, check_run_checkpoint, load_checkpoint
 from .runs import TrainingError
 
 
@@ -353,6 +353,10 @@ def read_resume_checkpoint(path):
         raise TrainingError(f"cannot resume: {e}") from None
     if not isinstance(meta, dict) or "epoch" not in meta:
         raise TrainingError(f"cannot resume from {path}: not a checkpoint of python -m minisd.train")
+    try:  # every field alone, before any is used (against the run too: Run.restore, once the data is loaded)
+        check_run_checkpoint(arrays, meta)
+    except CheckpointError as e:
+        raise TrainingError(f"cannot resume from {path}: {e}") from None
     return arrays, meta
 
 

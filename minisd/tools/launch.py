@@ -4,8 +4,8 @@
   time. On the CPU the cores are split between them (``MINISD_NUM_THREADS``); with
   ``devices`` job slot j sees only GPU ``devices[j mod n]`` (``CUDA_VISIBLE_DEVICES``), so the
   first n runs go to devices[0], ..., devices[n-1] and each later run to the GPU that freed
-  up. Ctrl-C (which reaches every child: one process group) or a SIGTERM to the sweep (passed
-  on to every child) makes each child save its last.npz; the sweep waits for all of them.
+  up. Ctrl-C or a SIGTERM to the sweep (passed on to every child) makes each child save its
+  last.npz; the sweep waits for all of them. A log that cannot be written stops the starts.
 * :func:`shell_lines` prints one shell line per pending run, for GNU parallel or any scheduler.
 * :func:`slurm_script` writes a SLURM job-array script: task i runs grid point i in its own
   folder, resumable, with ``--signal=TERM@120`` so a pre-empted or timed-out task checkpoints
@@ -37,41 +37,60 @@ def child_env(slot, jobs, devices=None, cores=None):
     return env
 
 
+def open_log(log_path, argv):
+    """The run's log, opened for appending, its command written first (a seam: tests fill the disk here)."""
+    log = open(log_path, "a")
+    try:
+        log.write(f"\n$ {sys.executable} -m minisd.train {' '.join(argv)}\n")
+        log.flush()
+    except BaseException:
+        log.close()
+        raise
+    return log
+
+
 def run_many(tasks, jobs=1, devices=None, on_start=None, on_done=None, poll_seconds=0.1):
     """Run ``tasks``, ``(key, argv, log_path)`` each, as ``python -m minisd.train ARGV`` children,
     at most ``jobs`` at once, each child's output appended to its log.
 
-    ``on_start(key, slot)`` and ``on_done(key, exit_code, seconds)`` report progress. Returns
-    ``"done"`` or ``"interrupted"`` (Ctrl-C or SIGTERM: no new run starts, the running ones
-    were asked to save, and every one has exited).
+    ``on_start(key, slot)`` and ``on_done(key, exit_code, seconds, error)`` report progress;
+    a task that could not be started (its log cannot be written: a full disk, a read-only
+    folder) is reported with exit code None and the ``OSError``, and no further task starts.
+    Ctrl-C or SIGTERM: no new run starts, the signal is passed on to every running child
+    (each saves its last.npz), and every one is waited for. Returns the signal's number then,
+    else None (every task that could start has ended).
     """
     pending, running, free = list(tasks), {}, list(range(max(1, jobs)))
-    stop = {"signal": None}
+    stop = {"signal": None, "error": None}
 
-    def forward_term(signum, frame):  # a scheduler's SIGTERM reaches this process only: pass it on
-        stop["signal"] = signum
+    def forward(signum, frame):  # SIGTERM reaches this process only, Ctrl-C maybe not every child: pass it on
+        stop["signal"] = stop["signal"] or signum
         for proc, *_ in running.values():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward_term) if _main_thread() else None
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
     try:
-        while pending or running:
-            while pending and free and stop["signal"] is None:
+        while running or (pending and stop["signal"] is None and stop["error"] is None):  # a stop: no new start
+            while pending and free and stop["signal"] is None and stop["error"] is None:
                 key, argv, log_path = pending.pop(0)
-                slot = free.pop(0)
-                log = open(log_path, "a")
-                log.write(f"\n$ {sys.executable} -m minisd.train {' '.join(argv)}\n")
-                log.flush()
-                proc = subprocess.Popen([sys.executable, "-m", "minisd.train", *argv], stdout=log,
-                                        stderr=subprocess.STDOUT, env=child_env(slot, jobs, devices))
+                slot, log = free.pop(0), None
+                try:
+                    log = open_log(log_path, argv)
+                    proc = subprocess.Popen([sys.executable, "-m", "minisd.train", *argv], stdout=log,
+                                            stderr=subprocess.STDOUT, env=child_env(slot, jobs, devices))
+                except OSError as e:
+                    if log is not None:
+                        log.close()
+                    free.append(slot)
+                    stop["error"] = e
+                    if on_done:
+                        on_done(key, None, 0.0, e)
+                    continue
                 running[key] = (proc, log, slot, time.perf_counter())
                 if on_start:
                     on_start(key, slot)
-            try:
-                time.sleep(poll_seconds)
-            except KeyboardInterrupt:  # every child got the same Ctrl-C: let them save their checkpoints
-                stop["signal"] = signal.SIGINT
+            time.sleep(poll_seconds)
             for key in [k for k, (proc, *_) in running.items() if proc.poll() is not None]:
                 proc, log, slot, t0 = running.pop(key)
                 log.close()
@@ -80,11 +99,11 @@ def run_many(tasks, jobs=1, devices=None, on_start=None, on_done=None, poll_seco
                 free.append(slot)
                 free.sort()
                 if on_done:
-                    on_done(key, proc.returncode, time.perf_counter() - t0)
+                    on_done(key, proc.returncode, time.perf_counter() - t0, None)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    return "interrupted" if stop["signal"] is not None else "done"
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return stop["signal"]
 
 
 def _main_thread():
@@ -124,6 +143,8 @@ mkdir -p "$run"
 if [ -f "$run/summary.json" ]; then echo "$run: finished before"; exit 0; fi
 if [ -f "$run/last.npz" ]; then
     eval "args=(${{RESUME[$i]}} --resume \"\$run/last.npz\")"
+elif [ -f "$run/config.json" ]; then  # a start that saved no checkpoint (killed in its first epoch): again
+    eval "args=(${{START[$i]}} --overwrite)"
 else
     eval "args=(${{START[$i]}})"
 fi

@@ -16,7 +16,9 @@ RUN_FILES names them. Every file is written atomically (minisd.tools.checkpoint.
 
 ``minisd.train`` writes these files and ``minisd.plot`` reads them; both import
 this module, which imports neither. Also here: the run folder's rules (a new folder, or the
-run being resumed, or ``--overwrite``), checked before any data is loaded, and
+run being resumed, or ``--overwrite``), checked before any data is loaded; :class:`RunFolder`,
+which holds the folder for one run at a time (minisd.tools.claim) from that check to the
+run's end; the checks of ``--data-dir`` (:func:`check_data_folder`); and
 :class:`TrainingError`, the one-line error that stops a run.
 """
 from __future__ import annotations
@@ -30,7 +32,10 @@ import shutil
 
 import numpy as np
 
-from .checkpoint import (CheckpointError, atomic_write, load_checkpoint, remove_orphan_temp_files)
+from ..data import files as data_files
+from .checkpoint import CheckpointError, atomic_write, file_stamp, load_checkpoint, remove_orphan_temp_files
+from .claim import FolderBusy, claim, holder
+from .signals import test_hook
 
 class TrainingError(Exception):
     """Stops a run with one clear line (bad flags or data, a NaN loss, an unusable checkpoint or folder)."""
@@ -101,6 +106,17 @@ def read_config(run_dir):
         return None
 
 
+def is_finished(run_dir):
+    """Whether the run in ``run_dir`` has ended: its summary.json counts every epoch of its config.json."""
+    cfg = read_config(run_dir)
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+        return bool(cfg) and summary.get("epochs_run", 0) >= cfg.get("epochs", math.inf)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
 def write_json(path, obj):
     """Write ``obj`` as indented JSON (config.json, summary.json), atomically."""
     text = json.dumps(obj, indent=2) + "\n"
@@ -155,17 +171,40 @@ def same_file(a, b):
         return os.path.abspath(a) == os.path.abspath(b)
 
 
+MIN_FREE_BYTES = 1 << 20  # a run folder on a device with less free space is refused: config.json fits,
+                          # a checkpoint of even ResNet-8 would not
+
+
+def free_bytes(folder):
+    """Free space, in bytes, for this user on the device holding ``folder`` (a seam: tests fake a full disk)."""
+    return shutil.disk_usage(folder).free
+
+
+def nearest_folder(path):
+    """``path`` or its nearest existing ancestor (the folder a new folder would be made in)."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def check_out_folder(out, resume=None, overwrite=False, resume_meta=None):
     """Can a run write to ``out``? One line (TrainingError) when not; nothing is created.
 
-    ``out`` must be a folder that exists and is writable, or one that can be
-    created. It must not hold another run (any of RUN_FILES) unless that run is
-    the one resumed (``resume`` is a checkpoint in ``out`` that is not behind
+    ``out`` must be a folder that exists and is readable and writable, or one that can be
+    created, on a device with free space. It must not hold another run (any of RUN_FILES)
+    unless that run is the one resumed (``resume`` is a checkpoint in ``out`` that is not behind
     ``out/last.npz``; ``resume_meta``: its meta, already read) or ``overwrite`` is given.
     """
     if os.path.isdir(out):
         if not os.access(out, os.W_OK | os.X_OK):
             raise TrainingError(f"cannot write to the run folder {out}: permission denied (choose another --out)")
+        if not os.access(out, os.R_OK):
+            raise TrainingError(f"cannot read the run folder {out}: permission denied (choose another --out)")
+        busy = holder(out)
+        if busy:  # a run trains there now: say so, not what its files look like half-way
+            raise TrainingError(f"{FolderBusy(out, busy)}: wait for that run to end, or choose another --out")
+        check_free_space(out, "the run folder", "--out")
         existing = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
         if not existing or overwrite:
             return
@@ -178,13 +217,45 @@ def check_out_folder(out, resume=None, overwrite=False, resume_meta=None):
                             f"replace it, or choose another --out")
     if os.path.lexists(out):
         raise TrainingError(f"--out {out} is a file, not a folder")
-    parent = os.path.dirname(os.path.abspath(out))
-    while not os.path.lexists(parent):
-        parent = os.path.dirname(parent)
+    parent = nearest_folder(out)
     if not os.path.isdir(parent):
         raise TrainingError(f"cannot create the run folder {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise TrainingError(f"cannot create the run folder {out}: {parent} is not writable (choose another --out)")
+    check_free_space(parent, "the run folder", "--out")
+
+
+def check_free_space(folder, what, flag, needed=MIN_FREE_BYTES):
+    """One line (TrainingError) when the device holding ``folder`` has less than ``needed`` bytes free."""
+    try:
+        free = free_bytes(folder)
+    except OSError:
+        return  # cannot tell: the writes will say
+    if free < needed:
+        raise TrainingError(f"cannot write {what} {folder}: the device is full ({free / 1e6:.1f} MB free"
+                            f"{f', {needed / 1e6:.0f} MB needed' if needed > MIN_FREE_BYTES else ''}); "
+                            f"free some space or choose another {flag}")
+
+
+def check_data_folder(data_dir, dataset, download=True, svhn_extra=False):
+    """Can the data set be read from ``data_dir``, or downloaded into it? One line (TrainingError)
+    when not, before the loader says anything: a file that is no data set, a folder that cannot
+    be read, or, when a download is needed, a folder that cannot be written or a full device."""
+    if data_dir is None:
+        return  # the loader's default
+    try:
+        data_files.check_root(data_dir)
+        needed = data_files.missing_files(dataset, data_dir, svhn_extra) if download else []
+    except data_files.DataError as e:
+        raise TrainingError(f"--data-dir: {e}") from None
+    if needed:
+        folder = nearest_folder(data_dir)
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise TrainingError(f"--data-dir {data_dir}: the data set is not there and cannot be downloaded "
+                                f"into it ({folder} is not a writable folder); point --data-dir at a folder that "
+                                f"holds it, or a writable one")
+        check_free_space(folder, "the download into", "--data-dir",
+                         needed=sum(data_files.SIZES_MB.get(r.filename, 0) for r in needed) * 10 ** 6)
 
 
 def check_not_behind(resume, mine, last):
@@ -203,42 +274,96 @@ def check_not_behind(resume, mine, last):
                             f"here would replace it; give another --out to branch off, or --overwrite")
 
 
-def prepare_run_folder(out, resume, overwrite, log):
-    """Create ``out`` (or clear it with ``overwrite``) and remove orphan temporary files; returns
-    whether the folder was created here. Called once the run can start (data loaded, model built),
-    after :func:`check_out_folder` said it may."""
-    created = not os.path.isdir(out)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot create the run folder {out}: {e.strerror or e}") from None
-    if overwrite:
-        old = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))
-               and not (resume and same_file(os.path.join(out, n), resume))]
-        for n in old:
-            os.remove(os.path.join(out, n))
-        if old:
-            log(f"--overwrite: removed the earlier run's {', '.join(old)} from {out}")
-    orphans = remove_orphan_temp_files(out)
-    if orphans:
-        log(f"removed {len(orphans)} unfinished temporary file(s) left in {out} by an interrupted save")
-    return created
+class RunFolder:
+    """The run folder ``out``, held by this run (:mod:`minisd.tools.claim`) from its check to the end.
 
+    ``with RunFolder(...) as folder:`` checks ``out`` (:func:`check_out_folder`), creates it
+    if need be, claims it, and checks it again: from then on no other minisd process can
+    start a run in it, so the check and the run's first write are one step. A run started
+    beside it is refused with one line, as is a resume whose checkpoint another run changed
+    after this one read it (``resume_stamp``: :func:`~minisd.tools.checkpoint.file_stamp`
+    from before the read). :meth:`prepare` clears the folder once the run can start. On
+    leaving with an exception, what this run wrote is removed unless it left a last.npz, and
+    so are the folders it created; the claim is released in every case.
+    """
 
-def remove_unstarted_run(out):
-    """After a failure: remove a run folder created by this run, unless it holds a checkpoint."""
-    if os.path.exists(os.path.join(out, "last.npz")):
-        return  # resumable: keep everything
-    for n in RUN_FILES:
+    def __init__(self, out, resume=None, overwrite=False, resume_meta=None, resume_stamp=None, log=print):
+        self.out, self.resume, self.overwrite, self.log = out, resume, overwrite, log
+        self.resume_meta, self.resume_stamp = resume_meta, resume_stamp
+        self.claim, self.created, self.fresh = None, [], False
+
+    def __enter__(self):
+        check_out_folder(self.out, self.resume, self.overwrite, self.resume_meta)  # at once, nothing created
+        test_hook("folder")  # (tests hold a run here, between the first check and the claim)
         try:
-            os.remove(os.path.join(out, n))
-        except OSError:
-            pass
-    remove_orphan_temp_files(out)
-    try:
-        os.rmdir(out)  # only if empty: files of anyone else stay
-    except OSError:
-        pass
+            while self.claim is None:
+                self.created = missing_folders(self.out) or self.created
+                try:
+                    os.makedirs(self.out, exist_ok=True)
+                    self.claim = claim(self.out)
+                except FileNotFoundError:
+                    continue  # a run that failed here removed the folder as we made it: again
+            check_out_folder(self.out, self.resume, self.overwrite, self.resume_meta)  # now no other run can start
+            if self.resume and self.resume_stamp and file_stamp(self.resume) != self.resume_stamp:
+                raise TrainingError(f"{self.resume} was written by another run after this one read it: run the "
+                                    f"command again to continue from where it stands now")
+            if self.claim.took_over:
+                self.log(f"took over {self.out} from pid {self.claim.took_over}, which ended without giving it back")
+            self.fresh = not any(os.path.lexists(os.path.join(self.out, n)) for n in RUN_FILES)
+        except FolderBusy as e:
+            self.__exit__(FolderBusy)
+            raise TrainingError(f"{e}: wait for that run to end, or choose another --out") from None  # (as above)
+        except OSError as e:  # the folder or its claim file could not be made: a read-only folder, a full disk
+            self.__exit__(OSError)
+            what = "create" if self.created else "write to"
+            raise TrainingError(f"cannot {what} the run folder {self.out}: {e.strerror or e}") from None
+        except BaseException:
+            self.__exit__(BaseException)
+            raise
+        return self
+
+    def prepare(self):
+        """Once the run can start (data loaded, model built): with ``overwrite`` remove the earlier
+        run's files; remove temporary files left by an interrupted save."""
+        if self.overwrite:
+            old = [n for n in RUN_FILES if os.path.lexists(os.path.join(self.out, n))
+                   and not (self.resume and same_file(os.path.join(self.out, n), self.resume))]
+            for n in old:
+                os.remove(os.path.join(self.out, n))
+            if old:
+                self.log(f"--overwrite: removed the earlier run's {', '.join(old)} from {self.out}")
+            self.fresh = not self.resume or not same_file(os.path.dirname(os.path.abspath(self.resume)), self.out)
+        orphans = remove_orphan_temp_files(self.out, held=True)
+        if orphans:
+            self.log(f"removed {len(orphans)} unfinished temporary file(s) left in {self.out} by an interrupted save")
+
+    def __exit__(self, exc_type, *exc):
+        failed = exc_type is not None
+        if failed and self.fresh and self.claim and not os.path.exists(os.path.join(self.out, "last.npz")):
+            for n in RUN_FILES:  # nothing to resume: what this run wrote goes
+                try:
+                    os.remove(os.path.join(self.out, n))
+                except OSError:
+                    pass
+            remove_orphan_temp_files(self.out, held=True)
+        if self.claim:
+            self.claim.release()
+        if failed:
+            for folder in self.created:  # deepest first; only if empty: files of anyone else stay
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
+        return False
+
+
+def missing_folders(path):
+    """The folders ``os.makedirs(path)`` would create, deepest first."""
+    path, out = os.path.abspath(path), []
+    while not os.path.lexists(path):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
 
 
 def carry_best_checkpoint(resume, out, best_valid, epoch):

@@ -76,8 +76,9 @@ def test_hook(point):
 
     A file ``pause-<point>`` in that folder asks for it (once): the run creates
     ``at-<point>`` there and, when the pause file says ``wait``, waits until
-    ``go-<point>`` appears. Points: ``data`` (before the data loads), ``step-<epoch>-<step>``
-    (a step boundary) and ``save-<name>`` (a checkpoint written, not yet renamed into place).
+    ``go-<point>`` appears. Points: ``folder`` (the run folder checked, not yet claimed),
+    ``data`` (before the data loads), ``step-<epoch>-<step>`` (a step boundary) and
+    ``save-<name>`` (a checkpoint written, not yet renamed into place).
     """
     folder = os.environ.get("MINISD_TEST_HOOKS")
     if not folder:

@@ -19,15 +19,20 @@ seed and drawn on both rules' curves.
 Run folders are named after their grid point, ``d20-linear-p0.5-s0`` or
 ``d20-constant-s0``, and hold what ``minisd.train`` writes (config.json,
 metrics.csv, last.npz, summary.json, curves.png) plus ``train.log``, the
-run's own output. The sweep is resumable: run the same command again and a
-finished run (its summary.json counts every epoch) is skipped, an interrupted
-one (a last.npz and no complete summary) continues from its checkpoint with
-``--resume``, and the rest start. A folder trained with other settings stops
-the sweep before anything runs, with one line that names the difference.
+run's own output. The sweep is resumable: run the same command again and
+each point goes on from the state its folder is in (:data:`STATES`): a finished
+run is skipped, an interrupted one (a last.npz) continues with ``--resume``, one
+stopped before its first checkpoint starts again, and the rest start; however the
+sweep and its runs were stopped (Ctrl-C, SIGTERM, ``kill -9``), every point
+finishes exactly once. A folder trained with other settings stops the sweep before
+anything runs, with one line that names the difference. A sweep holds its folder
+while it runs (:mod:`minisd.tools.claim`), each run its own; no write that fails
+(a full disk, a read-only folder) ends in a traceback. Figure 8: :mod:`minisd.tools.fig8`.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -35,9 +40,12 @@ import time
 from dataclasses import asdict
 
 from . import launch
-from ..model import expected_blocks
-from .flags import OneLineParser
-from .runs import read_config
+from .checkpoint import CheckpointError, check_run_checkpoint, read_meta
+from .claim import FolderBusy, claim, holder
+from .fig8 import plot_main
+from .flags import OneLineParser, build_parser as train_parser, check_config, config_from_args
+from .runs import (RUN_FILES, TrainingError, check_free_space, is_finished, nearest_folder, read_config, summarize,
+                   write_json, write_metrics)
 
 GRID_FLAGS = ("--p-last", "--rule", "--depth", "--seed")
 # config.json keys that do not change what a run learns: a folder may differ in these and still count
@@ -119,14 +127,13 @@ def resume_argv(argv, run_dir):
 
 def expected_config(argv):
     """The config.json that ``python -m minisd.train ARGV`` writes, as a dict (raises SweepError)."""
-    from .. import train
-    parser = train.build_parser()
+    parser = train_parser()
     parser.error = _raise_sweep_error
     args = parser.parse_args(argv)
     try:
-        cfg = train.config_from_args(args, argv)
-        train.check_config(cfg)
-    except train.TrainingError as e:
+        cfg = config_from_args(args, argv)
+        check_config(cfg)
+    except TrainingError as e:
         raise SweepError(str(e), code=2) from None
     return json.loads(json.dumps(asdict(cfg)))
 
@@ -143,16 +150,51 @@ def _read_json(path):
         return None
 
 
+STATES = {  # what a grid point's folder says, and what the sweep does with it
+    "done": "summary.json counts every epoch of config.json: skipped",
+    "running": "another live process holds the folder (minisd.tools.claim): left to it",
+    "trained": "last.npz holds every epoch, the summary is missing (stopped as it ended): written from last.npz",
+    "interrupted": "a last.npz to continue from: resumed with --resume",
+    "unstarted": "files of a start that saved no checkpoint (config.json, ...): started again with --overwrite",
+    "new": "no file of a run: started",
+}
+
+
 def run_state(run_dir):
-    """'done' (summary.json counts every epoch of config.json), 'interrupted' (a last.npz to
-    resume from) or 'new' (nothing usable: start from scratch)."""
-    cfg = read_config(run_dir)
-    summary = _read_json(os.path.join(run_dir, "summary.json"))
-    if cfg and summary and summary.get("epochs_run", 0) >= cfg.get("epochs", float("inf")):
+    """The state of the grid point in ``run_dir``: one of :data:`STATES`."""
+    if is_finished(run_dir):
         return "done"
-    if os.path.exists(os.path.join(run_dir, "last.npz")):
-        return "interrupted"
+    if holder(run_dir):
+        return "running"
+    last = os.path.join(run_dir, "last.npz")
+    if os.path.exists(last):
+        try:
+            meta = read_meta(last)
+            trained = meta["epoch"] >= (read_config(run_dir) or meta["config"])["epochs"]
+        except (CheckpointError, KeyError, TypeError):
+            trained = False  # minisd.train says what is wrong with it
+        return "trained" if trained else "interrupted"
+    if any(os.path.lexists(os.path.join(run_dir, n)) for n in RUN_FILES):
+        return "unstarted"
     return "new"
+
+
+def command(argv, run_dir, state):
+    """The ``minisd.train`` arguments that take a point in ``state`` on: resume, start again, or start."""
+    if state == "interrupted":
+        return resume_argv(argv, run_dir)
+    return argv + ["--overwrite"] * (state == "unstarted")
+
+
+def write_summary(run_dir):
+    """A run stopped between its last checkpoint and its summary ('trained'): metrics.csv and
+    summary.json from last.npz, which holds every metrics row; the folder claimed meanwhile."""
+    last = os.path.join(run_dir, "last.npz")
+    with claim(run_dir):
+        meta = read_meta(last)
+        check_run_checkpoint({}, meta)
+        write_metrics(os.path.join(run_dir, "metrics.csv"), meta["metrics"])
+        write_json(os.path.join(run_dir, "summary.json"), summarize(meta["metrics"]))
 
 
 def check_folder(run_dir, expected):
@@ -187,54 +229,115 @@ def run_grid(points, passthrough, out, dry_run=False, log=print, jobs=1, devices
              slurm=None):
     """Run every grid point not yet finished (``jobs`` at a time); one line per run. Returns the exit code.
 
-    ``dry_run`` lists the runs and their commands; ``print_commands`` prints one shell line per
-    pending run and nothing else; ``slurm`` writes a job-array script of the whole grid there.
+    ``dry_run`` lists the runs, their state and their commands; ``print_commands`` prints one shell
+    line per pending run and nothing else; ``slurm`` writes a job-array script of the whole grid
+    there. To run, the sweep holds ``out`` (minisd.tools.claim): a second sweep on it is refused.
     """
+    if dry_run or print_commands or slurm:
+        return show_grid(plan(points, passthrough, out), out, log, dry_run, print_commands, slurm)
+    with claim_sweep_folder(out, log):
+        return run_plans(plan(points, passthrough, out), out, log, jobs, devices)
+
+
+def plan(points, passthrough, out):
+    """``(point, run folder, train arguments, state)`` of every grid point; every folder checked first."""
     plans = []
     for pt in points:
         run_dir = os.path.join(out, pt["name"])
         argv = train_argv(pt, passthrough, run_dir)
         check_folder(run_dir, expected_config(argv))  # every folder checked before any work
         plans.append((pt, run_dir, argv, run_state(run_dir)))
+    return plans
+
+
+def show_grid(plans, out, log, dry_run, print_commands, slurm):
+    """--dry-run, --print-commands, --slurm: the plan, and nothing run."""
     n = len(plans)
-    pending = [(pt, run_dir, resume_argv(argv, run_dir) if state == "interrupted" else argv, state)
-               for pt, run_dir, argv, state in plans if state != "done"]
+    pending = [(run_dir, command(argv, run_dir, state)) for _, run_dir, argv, state in plans if state in TO_RUN]
     if print_commands:
-        for line in launch.shell_lines([(run_dir, argv) for _, run_dir, argv, _ in pending]):
+        for line in launch.shell_lines(pending):
             log(line)
         return 0
     if slurm:
-        launch.slurm_script([(run_dir, argv, without_flag(argv, "--recipe")) for _, run_dir, argv, _ in plans],
-                            slurm, out)
+        try:
+            launch.slurm_script([(run_dir, argv, without_flag(argv, "--recipe")) for _, run_dir, argv, _ in plans],
+                                slurm, out)
+        except OSError as e:
+            raise SweepError(f"cannot write {slurm}: {e.strerror or e}") from None
         log(f"wrote {slurm}: a SLURM job array of {n} runs ({n - len(pending)} finished before); "
             f"submit it with: sbatch {slurm}")
         return 0
-    log(f"sweep: {n} runs in {out} ({n - len(pending)} finished before, {len(pending)} to run"
-        f"{f', {jobs} at a time' if jobs > 1 else ''}); each run's output in RUN/train.log")
-    if dry_run:
-        for k, (pt, run_dir, argv, state) in enumerate(plans, 1):
-            cmd = resume_argv(argv, run_dir) if state == "interrupted" else argv
-            log(f"[{k}/{n}] {pt['name']} ({state}): python -m minisd.train {' '.join(cmd)}")
-        return 0
-    os.makedirs(out, exist_ok=True)
+    log(f"sweep: {n} runs in {out} ({n - len(pending)} finished before, {len(pending)} to run); dry run")
+    for k, (pt, run_dir, argv, state) in enumerate(plans, 1):
+        log(f"[{k}/{n}] {pt['name']} ({state}): python -m minisd.train {' '.join(command(argv, run_dir, state))}")
+    return 0
+
+
+TO_RUN = ("interrupted", "unstarted", "new")  # the states a minisd.train process takes on
+
+
+def claim_sweep_folder(out, log):
+    """Create ``out`` and hold it for this sweep; one line (SweepError) when another sweep holds it
+    or it cannot be written (a file, read-only, a full disk)."""
+    try:
+        check_free_space(nearest_folder(out), "the sweep folder", "--out")
+        os.makedirs(out, exist_ok=True)
+        held = claim(out)
+    except TrainingError as e:
+        raise SweepError(str(e)) from None
+    except FolderBusy as e:
+        raise SweepError(f"{e}: another sweep runs in it; wait for it to end, or choose another --out") from None
+    except OSError as e:
+        raise SweepError(f"cannot write to the sweep folder {out}: {e.strerror or e}") from None
+    if held.took_over:
+        log(f"took over {out} from pid {held.took_over}, a sweep that ended without giving it back")
+    return held
+
+
+def run_plans(plans, out, log, jobs, devices):
+    """Skip the finished points, summarise the trained ones, run the others; the exit code."""
+    n = len(plans)
     number = {pt["name"]: k for k, (pt, *_) in enumerate(plans, 1)}
+    todo = [(pt, run_dir, command(argv, run_dir, state), state) for pt, run_dir, argv, state in plans
+            if state in TO_RUN]
+    log(f"sweep: {n} runs in {out} ({sum(st == 'done' for *_, st in plans)} finished before, {len(todo)} to run"
+        f"{f', {jobs} at a time' if jobs > 1 else ''}); each run's output in RUN/train.log")
+    failed, busy, interrupted, ended, t_sweep = [], [], [], set(), time.perf_counter()
     for k, (pt, run_dir, _, state) in enumerate(plans, 1):
         if state == "done":
             log(f"[{k}/{n}] {pt['name']}: finished before, {_error_text(run_dir)} (skipped)")
-    for _, run_dir, _, _ in pending:
-        os.makedirs(run_dir, exist_ok=True)
-    failed, interrupted, t_sweep = [], [], time.perf_counter()
-    states = {pt["name"]: (run_dir, state) for pt, run_dir, _, state in pending}
+        elif state == "running":
+            busy.append(pt["name"])
+            log(f"[{k}/{n}] {pt['name']}: running in another process (pid {holder(run_dir) or '?'}): left to it")
+        elif state == "trained":
+            try:
+                write_summary(run_dir)
+                log(f"[{k}/{n}] {pt['name']}: trained before; its summary written now from last.npz: "
+                    f"{_error_text(run_dir)}")
+            except (OSError, CheckpointError, FolderBusy) as e:
+                failed.append(pt["name"])
+                log(f"[{k}/{n}] {pt['name']}: FAILED: its summary could not be written from last.npz: {e}")
+    for _, run_dir, _, _ in todo:
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as e:
+            raise SweepError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
+    states = {pt["name"]: (run_dir, state) for pt, run_dir, _, state in todo}
+    write_error = []
 
     def started(name, slot):
         if jobs > 1 or devices:
             where = f"GPU {devices[slot % len(devices)]}" if devices else f"job slot {slot}"
             log(f"[{number[name]}/{n}] {name}: started ({where})")
 
-    def finished(name, code, seconds):
+    def finished(name, code, seconds, error):
+        ended.add(name)
         run_dir, state = states[name]
         k = number[name]
-        if code in (130, 143):
+        if error is not None:  # its log could not be written: nothing started, nothing more will
+            write_error.append(f"cannot write {os.path.join(run_dir, 'train.log')}: {_reason(error)}")
+            log(f"[{k}/{n}] {name}: not started: {write_error[-1]}")
+        elif code in (130, 143):
             interrupted.append(name)
             kept = ("its last.npz will be resumed" if run_state(run_dir) == "interrupted"
                     else "no checkpoint yet: it will start again")
@@ -248,19 +351,30 @@ def run_grid(points, passthrough, out, dry_run=False, log=print, jobs=1, devices
             note = ", resumed from last.npz" if state == "interrupted" else ""
             log(f"[{k}/{n}] {name}: {_error_text(run_dir)}, {seconds:.0f} s{note}")
 
-    tasks = [(pt["name"], argv, os.path.join(run_dir, "train.log")) for pt, run_dir, argv, _ in pending]
-    outcome = launch.run_many(tasks, jobs=jobs, devices=devices, on_start=started, on_done=finished)
-    if outcome == "interrupted" or interrupted:
+    tasks = [(pt["name"], argv, os.path.join(run_dir, "train.log")) for pt, run_dir, argv, _ in todo]
+    signum = launch.run_many(tasks, jobs=jobs, devices=devices, on_start=started, on_done=finished)
+    if signum is not None or interrupted:
         if len(interrupted) != 1 or jobs > 1:
             log("sweep interrupted: run the same command again to continue (finished runs are skipped, "
                 "interrupted ones resumed)")
-        return 130
-    log(f"sweep: {n - len(failed)} of {n} runs finished ({time.perf_counter() - t_sweep:.0f} s); "
+        return 128 + (signum or 2)
+    if write_error:
+        log(f"sweep stopped: {write_error[0]}; {len(todo) - len(ended)} more runs not started. Free some space "
+            f"(or make {out} writable), then run the same command again")
+        return 1
+    log(f"sweep: {n - len(failed) - len(busy)} of {n} runs finished ({time.perf_counter() - t_sweep:.0f} s); "
         f"draw them with: python -m minisd.sweep --plot {out}")
+    if busy:
+        log(f"still running in other processes: {', '.join(busy)}; run the same command again once they have ended")
     if failed:
         log(f"failed: {', '.join(failed)} (see their train.log; run the same command again to retry)")
-        return 1
-    return 0
+    return 1 if failed or busy else 0
+
+
+def _reason(e):
+    """An OSError in words: a full disk says so."""
+    return "no space left on the device" if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", 0)) \
+        else (e.strerror or str(e))
 
 
 def _error_text(run_dir):
@@ -269,151 +383,6 @@ def _error_text(run_dir):
         return "no test error"
     kind = "best-validation" if "best_epoch" in s else "final"
     return f"test error {100 * s['test_error']:.2f}% ({kind})"
-
-
-# ---------------------------------------------------------------------------
-# Figure 8
-# ---------------------------------------------------------------------------
-
-
-def collect(sweep_dir):
-    """The finished runs under ``sweep_dir``: one dict per run (depth, rule, p_last, seed, test_error,
-    test_error_rule, epoch_seconds, expected_blocks, blocks, name). Unfinished folders are counted
-    in the second value returned."""
-    if not os.path.isdir(sweep_dir):
-        raise SweepError(f"{sweep_dir} is not a folder")
-    runs, unfinished = [], []
-    for name in sorted(os.listdir(sweep_dir)):
-        run_dir = os.path.join(sweep_dir, name)
-        cfg = read_config(run_dir)
-        if not os.path.isdir(run_dir) or not cfg:
-            continue
-        if cfg.get("arch", "resnet") != "resnet":  # Figure 8 is about p_L
-            unfinished.append(f"{name} (a DenseNet: no p_L)")
-            continue
-        if run_state(run_dir) != "done":
-            unfinished.append(name)
-            continue
-        s = _read_json(os.path.join(run_dir, "summary.json"))
-        blocks = 3 * ((cfg["depth"] - 2) // 6)
-        runs.append(dict(name=name, depth=cfg["depth"], rule=cfg["rule"], p_last=float(cfg["p_last"]),
-                         seed=cfg["seed"], test_error=s["test_error"], test_error_rule=s["test_error_rule"],
-                         epoch_seconds=s["mean_epoch_seconds"], blocks=blocks,
-                         expected_blocks=expected_blocks(blocks, float(cfg["p_last"]), cfg["rule"])))
-    if not runs:
-        raise SweepError(f"no finished runs in {sweep_dir}"
-                         + (f" ({len(unfinished)} unfinished)" if unfinished else ""))
-    return runs, unfinished
-
-
-def group(runs):
-    """{(depth, rule, p_last): [runs over seeds]}; constant-depth runs (p_L = 1) are put under
-    every rule that has runs at that depth, since they are the p_L = 1 point of each curve."""
-    rules = sorted({r["rule"] for r in runs if r["p_last"] < 1}) or ["linear"]
-    out = {}
-    for r in runs:
-        for rule in (rules if r["p_last"] >= 1 else [r["rule"]]):
-            out.setdefault((r["depth"], rule, r["p_last"]), []).append(r)
-    return out
-
-
-def summary_rows(runs):
-    """Table rows, one per (depth, rule, p_L), constant depth once per depth: mean / min / max test
-    error over seeds, seconds per epoch (and as a share of constant depth's), E[blocks] of L."""
-    by = {}
-    for r in runs:
-        by.setdefault((r["depth"], "constant" if r["p_last"] >= 1 else r["rule"], r["p_last"]), []).append(r)
-    mean = lambda v: sum(v) / len(v)
-    rows = []
-    for (depth, rule, p), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] != "constant", kv[0][1],
-                                                                    -kv[0][2])):
-        errs = [r["test_error"] for r in rs]
-        const = by.get((depth, "constant", 1.0))
-        seconds = mean([r["epoch_seconds"] for r in rs])
-        rows.append(dict(depth=depth, rule=rule, p_last=p, seeds=len(rs), error=mean(errs), error_min=min(errs),
-                         error_max=max(errs), epoch_seconds=seconds,
-                         time_vs_constant=seconds / mean([r["epoch_seconds"] for r in const]) if const else None,
-                         expected_blocks=rs[0]["expected_blocks"], blocks=rs[0]["blocks"]))
-    return rows
-
-
-def plot_sweep(runs, out_path, title=None):
-    """Figure 8 from finished runs: test error vs p_L per rule (mean over seeds, bars from the lowest to
-    the highest seed); beside it a depth x p_L heat map (linear rule) when there are several depths."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = group(runs)
-    depths = sorted({d for d, _, _ in groups})
-    rules = sorted({rule for _, rule, _ in groups})
-    heat = len(depths) > 1
-    fig, axes = plt.subplots(1, 2 if heat else 1, figsize=(12 if heat else 6.5, 4.5), squeeze=False)
-    ax = axes[0][0]
-    styles = {"linear": ("-", "o"), "uniform": ("--", "s")}
-    for i, depth in enumerate(depths):
-        for rule in rules:
-            pts = sorted((p, rs) for (d, ru, p), rs in groups.items() if d == depth and ru == rule)
-            if not pts:
-                continue
-            ps = [p for p, _ in pts]
-            mean = [100 * sum(r["test_error"] for r in rs) / len(rs) for _, rs in pts]
-            lo = [m - 100 * min(r["test_error"] for r in rs) for m, (_, rs) in zip(mean, pts)]
-            hi = [100 * max(r["test_error"] for r in rs) - m for m, (_, rs) in zip(mean, pts)]
-            ls, marker = styles.get(rule, ("-.", "^"))
-            ax.errorbar(ps, mean, yerr=[lo, hi], ls=ls, marker=marker, color=f"C{i}", capsize=3,
-                        label=f"ResNet-{depth}, {rule}")
-    seeds = sorted({r["seed"] for r in runs})
-    ax.set_xlabel("p_L (survival probability of the last block)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(title or f"Test error vs p_L ({len(seeds)} seed{'s' * (len(seeds) > 1)}: mean, min-max)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if heat:
-        ax = axes[0][1]
-        rule = "linear" if "linear" in rules else rules[0]
-        ps = sorted({p for (_, ru, p) in groups if ru == rule})
-        grid = [[float("nan")] * len(ps) for _ in depths]
-        for (d, ru, p), rs in groups.items():
-            if ru == rule:
-                grid[depths.index(d)][ps.index(p)] = 100 * sum(r["test_error"] for r in rs) / len(rs)
-        im = ax.imshow(grid, cmap="viridis_r", aspect="auto", origin="lower")
-        lo, hi = im.get_clim()
-        for y, row in enumerate(grid):
-            for x, v in enumerate(row):
-                if v == v:  # not nan; dark text on the light (low-error) end of the colour map
-                    dark = hi == lo or (v - lo) / (hi - lo) < 0.5
-                    ax.text(x, y, f"{v:.1f}", ha="center", va="center", fontsize=8, color="k" if dark else "w")
-        ax.set_xticks(range(len(ps)), [f"{p:g}" for p in ps])
-        ax.set_yticks(range(len(depths)), [str(d) for d in depths])
-        ax.set_xlabel("p_L")
-        ax.set_ylabel("depth (layers)")
-        ax.set_title(f"test error (%), {rule} rule")
-        fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
-
-
-def plot_main(sweep_dir, figure, log=print):
-    runs, unfinished = collect(sweep_dir)
-    rows = summary_rows(runs)
-    log(f"{len(runs)} finished runs in {sweep_dir}" + (f"; left out, unfinished: {', '.join(unfinished)}"
-                                                       if unfinished else ""))
-    rules = sorted({r["test_error_rule"] for r in runs})
-    log(f"test error: {' / '.join(rules)}")
-    log(f"{'depth':>5}  {'rule':8}  {'p_L':>4}  {'seeds':>5}  {'test error %':>12}  {'(min-max)':>11}  "
-        f"{'s/epoch':>7}  {'vs const':>8}  {'E[blocks]':>9}")
-    for r in rows:
-        spread = f"({100 * r['error_min']:.1f}-{100 * r['error_max']:.1f})" if r["seeds"] > 1 else ""
-        share = f"{100 * r['time_vs_constant']:.0f}%" if r["time_vs_constant"] is not None else "-"
-        log(f"{r['depth']:>5}  {r['rule']:8}  {r['p_last']:>4g}  {r['seeds']:>5}  {100 * r['error']:>12.2f}  "
-            f"{spread:>11}  {r['epoch_seconds']:>7.1f}  {share:>8}  {r['expected_blocks']:>5.1f}/{r['blocks']}")
-    path = plot_sweep(runs, figure or os.path.join(sweep_dir, "fig8.png"))
-    log(f"wrote {path}")
-    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -524,19 +493,40 @@ def parse(argv):
     return args, passthrough
 
 
+def say(line):
+    """The sweep's own lines, on stdout; stdout on a full disk must not stop the runs (their results are
+    in their folders), so a line that cannot be written is dropped."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
+
+
 def main(argv=None):
+    """The command line; returns the exit status: 0 done, 1 a failed run or an unusable folder (one line
+    each), 2 bad flags, 130 / 143 stopped by Ctrl-C / SIGTERM (the same command continues)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args, passthrough = parse(argv)
         if args.plot is not None:
-            return plot_main(args.plot, args.figure)
+            try:
+                return plot_main(args.plot, args.figure, say)
+            except ImportError as e:
+                raise SweepError(f"drawing Figure 8 needs matplotlib (pip install matplotlib): {e}") from None
+            except ValueError as e:  # not a folder, no finished runs
+                raise SweepError(str(e)) from None
+            except OSError as e:  # the figure cannot be written: a full disk, a read-only folder
+                raise SweepError(f"cannot write {e.filename or args.figure or args.plot}: {_reason(e)}") from None
         points = (densenet_points(args.depth, args.seed) if args.p_last == [None]
                   else grid_points(args.depth, args.rule, args.p_last, args.seed))
-        return run_grid(points, passthrough, args.out, dry_run=args.dry_run, jobs=args.jobs, devices=args.devices,
-                        print_commands=args.print_commands, slurm=args.slurm)
+        return run_grid(points, passthrough, args.out, dry_run=args.dry_run, log=say, jobs=args.jobs,
+                        devices=args.devices, print_commands=args.print_commands, slurm=args.slurm)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    except KeyboardInterrupt:  # before any run started (once runs start, launch.run_many handles signals)
+        print("\ninterrupted before any run started: run the same command again", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
