@@ -419,6 +419,7 @@ def run_depth(depth, args, device, torch, torch_resnet):
 
 def main(argv=None):
     args = parse_args(argv)
+    parallel.tune_process()  # a benchmark owns its process: BLAS on one thread, freed memory kept
     device = backend.resolve_device(args.device)
     if args.threads:
         parallel.set_num_threads(args.threads)

@@ -31,8 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import backend, data, step
-from .data import files as data_files
 from .fast.switch import reference
+from .fast.threads import tune_process
 from .optim import SGD, lr_at_epoch
 from .step import StopRequested
 from .tools.checkpoint import (CheckpointError, RunShape, check_run_checkpoint, file_stamp, prefixed,
@@ -40,6 +40,7 @@ from .tools.checkpoint import (CheckpointError, RunShape, check_run_checkpoint, 
 from .tools.flags import (Config, build_parser, check_config, check_resume, config_from_args,  # noqa: F401
                           network, read_resume_checkpoint)
 from .tools.plot import plot_runs
+from .tools.run_data import load_data
 from .tools.runs import (RunFolder, TrainingError, carry_best_checkpoint, check_data_folder, summarize,
                          write_failed, write_json, write_metrics)
 from .tools.signals import SIGNAL_NAMES, Signals, test_hook
@@ -52,57 +53,6 @@ READ_EVERY = 20
 def log_line(msg):
     """Print a line now (runs under nohup or tee are block-buffered otherwise)."""
     print(msg, flush=True)
-
-
-def load_data(cfg: Config, device, log):
-    """Load the data set, hold out the validation set, fit the normaliser; arrays on ``device``.
-
-    Returns ``(train, valid, test, num_classes, normalizer)``, each set a pair (uint8 images,
-    labels). Every problem is one line (TrainingError, or DataError from the loaders).
-    """
-    test_hook("data")
-    try:
-        x_train, y_train, x_test, y_test, num_classes, files = data.load_dataset(
-            cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra, log=log,
-            progress=cfg.progress, with_files=True)
-    except data_files.DownloadError as e:
-        raise TrainingError(f"{e}, or point --data-dir at a folder that holds it, or train on the real "
-                            f"CIFAR-10 sample shipped with minisd: --dataset cifar10-sample") from None
-    except data.DataNotFoundError as e:
-        if cfg.download:
-            raise
-        raise TrainingError(f"{e.not_found}; --no-download: nothing was fetched. Put {e.where}, or point "
-                            f"--data-dir at a folder that holds it, or use --dataset cifar10-sample "
-                            f"(shipped with minisd)") from None
-    if cfg.limit_train:
-        x_train, y_train = x_train[:cfg.limit_train], y_train[:cfg.limit_train]
-        files = None if files is None else files[:cfg.limit_train]
-    valid_size = cfg.valid_size
-    if valid_size is None and not cfg.valid_per_class:  # the data set's default
-        valid_size = data.default_valid_size(cfg.dataset, len(y_train))
-        log(f"validation split: {valid_size if valid_size >= 1 else f'a fraction {valid_size:g}'} of the "
-            f"{len(y_train)} training images (the default for {'a full' if valid_size >= 1 else 'this'} "
-            f"training set; --valid-size to change it)")
-    try:
-        if cfg.valid_per_class:  # the paper's SVHN split: N of each class from each file
-            (x_train, y_train), valid = data.stratified_split(x_train, y_train, cfg.valid_per_class,
-                                                              files=files if cfg.svhn_extra else None, seed=cfg.seed)
-        else:
-            (x_train, y_train), valid = data.train_valid_split(x_train, y_train, valid_size, seed=cfg.seed)
-    except ValueError as e:
-        raise TrainingError(f"--valid-per-class: {e}" if cfg.valid_per_class else f"--valid-size: {e}; use "
-                            f"--valid-size 0 (no validation split) or a fraction such as 0.1") from None
-    if len(valid[1]) > len(y_train):
-        raise TrainingError(f"--valid-size {valid_size} holds out {len(valid[1])} of the "
-                            f"{len(y_train) + len(valid[1])} training images, leaving {len(y_train)} to train on: "
-                            f"use --valid-size 0 (no validation split) or a fraction such as 0.1")
-    if len(y_train) < cfg.batch_size:
-        raise TrainingError(f"only {len(y_train)} training images for a batch of {cfg.batch_size}")
-    log(f"data: {cfg.dataset}, {len(y_train)} train / {len(valid[1])} valid / {len(y_test)} test, "
-        f"{num_classes} classes")
-    normalizer = data.Normalizer.fit(x_train).to(device)
-    to = lambda pair: tuple(backend.to_device(a, device) for a in pair)  # noqa: E731 (uint8 stays small)
-    return to((x_train, y_train)), to(valid), to((x_test, y_test)), num_classes, normalizer
 
 
 class Run:
@@ -375,6 +325,7 @@ def main(argv=None):
     """The command line; returns the exit status: 0 done, 1 an error (one line on stderr),
     130 / 143 stopped by Ctrl-C / SIGTERM (last.npz saved, or nothing written before training)."""
     args = build_parser().parse_args(argv)
+    tune_process()  # this process is minisd's own: BLAS on one thread, freed memory kept (fast/threads.py)
     with Signals() as signals:  # until training starts, a signal stops at once: nothing written yet
         try:
             stamp = file_stamp(args.resume) if args.resume else None  # before the read: a change after it is seen
