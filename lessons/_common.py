@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -62,12 +63,6 @@ class Lesson:
         self.sync()
         return time.perf_counter() - t0
 
-    def timeit(self, fn, repeat=3, warmup=1):
-        """Median wall time of ``fn()`` in seconds over ``repeat`` runs, after ``warmup`` runs."""
-        for _ in range(warmup):
-            fn()
-        return float(np.median([self.clock(fn) for _ in range(repeat)]))
-
     def interleaved(self, settings, rounds):
         """Time every setting once per round, the order reversed every second round, so that a
         slow spell of the machine hits all settings alike. ``settings``: {name: fn}.
@@ -82,7 +77,7 @@ class Lesson:
     # -- output ----------------------------------------------------------------------
 
     def path(self, filename):
-        """A file in the output folder, named after the lesson: out/05_gate_<filename>."""
+        """A file in the output folder, named after the lesson: out/05_the_gate_<filename>."""
         return self.out / f"{self.name}_{filename}"
 
     def save_figure(self, fig, filename):
@@ -102,7 +97,8 @@ class Lesson:
 
         ``mechanics``: what the code must do, checked on the numbers just measured: rows
         ``(claim, number, criterion, supported)``. A "no" here is a bug in minisd.
-        ``claims``: the paper's claims tried at this lesson's scale: rows ``(claim, number,
+        ``claims``: the paper's claims (and predictions the lesson derives) tried at this lesson's
+        scale: rows ``(claim, number,
         criterion, supported, takeaway)``; ``takeaway`` is one line on what the result teaches,
         required when the claim is not supported (a "no" at laptop scale still teaches something:
         say what), left out of the record when it is. ``supported``: True/False or a word such as "yes", "no", "not shown".
@@ -120,11 +116,12 @@ class Lesson:
             print("\nWhat the code does (mechanics, checked):")
             table(list(FINDINGS_HEADERS), self.mechanics)
         if self.claims:
-            print("\nThe paper's claims at this scale:")
+            print("\nClaims tried at this scale (the paper's, and predictions derived in the lesson):")
             table(list(FINDINGS_HEADERS), [row[:4] for row in self.claims])
             for claim, _, _, ok, takeaway in self.claims:
-                if takeaway:
-                    print(f"  * {claim} ({ok}): {takeaway}")
+                if takeaway:  # what a "no" or "not shown" teaches
+                    print(textwrap.fill(f"* {claim} ({ok}): {takeaway}", width=100,
+                                        initial_indent="  ", subsequent_indent="    "))
 
     def try_this(self):
         """Print the 'Try this' section of the lesson's docstring and the run time, and write
@@ -156,7 +153,6 @@ def write_record(L: Lesson, seconds):
     the machine and its load average at the end (other work on the machine slows a run). ``python lessons/tables.py`` builds the READMEs' lesson tables from these."""
     import datetime
     import json
-    import os
     import platform
     record = dict(name=L.name, title=L.doc.strip().splitlines()[0] if L.doc.strip() else L.name,
                   mode="quick" if L.quick else "default", device=L.device,

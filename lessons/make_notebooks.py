@@ -84,7 +84,9 @@ def docstring_markdown(doc):
 
 
 def cells_of(script, flags):
-    """``[(cell_type, source, tags)]`` of the notebook made from ``script`` (nothing executed)."""
+    """``[(cell_type, source)]`` of the notebook made from ``script`` (nothing executed). A lesson's
+    markdown links to ``../docs/`` (right beside the .py) are written ``../../docs/`` (right from
+    lessons/notebooks/)."""
     import jupytext
 
     text = script.read_text(encoding="utf-8")
@@ -98,15 +100,17 @@ def cells_of(script, flags):
     nb = jupytext.reads(text, fmt="py:percent")
     module = ast.parse(script.read_text(encoding="utf-8"))
     doc = ast.get_docstring(module)
-    out = [("code", settings_cell(script, flags), [])]
+    out = [("code", settings_cell(script, flags))]
     for i, cell in enumerate(nb.cells):
         source = cell.source
         if i == 0 and doc is not None and cell.cell_type == "code":  # the docstring, then any code after it
-            out.append(("markdown", docstring_markdown(doc), []))
+            out.append(("markdown", docstring_markdown(doc)))
             source = "\n".join(source.splitlines()[module.body[0].end_lineno:]).strip("\n")
             if not source:
                 continue
-        out.append((cell.cell_type, source, []))
+        if cell.cell_type == "markdown":
+            source = source.replace("](../docs/", "](../../docs/")
+        out.append((cell.cell_type, source))
     return out
 
 
@@ -115,11 +119,9 @@ def build(script, flags):
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    for i, (kind, source, tags) in enumerate(cells_of(script, flags)):
+    for i, (kind, source) in enumerate(cells_of(script, flags)):
         cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
         cell.id = f"cell-{i}"
-        if tags:
-            cell.metadata["tags"] = tags
         nb.cells.append(cell)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -154,7 +156,7 @@ def differences(script):
         return [f"{shown(path)}: missing"]
     nb = nbformat.read(path, as_version=4)
     flags = nb.metadata.get("minisd", {}).get("flags", "")
-    want = [(kind, source) for kind, source, _ in cells_of(script, flags)]
+    want = cells_of(script, flags)
     have = [(c.cell_type, c.source) for c in nb.cells]
     if want == have:
         return []

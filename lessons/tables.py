@@ -121,26 +121,26 @@ def render(kind, rows) -> str:
 
     out = [BEGIN, ""]
     if kind == "course":
-        out += ["| # | lesson | what the code does: checked | the paper's claims: supported | default run | "
+        out += ["| # | lesson | what the code does: checked | claims at this scale: supported | default run | "
                 "`--quick` |", "| --- | --- | --- | --- | ---: | ---: |"]
         out += [f"| {_number(f)} | {lesson(f, d)} | {_supported(d['mechanics'])} | "
                 f"{_supported(d['claims'])} | {_seconds(d)} | {_seconds(q)} |" for f, d, q in rows]
         dates = sorted({d["date"] for _, d, _ in rows})
         machines = sorted({d["machine"] for _, d, _ in rows})
         loads = [d.get("load", 0.0) for _, d, _ in rows]
+        times = exercise_times()
         out += ["", f"{len(rows)} lessons. Times: wall-clock time of one run of each, recorded "
                 f"{', '.join(dates)} on {'; '.join(machines)} (load average {min(loads):g}-{max(loads):g} "
                 f"at the end of the default runs: other work shared the machine where it is above the core "
-                f"count). What each default run found:", ""]
-        times = exercise_times()
-        out += ["", "The exercises with `--solution`: " + ", ".join(
-            f"{name[:2]} {times[name]:.1f} s" for name in sorted(times)) + " (same machine and day).", ""]
+                f"count). The exercises with `--solution`: " + ", ".join(
+                    f"{name[:2]} {times[name]:.1f} s" for name in sorted(times)) + " (same machine and day).",
+                "", "What each default run found:", ""]
         for f, d, _ in rows:
             out.append(f"- **{_number(f)}**, what the code does: " + ("; ".join(
                 f"{claim} ({number}; {criterion}): **{ok}**" for claim, number, criterion, ok in d["mechanics"])
                 or "none recorded"))
             if d["claims"]:
-                out.append("  The paper's claims: " + "; ".join(
+                out.append("  Claims at this scale: " + "; ".join(
                     f"{claim} ({number}; {criterion}): **{ok}**" + (f" ({takeaway})" if takeaway else "")
                     for claim, number, criterion, ok, takeaway in d["claims"]))
     else:  # two lessons per row: the front page stays short

@@ -62,9 +62,12 @@ def test_cells_come_from_the_script():
     assert cells[0][0] == "code" and "MINISD_LESSON_NAME" in cells[0][1] and "README" in cells[0][1]
     assert cells[1][0] == "markdown" and cells[1][1].startswith("**Lesson 5")
     markdown = text.count("# %% [markdown]")
-    assert sum(kind == "markdown" for kind, _, _ in cells[2:]) == markdown
+    assert sum(kind == "markdown" for kind, _ in cells[2:]) == markdown
+    # the figure's link, right beside the .py (../docs/), is right from lessons/notebooks/ too
+    assert "](../docs/figures/stochastic_depth.png)" in text
+    assert any("](../../docs/figures/stochastic_depth.png)" in source for _, source in cells)
     assert len(cells) - 2 == text.count("\n# %%")
-    for kind, source, _ in cells[2:]:
+    for kind, source in cells[2:]:
         if kind == "code":
             assert source.strip() in text
 
