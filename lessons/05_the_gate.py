@@ -36,7 +36,7 @@ Try this
 #     H_l = ReLU( b_l * f_l(H_{l-1}) + shortcut(H_{l-1}) ).
 #
 # ![Stochastic depth drawn: a ResNet-32's gates over six mini-batches, an open, a closed and a
-# test-time block](../../docs/figures/stochastic_depth.png)
+# test-time block](../docs/figures/stochastic_depth.png)
 #
 # (The figure, docs/figures/stochastic_depth.png, drawn by docs/figures/make_figures.py from
 # real draws of `sample_gates`: blocks open and closed over six mini-batches; an open block,

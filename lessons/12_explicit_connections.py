@@ -34,7 +34,7 @@ Try this
 #     x_{l+1} = cat(x_l, f_l(x_l)),   f = BN -> ReLU -> conv1x1 (4k) -> BN -> ReLU -> conv3x3 (k)
 #
 # ![A dense block: every layer reads the maps of every layer before it; the stack of maps grows
-# by k per layer](../../docs/figures/dense_block.png)
+# by k per layer](../docs/figures/dense_block.png)
 #
 # (docs/figures/dense_block.png, drawn by docs/figures/make_figures.py from minisd.DenseNet.)
 #
