@@ -9,6 +9,7 @@ exercise's cases are imported and run on deliberately wrong functions (the worke
 one classic mistake), which must be reported as wrong, with the diagnosis the exercise promises,
 printed for the first failing case and for no other. Lesson 00 runs in --quick mode.
 """
+import json
 import os
 import re
 import subprocess
@@ -53,6 +54,8 @@ def test_stub_fails_saying_not_written_yet(exercise):
     assert "Traceback" not in output, output[-3000:]
     # the details of the first case only: one "raises NotImplementedError" line, not one per case
     assert output.count("raises NotImplementedError") == 1, output[-3000:]
+    module, _ = load(exercise.stem)        # named by the stub that raised, not by the case that called it
+    assert f"{module.cases.function_names[0]} raises NotImplementedError" in output, output[-3000:]
     assert "[1/" in output and "<- the first that fails" in output.splitlines()[1], output[-3000:]
     # and no hint unless asked: only the pointer to --hint
     shown = [h for h in all_hints(exercise) if h in output]
@@ -142,6 +145,22 @@ def test_the_stub_asks_for_the_derivation_without_giving_it(exercise):
     assert "Derivation to do" in module.__doc__ and "--hint" in module.__doc__
 
 
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_the_exercise_and_its_notebook_show_no_hint_and_no_wrong_answer(exercise):
+    """The cases (their hints and the wrong answers they recognise) live in _cases/NN_name.py: the
+    exercise file a learner opens, and the notebook made from it, hold neither."""
+    module, _ = load(exercise.stem)
+    assert (EXERCISES_DIR / "_cases" / exercise.name).is_file()
+    source = exercise.read_text()
+    assert "hints=" not in source and "mistakes=" not in source, f"{exercise.name} holds its cases"
+    notebook = ROOT / "lessons" / "notebooks" / "exercises" / f"{exercise.stem}.ipynb"
+    shown = source + (notebook.read_text() if notebook.is_file() else "")   # cells and their outputs
+    if notebook.is_file():   # run on the stubs: it names the first stub, as the command line does
+        assert f"{module.cases.function_names[0]} raises NotImplementedError" in notebook.read_text()
+    hints = all_hints(exercise)
+    assert hints and not [h for h in hints if h in shown or json.dumps(h)[1:-1] in shown], exercise.name
+
+
 # ---------------------------------------------------------------------------------------------
 # the checks catch wrong code: the solution with one classic mistake
 # ---------------------------------------------------------------------------------------------
@@ -182,9 +201,9 @@ def test_relu_in_place_and_unmasked_gradients_are_caught():
     assert results["the forward leaves x alone"][0] == "wrong"
     results = run_with("01_relu", relu_backward=lambda dout, cache: (cache > 0) * 1.0)
     status, text = results["backward with a random dout"]
-    assert status == "wrong" and "the mask (x > 0) without dout" in text
+    assert status == "wrong" and "dout is left out" in text
     results = run_with("01_relu", relu_backward=lambda dout, cache: dout * (cache >= 0))
-    assert results["x exactly 0: gradient 0 there"][0] == "wrong"
+    assert results["x exactly 0: the gradient at the kink"][0] == "wrong"
 
 
 def test_softmax_without_the_mean_is_caught():
@@ -196,7 +215,7 @@ def test_softmax_without_the_mean_is_caught():
 
     results = run_with("02_softmax_linear", softmax_cross_entropy_backward=no_mean)
     status, text = results["softmax CE: a batch of 6, the mean over N"]
-    assert status == "wrong" and "without the 1/N" in text
+    assert status == "wrong" and "the sum over the batch, not of the mean" in text
     assert results["softmax CE: one example"][0] == "ok"          # N = 1: the factor is 1, rightly not caught
 
     def unstable(logits, labels):
@@ -219,9 +238,9 @@ def test_linear_with_transposed_weight_gradient_is_caught():
     assert status == "wrong" and "transposed" in text
 
 
-@pytest.mark.parametrize("missing, expected", [("mean", "without the mean's term"),
-                                               ("var", "without the variance's term"),
-                                               ("both", "mean and variance treated as constants")])
+@pytest.mark.parametrize("missing, expected", [("mean", "without the term through the mean"),
+                                               ("var", "without the term through the variance"),
+                                               ("both", "the mean and the variance treated as constants")])
 def test_batchnorm_without_a_correction_term_is_caught(missing, expected):
     def backward(dout, cache):
         xhat, s, gamma = cache
@@ -242,6 +261,20 @@ def test_batchnorm_without_a_correction_term_is_caught(missing, expected):
     assert status == "wrong"
     assert ("the term through the mean is missing" in text) == (missing in ("mean", "both"))
     assert ("the term through the variance is missing" in text) == (missing in ("var", "both"))
+
+
+def test_batchnorm_with_m_miscounted_is_caught():
+    """m = N (the batch) instead of N*H*W (every value of the channel): named, on a case with H*W > 1."""
+    def m_is_n(dout, cache):
+        xhat, s, gamma = cache
+        m = dout.shape[0]
+        dbeta, dgamma = dout.sum(axis=(0, 2, 3)), (dout * xhat).sum(axis=(0, 2, 3))
+        dx = m * dout - dbeta[None, :, None, None] - xhat * dgamma[None, :, None, None]
+        return gamma[None, :, None, None] * s / m * dx, dgamma, dbeta
+
+    results = run_with("03_batchnorm", batchnorm_backward=m_is_n)
+    status, text = results["gamma = 1, beta = 0: dx, dgamma, dbeta"]
+    assert status == "wrong" and "m = N, not N*H*W" in text, text
 
 
 def test_dout_of_ones_tests_the_mean_term_only():
@@ -270,7 +303,7 @@ def test_only_the_first_failing_case_is_diagnosed():
     text = "\n".join(printed)
     failing = [title for title, status, _ in results if status != "ok"]
     assert len(failing) >= 2, failing
-    assert "without the variance's term" in text                      # the first failing case's diagnosis
+    assert "without the term through the variance" in text            # the first failing case's diagnosis
     later = dict((t, "\n".join(lines)) for t, _, lines in results)[failing[-1]]
     assert "the term through the variance is missing" in later          # the later case found it too ...
     assert "the term through the variance is missing" not in text       # ... but it is not printed
@@ -390,7 +423,15 @@ def test_a_crash_is_an_error_not_a_pass():
 
     results = run_with("01_relu", relu_forward=crashes)
     status, text = results["forward of a (5, 4) array"]
-    assert status == "error" and "ValueError: shapes do not match" in text and "at lessons" in text
+    # where: the learner's line (here this file), not the checks that called it
+    assert status == "error" and "ValueError: shapes do not match" in text
+    assert "at tests/test_exercises.py" in text and "(crashes)" in text, text
+
+    def crashes_in_numpy(x):
+        return np.reshape(x, (7, 7)), None
+
+    status, text = run_with("01_relu", relu_forward=crashes_in_numpy)["forward of a (5, 4) array"]
+    assert status == "error" and "at tests/test_exercises.py" in text and "(crashes_in_numpy)" in text, text
 
 
 # ---------------------------------------------------------------------------------------------

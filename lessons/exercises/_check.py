@@ -1,6 +1,9 @@
 """The checking machinery shared by the exercises. Nothing to learn here: read an exercise instead.
 
-An exercise file holds stub functions and, below them, its cases:
+An exercise file holds stub functions and, below them, two lines that fetch its cases and run
+them. The cases live apart, in ``_cases/NN_name.py``, because they hold what a wrong answer
+looks like and the hints: an exercise (and its notebook) must not show them before they are
+asked for. A cases module reads:
 
     cases = Cases("relu_forward", "relu_backward")     # the functions the learner writes
 
@@ -11,15 +14,18 @@ An exercise file holds stub functions and, below them, its cases:
         check.close("out", out, want)                   # one comparison, recorded
         check.close("dx", impl.relu_backward(dout, cache), check.numgrad(f, x, dout))
 
+and the exercise file ends with
+
+    cases = cases_for(__file__)
     if __name__ == "__main__":
         cases.main(globals())
 
 ``python NN_name.py`` runs every case on the functions written in the exercise file itself and
 prints one line per case: "ok", "WRONG", "not written yet" (a stub raised NotImplementedError)
 or "ERROR" (the code raised something else). Under the FIRST case that is not ok it prints what
-is wrong (each comparison, and the mistake it recognises: a missing term, a factor such as
-1.429 = 1/0.7, a transpose); later cases often fail for the same reason, so their details are
-not shown (``-v`` shows every comparison). No hint is printed unless asked:
+is wrong (each comparison, and the mistake it recognises, in words: a missing term, a factor
+such as 1.429 = 1/0.7, a transpose); later cases often fail for the same reason, so their
+details are not shown (``-v`` shows every comparison). No hint is printed unless asked:
 ``python NN_name.py --hint`` shows the first hint for the first case that fails, ``--hint 2``
 the second, and so on, each a bigger step towards the answer. ``--solution`` runs the same
 cases on the same names taken from ``lessons/solutions/NN_name.py``. The exit status is 0 only
@@ -43,6 +49,7 @@ import numpy as np
 import minisd
 
 EXERCISES = Path(__file__).resolve().parent
+CASES = EXERCISES / "_cases"     # one module per exercise, same name: its cases, mistakes and hints
 SOLUTIONS = EXERCISES.parent / "solutions"
 NOT_WRITTEN = "not written yet"
 
@@ -301,6 +308,15 @@ def load_functions(path, names):
     return SimpleNamespace(**{n: getattr(module, n) for n in names})
 
 
+def cases_for(exercise):
+    """The ``Cases`` of the exercise file ``exercise``, from ``_cases/`` beside it (same file name)."""
+    path = CASES / Path(exercise).name
+    spec = importlib.util.spec_from_file_location(f"cases_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cases
+
+
 def load_exercise(path):
     """Import an exercise file (names starting with a digit cannot be imported by name)."""
     if str(EXERCISES) not in sys.path:
@@ -312,9 +328,15 @@ def load_exercise(path):
 
 
 def _raised_in(e, where=False):
-    """The function (and, with ``where``, the file and line) outside this module where ``e`` was raised."""
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() != Path(__file__).resolve()]
-    ours = [f for f in frames if EXERCISES.parent in Path(f.filename).resolve().parents]  # lessons/...
+    """The learner's function (and, with ``where``, the file and line) where ``e`` was raised: the
+    last frame outside the checks (this module, _cases/) and outside numpy, minisd and Python's
+    own modules - a notebook's cells included, whose file is the kernel's."""
+    checks = (Path(__file__).resolve(), CASES)
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not any(c == Path(f.filename).resolve() or c in Path(f.filename).resolve().parents for c in checks)]
+    libraries = (Path(np.__file__).resolve().parent, Path(minisd.__file__).resolve().parent,
+                 Path(traceback.__file__).resolve().parent)   # numpy, minisd, the standard library
+    ours = [f for f in frames if not any(lib in Path(f.filename).resolve().parents for lib in libraries)]
     if not frames:
         return "?"
     f = (ours or frames)[-1]
