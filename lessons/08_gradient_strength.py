@@ -13,8 +13,9 @@ What you will learn
     prediction derived here from each block's gain, at depths 20, 56 and 110, with and without
     dropped blocks;
   * the paired test of Figure 7: the same weights and the same batch, the gradient with every
-    block against the gradient of sampled shorter networks - and why, in a batch-normalised
-    ResNet at this scale, the shorter networks pass LESS gradient, not more.
+    block against the gradient of sampled shorter networks - and what section 3 predicts for
+    it: in a batch-normalised ResNet each open branch adds gradient, so a shorter network may
+    pass less, not more.
 
 Run
   python lessons/08_gradient_strength.py
@@ -23,8 +24,8 @@ Run
 
 Try this
   1. Section 3 measures at initialisation. Train a ResNet-56 for one epoch (train_epoch, as in
-     section 1) and measure its paths again with path_lengths: do the branches' gains (q_l)
-     grow as the branches learn, and do the paths get longer or shorter?
+     section 1) and measure its paths again with path_lengths: do the branches' gains eps_l
+     (and their shares q_l) grow as the branches learn, and do the paths get longer or shorter?
   2. The model of section 3 predicts the number of branches on a path from the gains alone.
      Predict, before you run it, the mean path length of a ResNet-110 with the uniform rule at
      p = 0.5 (ResNet(110, rule="uniform", p_last=0.5) and its sample_gates), then measure it.
@@ -131,7 +132,8 @@ print(f"with stochastic depth block 1 ran on {ran_sd[0]} of {ran_sd[1]} steps (p
       "the other steps are left out of its mean.")
 # a mechanics check: block 1's gate opened on a fraction p_1 of the steps, within 3 binomial s.e.
 se_ran = np.sqrt(s["p1"] * (1 - s["p1"]) / ran_sd[1])
-mechanics.append(("block 1's gate opens on a fraction p_1 of the steps", f"{ran_sd[0] / ran_sd[1]:.3f} vs {s['p1']:.3f}",
+mechanics.append(("block 1's gate opens on a fraction p_1 of the steps",
+                  f"{ran_sd[0] / ran_sd[1]:.3f} vs {s['p1']:.3f}",
                   "within 3 binomial s.e.", abs(ran_sd[0] / ran_sd[1] - s["p1"]) <= 3 * se_ran))
 half = epochs // 2
 later = range(half, epochs)
@@ -189,8 +191,8 @@ claims.append(("SD training run: larger block-1 gradient in the 2nd half (Fig. 7
 # measured with three backward passes, at t = 1 - h, 1 and 1 + h (central differences; phi
 # is a polynomial, so h = 0.02 is accurate to a few hundredths of a branch).
 #
-# **A prediction from the blocks' gains.** At block l call eps_l^2 = |branch part|^2 /
-# |shortcut part|^2, measured in the same backward pass. If the two parts point in unrelated
+# **A prediction from the blocks' gains.** At block l call eps_l = |branch part| / |shortcut
+# part| the branch's gain, measured in the same backward pass. If the two parts point in unrelated
 # directions (the model's one assumption), block l multiplies the gradient's squared norm by
 # (1 + eps_l^2), a fraction q_l = eps_l^2 / (1 + eps_l^2) of which came through its branch -
 # independently of the other blocks. The number of branches on a path is then a sum of
@@ -198,14 +200,15 @@ claims.append(("SD training run: larger block-1 gradient in the 2nd half (Fig. 7
 #
 #     mean = sum_l q_l,     variance = sum_l q_l (1 - q_l),       a closed gate: q_l = 0.
 #
-# Two things follow. Counting paths (every path equal) would give L/2; the gradient's paths
-# are as long as the gains make them, and with batch norm the gains fall with depth: block l's
-# branch normalises an input that has summed l - 1 branches before it, so its gain shrinks,
-# roughly like 1/sqrt(l) (the table below prints l x eps_l^2), and the mean grows far slower
-# than L. And dropping a block removes its q_l
-# from the sum: **a sampled network's gradient crosses fewer branches** - the short paths the
-# paper's argument rests on. We measure both at initialisation (cheap: no training) and on
-# the two trained networks of section 1.
+# Two things follow. Counting paths (every path equal) would give half the blocks that run;
+# the gradient's paths are as long as the gains make them. With batch norm the gains should
+# fall with depth: block l's branch normalises an input that has summed l - 1 branches before
+# it, so its gain eps_l should shrink roughly like 1/sqrt(l) (the table below prints
+# l x eps_l^2, level if it does), and the mean would then grow far slower than L. And dropping
+# a block removes its q_l from the sum: **a sampled network's gradient should cross fewer
+# branches** - the short paths the paper's argument rests on. We measure both at
+# initialisation (cheap: no training) and on the two trained networks of section 1; the
+# findings say whether the paths are short and whether dropping shortens them.
 
 # %%
 path_depths = (8, 14, 20) if L.quick else (20, 56, 110)
@@ -224,24 +227,24 @@ def backward_by_hand(net, dlogits, t):
 
     Needs a forward just before. dlogits: (N, classes). Returns the gradient at block 1's input
     (N, 16, 32, 32), the gradient at the image (N, 3, 32, 32), |gradient|^2 at the last block's
-    output, and eps_l^2 = |branch part|^2 / |shortcut part|^2 per block (0 for a closed gate).
+    output, and eps2: eps_l^2 = |branch part|^2 / |shortcut part|^2 per block (0 for a closed gate).
     """
     dout = net.pool.backward(net.fc.backward(dlogits))
     top = sq(dout)
-    gains = []
+    eps2 = []
     for block in reversed(net.blocks):
         (scale,), block.cache = block.cache, None     # the factor its forward saved (1 in training)
         dtotal = block.relu.backward(dout)
         d_shortcut = block.shortcut.backward(dtotal)
         if block.branch_ran:
             d_branch = block.branch.backward(scale * dtotal)
-            gains.append(sq(d_branch) / sq(d_shortcut))
+            eps2.append(sq(d_branch) / sq(d_shortcut))
             dout = d_shortcut + t * d_branch
         else:                                         # closed gate: no branch, no path through it
-            gains.append(0.0)
+            eps2.append(0.0)
             dout = d_shortcut
     d_image = net.conv1.backward(net.bn1.backward(net.relu.backward(dout)))
-    return dout, d_image, top, np.array(gains[::-1])
+    return dout, d_image, top, np.array(eps2[::-1])
 
 
 def gradient_at_t(net, x, y, t):
@@ -253,7 +256,7 @@ def gradient_at_t(net, x, y, t):
 def path_lengths(net, gates, x, y):
     """Mean and s.d. of the number of branches on the gradient's paths, measured and predicted."""
     net.set_gates(gates)
-    G, _, top, gains = gradient_at_t(net, x, y, 1.0)
+    G, _, top, eps2 = gradient_at_t(net, x, y, 1.0)
     G64 = xp.asarray(G, dtype=xp.float64)
     phi = {1.0: 1.0}
     for t in (1 + h, 1 - h):
@@ -261,10 +264,11 @@ def path_lengths(net, gates, x, y):
         phi[t] = float((G64 * g_t).sum()) / sq(G)
     mean = (phi[1 + h] - phi[1 - h]) / (2 * h)
     second = (phi[1 + h] - 2 * phi[1.0] + phi[1 - h]) / h ** 2      # phi''(1) = E[k (k - 1)]
-    q = gains / (1 + gains)
+    q = eps2 / (1 + eps2)                                        # the share through each branch
     net.open_all_gates()
-    return dict(blocks=int(sum(gates)), n=len(gates), mean=mean, sd=float(np.sqrt(max(second + mean - mean ** 2, 0))),
-                pred_mean=float(q.sum()), pred_sd=float(np.sqrt((q * (1 - q)).sum())), q=q, gains=gains,
+    return dict(blocks=int(sum(gates)), n=len(gates), mean=mean,
+                sd=float(np.sqrt(max(second + mean - mean ** 2, 0))),
+                pred_mean=float(q.sum()), pred_sd=float(np.sqrt((q * (1 - q)).sum())), q=q, eps2=eps2,
                 norm=np.sqrt(sq(G)), down=np.sqrt(sq(G) / top))
 
 
@@ -289,11 +293,13 @@ rows = []
 
 
 def add_rows(name, res, draws):
+    """Table rows: the all-open network, then its sampled draws (counting paths: half the blocks that run)."""
     rows.append([name, f"{res['blocks']} of {res['n']} (all)", f"{res['mean']:.2f} +- {res['sd']:.2f}",
-                 f"{res['pred_mean']:.2f} +- {res['pred_sd']:.2f}", f"{res['n'] / 2:.1f}", "1.00"])
+                 f"{res['pred_mean']:.2f} +- {res['pred_sd']:.2f}", f"{res['blocks'] / 2:.1f}", "1.00"])
     for d in draws:
         rows.append(["    a sampled draw", f"{d['blocks']} of {d['n']}", f"{d['mean']:.2f} +- {d['sd']:.2f}",
-                     f"{d['pred_mean']:.2f} +- {d['pred_sd']:.2f}", f"{d['n'] / 2:.1f}", f"{d['norm'] / res['norm']:.2f}"])
+                     f"{d['pred_mean']:.2f} +- {d['pred_sd']:.2f}", f"{d['blocks'] / 2:.1f}",
+                     f"{d['norm'] / res['norm']:.2f}"])
 
 
 for d in path_depths:
@@ -307,26 +313,27 @@ for label in ("constant depth", "stochastic depth"):
     net = history[label]["net"]
     trained[label] = path_lengths(net, [True] * len(net.blocks), x_path, y_path)
     add_rows(f"ResNet-{depth} after {label} training", trained[label], [])
-table(["network", "blocks run", "branches on a path: measured", "predicted (sum q_l)", "L/2 (counting)",
+table(["network", "blocks run", "branches on a path: measured", "predicted (sum q_l)", "blocks run / 2 (counting)",
        "|grad at block 1| / all open"], rows)
-print(f"(measured: mean +- s.d. from phi'(1) and phi''(1), h = {h}; predicted: from the gains eps_l^2 of the same "
+print(f"(measured: mean +- s.d. from phi'(1) and phi''(1), h = {h}; predicted: from the gains eps_l of the same "
       "backward pass; sampled draws: linear rule, p_L = 0.5)")
 deep = results[path_depths[-1]]
 ls = [l for l in (1, 2, 4, 8, 16, 32, 64) if l <= deep["open"]["n"]] + [deep["open"]["n"]]
 ls = sorted(set(ls))
-print(f"\nResNet-{path_depths[-1]} at initialisation, the branch's gain at block l (if it falls like 1/l, "
-      "l x eps_l^2 stays level):")
+print(f"\nResNet-{path_depths[-1]} at initialisation, the branch's gain eps_l at block l (if eps_l falls like "
+      "1/sqrt(l), l x eps_l^2 stays level):")
 table(["block l"] + [str(l) for l in ls],
-      [["eps_l^2"] + [f"{deep['open']['gains'][l - 1]:.3f}" for l in ls],
-       ["l x eps_l^2"] + [f"{l * deep['open']['gains'][l - 1]:.2f}" for l in ls],
+      [["eps_l^2"] + [f"{deep['open']['eps2'][l - 1]:.3f}" for l in ls],
+       ["l x eps_l^2"] + [f"{l * deep['open']['eps2'][l - 1]:.2f}" for l in ls],
        ["q_l (share via its branch)"] + [f"{deep['open']['q'][l - 1]:.3f}" for l in ls]])
 
 # the expected mean over gate draws, from the all-open gains: sum p_l q_l
 for d in path_depths:
     r = results[d]
     expect = float((r["p"] * r["open"]["q"]).sum())
-    print(f"ResNet-{d}: all open {r['open']['mean']:.2f} branches; sampled draws {np.mean([x['mean'] for x in r['draws']]):.2f}"
-          f" on average (the all-open gains predict sum p_l q_l = {expect:.2f} over gate draws)")
+    print(f"ResNet-{d}: all open {r['open']['mean']:.2f} branches; sampled draws "
+          f"{np.mean([x['mean'] for x in r['draws']]):.2f} on average (the all-open gains predict "
+          f"sum p_l q_l = {expect:.2f} over gate draws)")
 
 # the findings: the paper's argument (dropping shortens the paths), Veit et al.'s (they are short),
 # and this section's model (the gains predict the mean); criteria fixed with the lesson's text
@@ -338,7 +345,7 @@ claims.append(("dropping blocks shortens the gradient's paths (the paper's argum
                "mean branches on a path: every sampled draw below all-open, every depth (init)",
                n_shorter == len(shorter),
                "each dropped block takes its q_l off the mean: the short paths the paper's argument rests on"
-               if n_shorter == len(shorter) else "a draw that drops only blocks of tiny gain q_l can leave the "
+               if n_shorter == len(shorter) else "a draw that drops only blocks of tiny share q_l can leave the "
                "mean where it was: the shortening is the sum of q_l over the dropped blocks"))
 top = deep["open"]
 short = top["mean"] + 2 * top["sd"] < top["n"] / 2
@@ -417,7 +424,7 @@ for _ in range(n_draws):
     g = draw_rng.random(len(probs)) < probs
     g[0] = True  # block 1 runs: its gradient is the measurement
     draws.append(g)
-paired, rows = {}, []
+sampled_vs_full, rows = {}, []  # weights -> per batch: sampled / full ratios
 for name, net in weights:
     per_batch = []  # (gradient ratio, share ratio, loss ratio, draws larger), sampled / full, per batch
     for idx in batches:
@@ -429,10 +436,11 @@ for name, net in weights:
                           np.mean([l for _, _, l in sampled]) / loss_full,
                           sum(g > g_full for g, _, _ in sampled)))
     net.open_all_gates()
-    paired[name] = np.array(per_batch)
-    a = paired[name]
+    sampled_vs_full[name] = np.array(per_batch)
+    a = sampled_vs_full[name]
     rows.append([name, f"{np.mean([d.sum() for d in draws]):.1f} of {len(probs)}",
-                 f"{a[:, 0].mean():.2f} ({a[:, 0].min():.2f}-{a[:, 0].max():.2f})", f"{int(a[:, 3].sum())}/{n_batches * n_draws}",
+                 f"{a[:, 0].mean():.2f} ({a[:, 0].min():.2f}-{a[:, 0].max():.2f})",
+                 f"{int(a[:, 3].sum())}/{n_batches * n_draws}",
                  f"{a[:, 2].mean():.2f}", f"{a[:, 1].mean():.2f} ({a[:, 1].min():.2f}-{a[:, 1].max():.2f})",
                  f"x{down[name]:.2f}"])
 table(["weights", "blocks run (sampled)", "|grad| sampled/full (batches min-max)", "draws larger",
@@ -457,12 +465,12 @@ def why_not(name):
 
 
 for name, _ in weights:
-    a = paired[name]
+    a = sampled_vs_full[name]
     v = verdict(a[:, 0])
     claims.append((f"Fig. 7 paired: sampled depth passes more gradient to block 1 ({name.replace('after ', '')})",
                    f"x{a[:, 0].mean():.2f} ({a[:, 0].min():.2f}-{a[:, 0].max():.2f})",
                    f"> 1 on all {n_batches} batches", v, None if v == "yes" else why_not(name)))
-share = np.concatenate([paired[name][:, 1] for name, _ in weights])
+share = np.concatenate([sampled_vs_full[name][:, 1] for name, _ in weights])
 vs = verdict(share)
 claims.append(("... and more per unit of gradient at the logits (not the loss alone)",
                f"x{share.mean():.2f} ({share.min():.2f}-{share.max():.2f})",
@@ -470,22 +478,26 @@ claims.append(("... and more per unit of gradient at the logits (not the loss al
                None if vs == "yes" else "dividing by the gradient the loss sends in does not turn it around: "
                "the difference is the paths, not the loss" if vs == "no" else "per unit of the loss's "
                "gradient the sign changes between batches or weights: nothing is settled at this scale"))
-grad_all = np.concatenate([paired[name][:, 0] for name, _ in weights])
+grad_all = np.concatenate([sampled_vs_full[name][:, 0] for name, _ in weights])
 v = verdict(grad_all)
 if v == "yes" and vs == "yes":
     print("-> at every set of weights and on every batch, the sampled (shorter) networks passed more gradient to")
     print("   block 1 than the full network, and a larger share of what arrived at the logits: the paper's")
     print("   effect, measured paired.")
+elif v == "yes":
+    print("-> the sampled networks passed more gradient to block 1 on every batch, at every set of weights, but")
+    print("   not a larger share of what arrived at the logits on every batch: their larger loss may explain the")
+    print("   extra gradient, not their shorter paths. Not the paper's effect, measured paired.")
 elif v == "no":
     print("-> the sampled networks passed LESS gradient to block 1 than the full network on every batch, at every")
-    print("   set of weights. Section 3 says why: each open branch adds paths that add gradient.")
+    print("   set of weights. Section 3's model says why: each open branch adds paths that add gradient.")
 else:
     said = {"yes": "more gradient on every batch", "no": "LESS gradient on every batch",
             "not shown": "more on some batches, less on others"}
     print("-> not the same direction everywhere; the sampled networks passed, at")
     for name, _ in weights:
-        print(f"     {name}: {said[verdict(paired[name][:, 0])]} (gradient x{down[name]:.2f} from the last block"
-              " down to block 1, all open);")
+        print(f"     {name}: {said[verdict(sampled_vs_full[name][:, 0])]} (gradient x{down[name]:.2f} from the "
+              "last block down to block 1, all open);")
     print(f"   so the paired measurement does not show the paper's effect at ResNet-{depth}.")
 print(f"The paper's curves come from a ResNet-110 over 500 epochs; this is a ResNet-{depth} over "
       f"{len(c['stem'])} steps.")
@@ -502,7 +514,7 @@ pyplot = plt()
 fig, axes = pyplot.subplots(1, 2, figsize=(11, 4))
 ax = axes[0]
 ns = np.array([results[d]["open"]["n"] for d in path_depths])
-ax.plot(ns, ns / 2, "k:", label="L/2: every path counted alike")
+ax.plot(ns, ns / 2, "k:", label="L/2: every path counted alike (all open)")
 ax.errorbar(ns, [results[d]["open"]["mean"] for d in path_depths], [results[d]["open"]["sd"] for d in path_depths],
             fmt="o", color="C0", capsize=3, label="all open: measured (mean +- s.d.)")
 ax.plot(ns, [results[d]["open"]["pred_mean"] for d in path_depths], "-", color="C0", alpha=0.5,
@@ -535,7 +547,7 @@ ax.axvline(deep["open"]["mean"], color="C0", ls="--", lw=1, label="measured mean
 ax.axvline(np.mean([x["mean"] for x in deep["draws"]]), color="C1", ls="--", lw=1)
 ax.set_xlabel("k, branches on a path")
 ax.set_ylabel("share of the gradient")
-ax.set_title(f"ResNet-{path_depths[-1]}: the gradient's paths are short")
+ax.set_title(f"ResNet-{path_depths[-1]}: branches on the gradient's paths")
 ax.legend(fontsize=8)
 for ax in axes:
     ax.grid(alpha=0.3)
@@ -550,12 +562,14 @@ L.report_findings(mechanics=mechanics, claims=claims)
 #   after each backward, on the steps block 1 ran - is the paper's Figure 7 measurement; two
 #   runs of one seed cannot settle it (section 2);
 # * the gradient at block 1 is a sum over paths; multiplying the branches' backward by t counts
-#   the branches on them, and three backward passes give their mean and spread. With batch
-#   norm the branches' gains fall with depth, so the paths that carry the gradient are short,
-#   and dropping blocks makes them shorter (section 3);
-# * but shorter is not larger here: every open branch adds gradient, and at fixed weights the
-#   sampled networks passed no more of it to block 1 - less at initialisation (section 4's
-#   table). At test time the full-depth network is used (lesson 9).
+#   the branches on them, and three backward passes give their mean and spread; the branches'
+#   gains eps_l predict both (section 3). Its findings say whether, at these depths, the paths
+#   that carry the gradient are short and whether dropping blocks makes them shorter;
+# * shorter need not mean larger: in a batch-normalised ResNet every open branch multiplies the
+#   gradient's squared norm by about 1 + eps_l^2, so the paper's effect needs a gradient that
+#   fades on its way down. Section 4 measures it paired, at fixed weights; its findings say
+#   whether the sampled networks passed more gradient to block 1. At test time the full-depth
+#   network is used (lesson 9).
 
 # %%
 L.try_this()

@@ -183,8 +183,9 @@ mechanics.append(("mixed mode, gate closed: ReLU(shortcut) exactly", str(closed_
 #
 # * the ensemble is real: averaging K sub-networks beats one sampled sub-network (k = 1);
 # * the scaled network is more than one member: it beats one sampled sub-network;
-# * the paper's test-time rule: one pass of (a) is as accurate as K passes - its accuracy is
-#   within +-2 points of the K-average (pooled paired difference +- 2 s.e. inside +-2 points);
+# * the paper's test-time rule: one pass of (a) is a stand-in for K passes, not worse than the
+#   K-average by more than 2 points (pooled paired difference - 2 s.e. above -2 points; a
+#   scaled network that is better passes too);
 # * (b) is not the ensemble: the unscaled all-open network is below (a);
 # * (a)'s predictions are nearer the K-average than a single sub-network's are (total-variation
 #   distance between softmax outputs, every seed).
@@ -237,7 +238,7 @@ mechanics.append((f"(a) computed here = minisd.step.evaluate (seed {seeds[0]})",
                   "equal accuracy", check < 1e-9))
 
 
-def paired(x, y):
+def accuracy_difference(x, y):
     """x vs y, both 'right or wrong' per test image, per seed: differences (points) and the pooled d, s.e."""
     diffs = [100 * float(per_seed[s]["right"][x].mean() - per_seed[s]["right"][y].mean()) for s in seeds]
     flips = sum(int(np.sum(per_seed[s]["right"][x] != per_seed[s]["right"][y])) for s in seeds)
@@ -248,25 +249,29 @@ def paired(x, y):
 def judge(x, y):
     """'yes' if x beats y (above in every seed and pooled > 2 s.e.), 'no: the opposite holds' if y beats
     x by the same bar, else 'not shown'; and the number, as text."""
-    diffs, d, se = paired(x, y)
+    diffs, d, se = accuracy_difference(x, y)
     word = ("yes" if min(diffs) > 0 and d > 2 * se else
             "no: the opposite holds" if max(diffs) < 0 and d < -2 * se else "not shown")
     return word, f"{d:+.1f} pts (s.e. {se:.1f}; seeds {', '.join(f'{v:+.1f}' for v in diffs)})", se
 
 
 def claim_beats(claim, x, y, if_yes, if_opposite):
-    """A claims row 'x beats y', with what each outcome teaches (unresolved: the noise, in numbers)."""
+    """A claims row 'x beats y', with what each outcome teaches (unresolved: the noise, in numbers); returns
+    the verdict."""
     word, number, se = judge(x, y)
-    diffs, d, _ = paired(x, y)
-    if d > 2 * se or d < -2 * se:   # the pooled difference is clear, but some seed goes the other way
-        against = sum((v > 0) != (d > 0) for v in diffs)
-        unresolved = (f"pooled {d:+.1f} pts is beyond 2 s.e., but {against} of {len(seeds)} seeds "
-                      f"{'goes' if against == 1 else 'go'} the other way: the seeds differ as much as the effect; "
-                      "more seeds would settle it")
+    diffs, d, _ = accuracy_difference(x, y)
+    if d > 2 * se or d < -2 * se:   # the pooled difference is clear, but not every seed goes its way
+        other_way = sum(v * d < 0 for v in diffs)
+        level = sum(v == 0 for v in diffs)
+        unresolved = (f"pooled {d:+.1f} pts is beyond 2 s.e., but of {len(seeds)} seeds {other_way} "
+                      f"{'goes' if other_way == 1 else 'go'} the other way and {level} show{'s' * (level == 1)} "
+                      "no difference: more seeds would settle it")
     else:
-        unresolved = f"not resolved: within the noise of {len(seeds)} seeds x {len(y_np)} test images (s.e. {se:.1f} pts)"
+        unresolved = (f"not resolved: within the noise of {len(seeds)} seeds x {len(y_np)} test images "
+                      f"(s.e. {se:.1f} pts)")
     claims.append((claim, number, "> 0 every seed, pooled > 2 s.e.", word,
                    if_yes if word == "yes" else if_opposite if word.startswith("no:") else unresolved))
+    return word
 
 print("\npaired differences in test accuracy (points; pooled over the seeds, s.e. from the images that flip):")
 comparisons = [("ensemble", "one", f"(d) average of {K} - (c) one sub-network"),
@@ -274,7 +279,7 @@ comparisons = [("ensemble", "one", f"(d) average of {K} - (c) one sub-network"),
                ("scaled", "ensemble", f"(a) scaled - (d) average of {K}"),
                ("open", "scaled", "(b) all open - (a) scaled")]
 for x, y, name in comparisons:
-    diffs, d, se = paired(x, y)
+    diffs, d, se = accuracy_difference(x, y)
     print(f"  {name:42s} {d:+5.1f} (s.e. {se:.1f})   per seed: {', '.join(f'{v:+.1f}' for v in diffs)}")
 print("\nhow close are the predictions to the K-average? mean total-variation distance between softmax outputs:")
 table(["seed", "(a) scaled", "(b) all open", "(c) a single sub-network (mean)"],
@@ -287,25 +292,24 @@ claim_beats(f"sampled sub-networks form an ensemble: the average of {K} beats on
 claim_beats("the scaled network (eq. 5) beats one sampled sub-network", "scaled", "one",
             "one pass of the scaled network is worth more than one sampled member",
             "a single sampled member beats the scaled network: p_l x branch is a poor stand-in here")
-diffs, d, se = paired("scaled", "ensemble")
-if abs(d) + 2 * se < 2:
-    word, teach = "yes", f"one pass does the work of {K}: the expected branch p_l x f stands in for averaging over the gates"
-elif d - 2 * se > 0:
-    word, teach = ("no: the scaled network is better", f"the scaled network beats {K} sampled members: it is not "
-                   "their average but one network the shared weights fit, and a few draws average noisily")
-elif d + 2 * se < 0:
-    word, teach = ("no: the scaled network is worse", f"{K} sampled members beat the scaled network: with a ReLU "
-                   "after each sum, p_l x branch is not the members' average output (the Jensen gap, lesson 5b)")
+# the paper's rule is a stand-in: one-sided, the scaled network may be better, not worse by more than 2 points
+diffs, d, se = accuracy_difference("scaled", "ensemble")
+if d - 2 * se > -2:
+    word, teach = "yes", None
+elif d + 2 * se < -2:
+    word, teach = "no", (f"{K} sampled members beat the scaled network by more than 2 points: with a ReLU after "
+                         "each sum, p_l x branch is not the members' average output (the Jensen gap, lesson 5b)")
 else:
     word, teach = "not shown", (f"not resolved: {len(seeds)} seeds x {len(y_np)} test images leave an interval of "
-                                f"+-{2 * se:.1f} points around {d:+.1f}, wider than the +-2 points asked")
-claims.append((f"one scaled pass is as accurate as the {K}-member average (the paper's test rule)",
+                                f"+-{2 * se:.1f} points around {d:+.1f}, which reaches below the -2 points allowed")
+claims.append((f"one scaled pass is not worse than the {K}-member average (the paper's test rule)",
                f"{d:+.1f} pts (s.e. {se:.1f}; seeds {', '.join(f'{v:+.1f}' for v in diffs)})",
-               "pooled difference +- 2 s.e. inside +-2 points", word, teach))
-claim_beats("the unscaled all-open network is not the ensemble: the scaled one beats it", "scaled", "open",
-            "the later layers were fitted to branches present a fraction p_l of the time; all at once is a "
-            "configuration they rarely saw",
-            "the deepest member beats the scaled network: here the later layers cope with every branch at once")
+               "pooled difference - 2 s.e. > -2 points", word, teach))
+open_verdict = claim_beats("the unscaled all-open network is not the ensemble: the scaled one beats it", "scaled",
+                           "open", "the later layers were fitted to branches present a fraction p_l of the time; "
+                           "all at once is a configuration they rarely saw",
+                           "the deepest member beats the scaled network: here the later layers cope with every "
+                           "branch at once")
 closer = [ps["tv_scaled"] < ps["tv_single"] for ps in per_seed.values()]
 word = "yes" if all(closer) else "no: the opposite holds" if not any(closer) else "not shown"
 claims.append(("the scaled network's predictions are nearer the ensemble's than one member's",
@@ -317,10 +321,17 @@ claims.append(("the scaled network's predictions are nearer the ensemble's than 
                "which is nearer changes from seed to seed: no rule to learn at this scale"))
 print("\nThe unscaled network (b) is one member of the ensemble: the deepest, all gates open. Its weights are the")
 print("scaled network's, trained as much; what is rare is the configuration: all branches together ran on a")
-print(f"fraction prod p_l = {float(np.prod(net.survival_probs)):.2f} of the training steps (expected). The layers above "
-      "each block,")
-print("and BN's running statistics, were fitted to branches present a fraction p_l of the time: (a) adds that")
+print(f"fraction prod p_l = {float(np.prod(net.survival_probs)):.2f} of the training steps (expected). (a) adds each "
+      "branch's")
 print("expected contribution, p_l x branch; (b) adds every branch in full.")
+if open_verdict == "yes":
+    print("-> (b) tested worse than (a) in every seed: the layers above each block, and BN's running statistics,")
+    print("   were fitted to branches present a fraction p_l of the time, and (b) departs from that.")
+elif open_verdict.startswith("no:"):
+    print("-> (b) tested better than (a) in every seed: here the later layers cope with every branch at once.")
+else:
+    print("-> no difference between (a) and (b) is shown here (it must hold in every seed and beyond 2 s.e.):")
+    print("   at this scale the rare configuration costs (b) nothing measurable.")
 
 # %% [markdown]
 # ## 4. Follow-up: BN recalibration of the scaled network
@@ -384,7 +395,7 @@ for seed, net in nets.items():
 
 rows = []
 for x, y, name in (("scaled, recalibrated", "scaled", "(a) scaled"), ("open, recalibrated", "open", "(b) all open")):
-    diffs, d, se = paired(x, y)
+    diffs, d, se = accuracy_difference(x, y)
     before = np.mean([acc(per_seed[s]["right"][y]) for s in seeds])
     rows.append([name, before, before + d, f"{d:+.1f}", f"{se:.1f}", ", ".join(f"{v:+.1f}" for v in diffs)])
 table(["network", "accuracy before (%)", "after (%)", "change (points)", "pooled s.e.", "per seed"], rows,
@@ -442,8 +453,8 @@ L.report_findings(mechanics=mechanics, claims=claims)
 # * a sampled sub-network at test time = BN in eval mode + blocks in training mode + gates;
 # * the Monte-Carlo ensemble (the average of k sampled sub-networks) is the paper's
 #   "ensemble" made concrete, and the scaled network is tested against it, paired by seed;
-# * without the p_l scaling the full network is only the ensemble's deepest member: the layers
-#   above each block were fitted to branches present only a fraction p_l of the time;
+# * without the p_l scaling the full network is only the ensemble's deepest member, a
+#   configuration that ran on few training steps; section 3 says whether that cost it accuracy;
 # * BN recalibration is the follow-up: whether the running statistics gathered over sampled
 #   members fit the scaled network.
 

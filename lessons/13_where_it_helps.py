@@ -1,9 +1,9 @@
 """Lesson 13 - Where stochastic depth helps: a regulariser's signature, at laptop scale.
 
 What you will learn
-  * why the earlier lessons saw stochastic depth *lose*: their runs were short (a few hundred
-    SGD steps) on augmented images, where a network has no time to over-fit and a
-    regulariser has nothing to cure - it only slows the fit;
+  * why the earlier lessons did not see stochastic depth help: their runs were short (a few
+    hundred SGD steps) on augmented images, where a network has no time to over-fit and a
+    regulariser has nothing to cure;
   * a regime where it should help, found by a planned search (benchmarks/RESULTS.md, "Where
     stochastic depth helps"): few training images, no augmentation, enough steps for a
     constant-depth network to learn its training set by heart;
@@ -52,15 +52,15 @@ Try this
 #
 # The paper's headline is that stochastic depth *generalises better*: a ResNet-110 on
 # CIFAR-10 drops from 6.41% to 5.25% test error. It gets there over ~195,000 SGD steps on
-# 45,000 augmented images. The runs of lessons 7 and 11 are a hundred times shorter, and in
-# them stochastic depth loses: it is a regulariser, and a regulariser only helps a network
+# 45,000 augmented images. The runs of lessons 7 and 11 are a hundred times shorter, and
+# they do not show that gain: it is a regulariser, and a regulariser only helps a network
 # that over-fits. So here we make one over-fit on purpose - few images, no augmentation,
 # many passes over them - and train it with and without stochastic depth.
 
 # %%
 import numpy as np
 
-from minisd import ResNet
+from minisd import ResNet, to_numpy
 from minisd.data import Normalizer
 from minisd.optim import SGD, lr_at_epoch
 from minisd.step import evaluate
@@ -130,7 +130,8 @@ for seed in seeds:
     for label, p in arms:
         net = ResNet(depth, 10, p_last=p, rule="linear", seed=seed).to(L.device)
         opt = SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
-        run = dict(seed=seed, label=label, p_last=p, curve=[], seconds=0.0, batch_errors=[])
+        run = dict(seed=seed, label=label, p_last=p, curve=[], seconds=0.0, batch_errors=[],
+                   initial=[to_numpy(w).copy() for _, w, _ in net.parameters()])  # checked in section 3
         rng = np.random.default_rng(seed)  # the data order (and gates) of this seed
         for epoch in range(epochs):
             opt.lr = lr_at_epoch(epoch, base_lr=0.1, epochs=epochs)
@@ -158,7 +159,8 @@ section("3. results")
 const = [r for r in runs if r["p_last"] == 1.0]
 sd = [r for r in runs if r["p_last"] != 1.0]
 final = lambda rs, i: [r["curve"][-1][i] for r in rs]  # noqa: E731  (i: 1 train error, 2 test error)
-pct = lambda v: f"{100 * np.mean(v):.1f}%" + (f" ({100 * min(v):.1f}-{100 * max(v):.1f})" if len(v) > 1 else "")  # noqa: E731
+pct = lambda v: (f"{100 * np.mean(v):.1f}%"  # noqa: E731
+                 + (f" ({100 * min(v):.1f}-{100 * max(v):.1f})" if len(v) > 1 else ""))
 rows = [[label, pct(final(rs, 1)), pct(final(rs, 2)), pct([b - a for a, b in zip(final(rs, 1), final(rs, 2))]),
          f"{np.mean([r['seconds'] for r in rs]):.0f} s"] for (label, _), rs in zip(arms, (const, sd))]
 table(["arm", "train error (eval)", "test error", "gap (test - train)", "time per run"], rows)
@@ -168,39 +170,50 @@ d_train = [b - a for a, b in zip(final(const, 1), final(sd, 1))]
 print(f"paired by seed, stochastic - constant: test error {', '.join(f'{100 * d:+.1f}' for d in d_test)} points; "
       f"train error {', '.join(f'{100 * d:+.1f}' for d in d_train)} points")
 
-# the pairing itself, checked: for each seed both arms start from the very same weights
-start = lambda p: [w for _, w, _ in ResNet(depth, 10, p_last=p, rule="linear", seed=seeds[0]).parameters()]  # noqa: E731
-same_start = all(np.array_equal(a, b) for a, b in zip(start(1.0), start(p_last)))
-mechanics = [("both arms of a seed start from the same weights", f"{len(start(1.0))} arrays compared",
-              "every array equal", same_start)]
+# the pairing itself, checked: for each seed the two arms that were trained started from the very
+# same weights (each run kept a copy of its initial parameters)
+same_start = [len(a["initial"]) == len(b["initial"]) and all(np.array_equal(u, v) for u, v in
+                                                            zip(a["initial"], b["initial"]))
+              for a, b in zip(const, sd)]
+mechanics = [("both arms of a seed start from the same weights",
+              f"{sum(same_start)} of {len(seeds)} seeds, {len(const[0]['initial'])} arrays each",
+              "every array equal, every seed", all(same_start))]
 claims = []  # (claim, number, criterion, supported?, what it teaches)
-paired = len(seeds) >= 3
-fits_better = paired and all(d > 0 for d in d_train)
+enough_seeds = len(seeds) >= 3
+fits_better = enough_seeds and all(d > 0 for d in d_train)
+fits_worse = enough_seeds and all(d < 0 for d in d_train)
 claims.append(("constant depth fits its training images better (lower eval train error)",
                f"paired {100 * np.mean(d_train):+.1f} pts", "SD above const for every seed (>= 3)",
-               "yes" if fits_better else "not shown",
+               "yes" if fits_better else "no: the opposite holds" if fits_worse else "not shown",
                "a regulariser's first cost is fit: where SD does not fit worse, it has not regularised yet"))
 over_fits = min(final(const, 2)) - max(final(const, 1)) > 0.2
 claims.append(("constant depth over-fits: test error far above its training error",
                f"gap {100 * np.mean(final(const, 2)) - 100 * np.mean(final(const, 1)):.1f} pts",
                "every seed's gap > 20 pts", "yes" if over_fits else "no",
                "without over-fitting there is nothing for a regulariser to cure: expect no gain below"))
-lower = paired and all(d < 0 for d in d_test)
-beyond = paired and max(final(sd, 2)) < min(final(const, 2))
+lower = enough_seeds and all(d < 0 for d in d_test)
+higher = enough_seeds and all(d > 0 for d in d_test)
+beyond = enough_seeds and max(final(sd, 2)) < min(final(const, 2))
+cure = ("" if over_fits else "; constant depth did not over-fit much, so there was little to cure")
 claims.append(("stochastic depth lowers the test error (paired by seed)", f"{100 * np.mean(d_test):+.1f} pts",
-               "SD below const for every seed (>= 3)", "yes" if lower else
-               "no" if paired and all(d > 0 for d in d_test) else "not shown",
-               "a short run on few images decides little: the gain is a direction to confirm with more "
-               "seeds and steps (--full)"))
+               "SD below const for every seed (>= 3)", "yes" if lower else "no" if higher else "not shown",
+               f"stochastic depth tested worse for every seed: its cost in fit outweighed its regularisation in "
+               f"this run{cure} (a milder p_L or more steps: --full, --p-last)" if higher else
+               "fewer than 3 seeds give no direction: --seeds 3 or more" if not enough_seeds else
+               f"the paired differences are not all of one sign (0 is neither): a short run on few images "
+               f"decides little{cure}; more seeds and steps (--full) decide more"))
 claims.append(("... beyond the seed spread", f"{pct(final(sd, 2))} vs {pct(final(const, 2))}",
                "every SD seed below every const seed", "yes" if beyond else "not shown",
-               "the seed alone moves the test error by points here: one run per arm would prove nothing"))
-if not paired:
+               "the gain is a direction, not a margin: the seed alone moves the test error by as much, so one run "
+               "per arm would prove nothing" if lower else
+               "there is no gain for every seed (the row above), so none beyond the seed spread"))
+if not enough_seeds:
     print("-> fewer than 3 seeds: no conclusion about the direction (--seeds 3 or more).")
 elif lower and fits_better:
     print("-> the regulariser's signature: constant depth fits the training images better and tests worse;")
-    print(f"   stochastic depth keeps a higher training error and gets a lower test error for every seed"
-          f"{', beyond the spread between seeds.' if beyond else ' (the ranges over seeds overlap: a direction, not yet a margin).'}")
+    print("   stochastic depth keeps a higher training error and gets a lower test error for every seed"
+          + (", beyond the spread between seeds." if beyond else
+             " (the ranges over seeds overlap: a direction, not yet a margin)."))
 elif lower:
     print("-> stochastic depth tested better for every seed, but did not fit worse for every seed: a lower test")
     print("   error without the regulariser's full signature.")
@@ -219,12 +232,14 @@ if min(final(const, 2) + final(sd, 2)) > 0.8:
           f"{' anything: --quick only checks that the lesson runs' if L.quick else ' anything'}.)")
 
 # %% [markdown]
-# Why it works here and not in lessons 7 and 11: constant depth drives the training error of
-# its few images to (nearly) zero and memorises them - nothing in the data tells it which
-# features generalise. Stochastic depth trains a different sub-network at every step (an
-# implicit ensemble, lesson 9): no single chain of blocks can memorise the images, so the
-# network that is tested, the ensemble average, fits them less and generalises better.
-# With augmentation or many more images, the data themselves regularise and the gap closes.
+# Why it can work here and not in lessons 7 and 11 (the findings below say whether it did):
+# constant depth drives the training error of its few images towards zero and memorises them
+# - nothing in the data tells it which features generalise. Stochastic depth trains a
+# different sub-network at every step (an implicit ensemble, lesson 9): no single chain of
+# blocks sees every step, so the network that is tested - every block, branches scaled by
+# p_l, the paper's stand-in for the ensemble (lesson 9 measures how good a stand-in) - should
+# fit the images less and generalise better. With augmentation or many more images, the data
+# themselves regularise and the gap should close.
 
 # %%
 pyplot = plt()
@@ -250,8 +265,8 @@ L.report_findings(mechanics, claims)
 
 # %% [markdown]
 # ## Summary
-# * stochastic depth is a regulariser: it helps where a network over-fits - few images, no
-#   augmentation, many passes - and costs fit where it does not (lessons 7 and 11);
+# * stochastic depth is a regulariser: it can help only where a network over-fits - few
+#   images, no augmentation, many passes - and the findings above say whether it did here;
 # * its signature is a higher training error and a lower test error than constant depth for
 #   the same steps; judge it per seed (paired) and against the spread between seeds;
 # * at the paper's scale (110 layers, 45,000 augmented images, 500 epochs) the gain comes late
