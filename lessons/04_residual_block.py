@@ -6,7 +6,8 @@ What you will learn
     channels (its backward is exercise 05, to do after this lesson); and the authors' later
     version (February 2017), which averages each 2x2 window instead
     (Shortcut(..., downsample="avg"), ResNet(shortcut="avg"), --shortcut avg);
-  * why shortcuts matter: dx = shortcut'(g) + f'(g). In both networks the gradient at the
+  * why shortcuts matter: the gradient reaches a block's input by two paths, the shortcut and
+    the branch (the block's backward is exercise 06). In both networks the gradient at the
     input is a product of one factor per block, so its size changes exponentially with depth;
     without shortcuts each factor is a whole block's Jacobian, with them it is (identity +
     the branch's Jacobian), much closer to 1. Measured for depths 8 ... 110: both grow, at
@@ -115,7 +116,10 @@ findings.append(("downsample='avg': the window's mean; its backward = central di
 # %% [markdown]
 # ## 2. The block's backward, gradient-checked (float64)
 #
-#     dx = shortcut'(g) + f'(g),   g = dout * (H > 0)   (the gradient after the final ReLU)
+# The gradient after the final ReLU goes back through both terms of the sum, the shortcut and
+# the branch. How the two combine into dx is exercise 06 (`python lessons/exercises/06_gated_block.py`,
+# with stochastic depth's gate): derive it there before reading ResidualBlock.backward. Here
+# minisd's block is checked against central differences.
 
 # %%
 section("2. gradient check of a ResidualBlock (float64, h = 1e-5)")
@@ -239,7 +243,8 @@ if runs_away:
     print(f"The plain net's gradient {'grew' if g_plain > 1 else 'shrank'} by more than a factor of 10: a product of")
     print("per-layer gains compounds with depth.")
     if change_res > np.log(2):
-        print(f"The ResNet's gradient {'grew' if g_res > 1 else 'shrank'} too (x{g_res:.2g}): it is also a product, of one")
+        print(f"The ResNet's gradient {'grew' if g_res > 1 else 'shrank'} too (x{g_res:.2g}): "
+              "it is also a product, of one")
         print("factor (identity + branch Jacobian) per block. But each of those factors is closer to 1,")
         print(f"so per added layer it changed by x{per_layer_growth(g_res):.3f} against the plain net's "
               f"x{per_layer_growth(g_plain):.3f}.")

@@ -234,7 +234,8 @@ def test_linear_with_transposed_weight_gradient_is_caught():
         dx, dW, db = sol.linear_backward(dout, cache)
         return dx, dW.T, db
 
-    status, text = run_with("02_softmax_linear", linear_backward=transposed)["linear: forward and backward, N=4 D=3 K=5"]
+    results = run_with("02_softmax_linear", linear_backward=transposed)
+    status, text = results["linear: forward and backward, N=4 D=3 K=5"]
     assert status == "wrong" and "transposed" in text
 
 

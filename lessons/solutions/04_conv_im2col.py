@@ -1,4 +1,6 @@
-"""Solution to exercise 4 - convolution via im2col (checked by ``python lessons/exercises/04_conv_im2col.py --solution``).
+"""Solution to exercise 4 - convolution via im2col.
+
+Checked by ``python lessons/exercises/04_conv_im2col.py --solution``.
 
 Derivation
   1. out[n, f, i, j] = sum_{c, di, dj} weight[f, c, di, dj] * xpad[n, c, i*s + di, j*s + dj] + bias[f].

@@ -1,4 +1,6 @@
-"""Solution to exercise 6 - the gated residual block (checked by ``python lessons/exercises/06_gated_block.py --solution``).
+"""Solution to exercise 6 - the gated residual block.
+
+Checked by ``python lessons/exercises/06_gated_block.py --solution``.
 
 Derivation
   1. b is 1 with probability p and 0 otherwise, and f(x) does not depend on b, so

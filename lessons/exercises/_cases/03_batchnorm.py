@@ -13,7 +13,8 @@ cases = Cases("batchnorm_forward", "batchnorm_backward")
 def data(rng, shape, gamma=None):
     """An input with per-channel offsets and scales, gamma, beta and a random dout."""
     C = shape[1]
-    x = rng.standard_normal(shape) * rng.uniform(0.5, 3, C)[None, :, None, None] + rng.normal(0, 3, C)[None, :, None, None]
+    scale, offset = rng.uniform(0.5, 3, C)[None, :, None, None], rng.normal(0, 3, C)[None, :, None, None]
+    x = rng.standard_normal(shape) * scale + offset
     g = np.ones(C) if gamma is None else gamma
     return x, g, rng.standard_normal(C), rng.standard_normal(shape)
 
@@ -74,7 +75,8 @@ def _(impl, check):
 
 
 @cases.case("gamma = 1, beta = 0: dx, dgamma, dbeta",
-            hints=["start with dbeta and dgamma: out_i = gamma xhat_i + beta; every value of the channel adds its share",
+            hints=["start with dbeta and dgamma: out_i = gamma xhat_i + beta; every value of the channel adds its "
+                   "share",
                    "dx = gamma * s * dout treats mu and var as constants. Use d mu / d x_j = 1/m and "
                    "d var / d x_j = 2 (x_j - mu) / m to find dL/dmu and dL/dvar, then add the three paths into dx_j",
                    "with d_i = gamma g_i: dL/dvar = -(s^2 / 2) sum_i d_i xhat_i, and dL/dmu = -s sum_i d_i (its term "

@@ -37,8 +37,8 @@ def _(impl, check):
 @cases.case("col2im is the adjoint of im2col: <im2col(x), c> = <x, col2im(c)>",
             hints=["im2col only copies entries of x, some of them several times. The adjoint of a copy sends each "
                    "copy's value back to where it came from, and the copies of one entry add up",
-                   "walk the same offsets (di, dj) as im2col, but add (+=) each slice of the columns into a padded zero "
-                   "array; then cut the padding off (it is not an input)"])
+                   "walk the same offsets (di, dj) as im2col, but add (+=) each slice of the columns into a padded "
+                   "zero array; then cut the padding off (it is not an input)"])
 def _(impl, check):
     for stride, padding in ((1, 0), (1, 1), (2, 1)):
         x = check.rng.standard_normal((2, 2, 5, 5))
@@ -54,7 +54,8 @@ def _(impl, check):
                    "(F, Ho*Wo). A matmul of (F, Ckk) with (N, Ckk, L) does every image at once",
                    "reshape the product to (N, F, Ho, Wo) and add bias[None, :, None, None]"])
 def _(impl, check):
-    x, w, b = check.rng.standard_normal((2, 3, 4, 4)), check.rng.standard_normal((4, 3, 3, 3)), check.rng.standard_normal(4)
+    rng = check.rng
+    x, w, b = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     out, _ = impl.conv_forward(x, w, b, 1, 1)
     check.close("out", out, F.conv2d_naive_forward(x, w, b, 1, 1)[0], tol=EXACT_TOL)
 

@@ -70,7 +70,8 @@ def check_block(impl, check, gate, training, scale, p=0.7, c_in=2, c_out=2, stri
     moved = [k for k, v in block.state_dict().items() if "running" in k and not np.array_equal(v, stats[k])]
 
     check.exact("branch calls (forward, backward)", np.array(calls), np.array((1, 1) if runs else (0, 0)))
-    check.exact("shortcut calls (forward, backward)", np.array((shortcut.forwards, shortcut.backwards)), np.array((1, 1)))
+    check.exact("shortcut calls (forward, backward)", np.array((shortcut.forwards, shortcut.backwards)),
+                np.array((1, 1)))
     f = lambda: block.forward(x)                # the true function, for central differences
     check.close("dx", dx, check.numgrad(f, x, dout))
     conv1, bn2 = block.branch[0].params["weight"], block.branch[4].params["weight"]
