@@ -130,9 +130,9 @@ def render(kind, rows) -> str:
         loads = [d.get("load", 0.0) for _, d, _ in rows]
         times = exercise_times()
         out += ["", f"{len(rows)} lessons. Times: wall-clock time of one run of each, recorded "
-                f"{', '.join(dates)} on {'; '.join(machines)} (load average {min(loads):g}-{max(loads):g} "
-                f"at the end of the default runs: other work shared the machine where it is above the core "
-                f"count). The exercises with `--solution`: " + ", ".join(
+                f"{', '.join(dates)} on {'; '.join(machines)} (1-minute load average {min(loads):g}-{max(loads):g} "
+                f"at the end of the default runs; a lesson's own threads count in it, so near the core count "
+                f"the machine was otherwise quiet, well above it other work shared it). The exercises with `--solution`: " + ", ".join(
                     f"{name[:2]} {times[name]:.1f} s" for name in sorted(times)) + " (same machine and day).",
                 "", "What each default run found:", ""]
         for f, d, _ in rows:
