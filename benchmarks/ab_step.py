@@ -76,7 +76,7 @@ def main(argv=None):
     a, b = load_minisd(args.tree_a, "minisd_a"), load_minisd(args.tree_b, "minisd_b")
     for md in (a, b):  # each owns this process as its command line would (trees before tune_process: no-op)
         getattr(importlib.import_module(md.__name__ + ".fast.threads"), "tune_process", lambda: None)()
-    threads = a.parallel.get_num_threads() if hasattr(a, "parallel") else None
+    threads = importlib.import_module(b.__name__ + ".fast.threads").get_num_threads()
     print(f"A = {args.tree_a}\nB = {args.tree_b}\n{platform.processor() or platform.machine()}, "
           f"NumPy {np.__version__}, minisd threads {threads}; batch {args.batch_size}, float32")
     print(f"{'depth':>5}  {'gates':<10} {'A median':>10} {'B median':>10} {'B / A':>7} {'pairs B/A':>9}  "
