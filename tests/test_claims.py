@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import finish, start  # tests/support/processes.py
 
 from minisd.data import files as data_files
 from minisd.data.fake import write_fake_cifar10
@@ -38,18 +39,6 @@ def args_for(root, out, epochs=1):
             "--seed", "1", "--out", str(out), "--no-progress"]
 
 
-def start(args, hooks=None):
-    env = dict(os.environ, MINISD_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    env.pop("MINISD_TEST_HOOKS", None)
-    if hooks is not None:
-        env["MINISD_TEST_HOOKS"] = str(hooks)
-    return subprocess.Popen([sys.executable, "-m", "minisd.train", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def finish(proc):
-    out, err = proc.communicate(timeout=WAIT_S)
-    return proc.returncode, out, err
 
 
 def hold(hooks, point):

@@ -8,13 +8,13 @@ an uninterrupted run ends. Timeouts are generous (a loaded 2-core machine).
 """
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import finish, start  # tests/support/processes.py
 
 from minisd.tools.checkpoint import TEMP_PREFIX, load_checkpoint
 from minisd.data.fake import write_fake_cifar10
@@ -37,18 +37,6 @@ def args_for(root, out, epochs=2):
             "--valid-size", "0", "--device", "cpu", "--seed", "1", "--out", str(out), "--no-progress"]
 
 
-def start(args, hooks=None):
-    env = dict(os.environ, MINISD_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    env.pop("MINISD_TEST_HOOKS", None)
-    if hooks is not None:
-        env["MINISD_TEST_HOOKS"] = str(hooks)
-    return subprocess.Popen([sys.executable, "-m", "minisd.train", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def finish(proc):
-    out, err = proc.communicate(timeout=WAIT_S)
-    return proc.returncode, out, err
 
 
 def run(args):

@@ -7,19 +7,10 @@ table of the same numbers on the console. Only finished runs are drawn
 """
 from __future__ import annotations
 
-import json
 import os
 
 from ..model import expected_blocks
-from .runs import is_finished, read_config
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+from .runs import is_finished, read_config, read_json
 
 
 def collect(sweep_dir):
@@ -40,7 +31,7 @@ def collect(sweep_dir):
         if not is_finished(run_dir):
             unfinished.append(name)
             continue
-        s = _read_json(os.path.join(run_dir, "summary.json"))
+        s = read_json(os.path.join(run_dir, "summary.json"))
         blocks = 3 * ((cfg["depth"] - 2) // 6)
         runs.append(dict(name=name, depth=cfg["depth"], rule=cfg["rule"], p_last=float(cfg["p_last"]),
                          seed=cfg["seed"], test_error=s["test_error"], test_error_rule=s["test_error_rule"],

@@ -97,13 +97,18 @@ def write_metrics(path, rows):
     atomic_write(path, write, mode="w")
 
 
-def read_config(run_dir):
-    """The run's config.json as a dict, or ``None`` when it is missing or unreadable."""
+def read_json(path):
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable (a run stopped mid-write)."""
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
+        with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def read_config(run_dir):
+    """The run's config.json as a dict, or ``None`` when it is missing or unreadable."""
+    return read_json(os.path.join(run_dir, "config.json"))
 
 
 def is_finished(run_dir):

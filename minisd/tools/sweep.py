@@ -44,8 +44,8 @@ from .checkpoint import CheckpointError, check_run_checkpoint, read_meta
 from .claim import FolderBusy, claim, holder
 from .fig8 import plot_main
 from .flags import OneLineParser, build_parser as train_parser, check_config, config_from_args
-from .runs import (RUN_FILES, TrainingError, check_free_space, is_finished, nearest_folder, read_config, summarize,
-                   write_json, write_metrics)
+from .runs import (RUN_FILES, TrainingError, check_free_space, is_finished, nearest_folder, read_config, read_json,
+                   summarize, write_json, write_metrics)
 
 GRID_FLAGS = ("--p-last", "--rule", "--depth", "--seed")
 # config.json keys that do not change what a run learns: a folder may differ in these and still count
@@ -140,14 +140,6 @@ def expected_config(argv):
 
 def _raise_sweep_error(message):
     raise SweepError(f"training flags: {message}", code=2)
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 STATES = {  # what a grid point's folder says, and what the sweep does with it
@@ -378,7 +370,7 @@ def _reason(e):
 
 
 def _error_text(run_dir):
-    s = _read_json(os.path.join(run_dir, "summary.json")) or {}
+    s = read_json(os.path.join(run_dir, "summary.json")) or {}
     if "test_error" not in s:
         return "no test error"
     kind = "best-validation" if "best_epoch" in s else "final"
