@@ -323,7 +323,7 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
                 sys.exit(f"error: no CIFAR-10 in {shown} ({'--data-dir' if given is not None else '$MINISD_DATA'}); "
                          f"leave it out to use the sample shipped with minisd")
             x_train, y_train, x_test, y_test, _ = data.load_dataset("cifar10-sample")
-            source, where = "real CIFAR-10 (sample)", "the sample shipped with minisd"
+            source, where = "real CIFAR-10 (sample)", "shipped with minisd"
             print(f"data: no CIFAR-10 in {shown}: using the real sample shipped with minisd "
                   f"({len(y_train):,} training, {len(y_test):,} test images); {FULL_SET_HINT}")
         except data.DataError as e:
@@ -337,7 +337,7 @@ def load_cifar10(L: Lesson, n_train=None, n_test=None):
         x_train, y_train = x_train[:n_train], y_train[:n_train]
     if n_test is not None:
         x_test, y_test = x_test[:n_test], y_test[:n_test]
-    print(f"data: {source} ({where}): {len(y_train)} training and {len(y_test)} test images")
+    print(f"data: {source}, {where}; {len(y_train)} training and {len(y_test)} test images")
     return x_train, y_train, x_test, y_test, source
 
 
