@@ -98,10 +98,10 @@ class Lesson:
         ``mechanics``: what the code must do, checked on the numbers just measured: rows
         ``(claim, number, criterion, supported)``. A "no" here is a bug in minisd.
         ``claims``: the paper's claims (and predictions the lesson derives) tried at this lesson's
-        scale: rows ``(claim, number,
-        criterion, supported, takeaway)``; ``takeaway`` is one line on what the result teaches,
-        required when the claim is not supported (a "no" at laptop scale still teaches something:
-        say what), left out of the record when it is. ``supported``: True/False or a word such as "yes", "no", "not shown".
+        scale: rows ``(claim, number, criterion, supported, takeaway)``; ``takeaway`` is one line
+        on what the result teaches, required when the claim is not supported (a "no" at laptop
+        scale still teaches something: say what), left out of the record when it is.
+        ``supported``: True/False or a word such as "yes", "no", "not shown".
         """
         def word(v):  # NumPy's bool_ too: a comparison of arrays is not a Python bool
             return v if isinstance(v, str) else "yes" if v else "no"

@@ -40,9 +40,9 @@ from .tools.checkpoint import (CheckpointError, RunShape, check_run_checkpoint, 
 from .tools.flags import (Config, build_parser, check_config, check_resume, config_from_args,  # noqa: F401
                           network, read_resume_checkpoint)
 from .tools.plot import plot_runs
-from .tools.run_data import load_data
-from .tools.runs import (RunFolder, TrainingError, carry_best_checkpoint, check_data_folder, summarize,
-                         write_failed, write_json, write_metrics)
+from .tools.run_data import check_data_folder, load_data
+from .tools.runs import (RunFolder, TrainingError, carry_best_checkpoint, summarize, write_failed, write_json,
+                         write_metrics)
 from .tools.signals import SIGNAL_NAMES, Signals, test_hook
 
 # On a GPU, the steps' losses and error counts are read (the host waits for the

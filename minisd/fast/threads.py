@@ -118,9 +118,6 @@ def tune_process():
         _keep_freed_memory()
 
 
-_tune_cpu_once = tune_process  # the name tests/support/cupy_standin.py looks up
-
-
 def _one_blas_thread():
     """Limit BLAS to one thread; returns the function that gives back the thread count it had."""
     global _blas

@@ -4,14 +4,17 @@ What :class:`minisd.train.Run` calls first (``load_data``): the data set found b
 (``cfg.data_dir``, downloaded if missing and allowed; :mod:`minisd.data`), the validation split the
 flags ask for (by default the paper's 5,000 images of a full set, a tenth of a smaller one such as
 the bundled sample), the normaliser fitted on the training split, and every array on the device.
-Every problem is one line.
+Every problem is one line; :func:`check_data_folder` finds those of the folder itself before
+anything is said.
 """
 from __future__ import annotations
+
+import os
 
 from .. import backend, data
 from ..data import files as data_files
 from .flags import Config
-from .runs import TrainingError
+from .runs import TrainingError, check_free_space, nearest_folder
 from .signals import test_hook
 
 
@@ -64,3 +67,24 @@ def load_data(cfg: Config, device, log):
     normalizer = data.Normalizer.fit(x_train).to(device)
     to = lambda pair: tuple(backend.to_device(a, device) for a in pair)  # noqa: E731 (uint8 stays small)
     return to((x_train, y_train)), to(valid), to((x_test, y_test)), num_classes, normalizer
+
+
+def check_data_folder(data_dir, dataset, download=True, svhn_extra=False):
+    """Can the data set be read from ``data_dir``, or downloaded into it? One line (TrainingError)
+    when not, before the loader says anything: a file that is no data set, a folder that cannot
+    be read, or, when a download is needed, a folder that cannot be written or a full device."""
+    if data_dir is None:
+        return  # the loader's default
+    try:
+        data_files.check_root(data_dir)
+        needed = data_files.missing_files(dataset, data_dir, svhn_extra) if download else []
+    except data_files.DataError as e:
+        raise TrainingError(f"--data-dir: {e}") from None
+    if needed:
+        folder = nearest_folder(data_dir)
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise TrainingError(f"--data-dir {data_dir}: the data set is not there and cannot be downloaded "
+                                f"into it ({folder} is not a writable folder); point --data-dir at a folder that "
+                                f"holds it, or a writable one")
+        check_free_space(folder, "the download into", "--data-dir",
+                         needed=sum(data_files.SIZES_MB.get(r.filename, 0) for r in needed) * 10 ** 6)

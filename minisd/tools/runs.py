@@ -18,8 +18,7 @@ RUN_FILES names them. Every file is written atomically (minisd.tools.checkpoint.
 this module, which imports neither. Also here: the run folder's rules (a new folder, or the
 run being resumed, or ``--overwrite``), checked before any data is loaded; :class:`RunFolder`,
 which holds the folder for one run at a time (minisd.tools.claim) from that check to the
-run's end; the checks of ``--data-dir`` (:func:`check_data_folder`); and
-:class:`TrainingError`, the one-line error that stops a run.
+run's end; and :class:`TrainingError`, the one-line error that stops a run.
 """
 from __future__ import annotations
 
@@ -32,7 +31,6 @@ import shutil
 
 import numpy as np
 
-from ..data import files as data_files
 from .checkpoint import CheckpointError, atomic_write, file_stamp, load_checkpoint, remove_orphan_temp_files
 from .claim import FolderBusy, claim, holder
 from .signals import test_hook
@@ -240,27 +238,6 @@ def check_free_space(folder, what, flag, needed=MIN_FREE_BYTES):
         raise TrainingError(f"cannot write {what} {folder}: the device is full ({free / 1e6:.1f} MB free"
                             f"{f', {needed / 1e6:.0f} MB needed' if needed > MIN_FREE_BYTES else ''}); "
                             f"free some space or choose another {flag}")
-
-
-def check_data_folder(data_dir, dataset, download=True, svhn_extra=False):
-    """Can the data set be read from ``data_dir``, or downloaded into it? One line (TrainingError)
-    when not, before the loader says anything: a file that is no data set, a folder that cannot
-    be read, or, when a download is needed, a folder that cannot be written or a full device."""
-    if data_dir is None:
-        return  # the loader's default
-    try:
-        data_files.check_root(data_dir)
-        needed = data_files.missing_files(dataset, data_dir, svhn_extra) if download else []
-    except data_files.DataError as e:
-        raise TrainingError(f"--data-dir: {e}") from None
-    if needed:
-        folder = nearest_folder(data_dir)
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-            raise TrainingError(f"--data-dir {data_dir}: the data set is not there and cannot be downloaded "
-                                f"into it ({folder} is not a writable folder); point --data-dir at a folder that "
-                                f"holds it, or a writable one")
-        check_free_space(folder, "the download into", "--data-dir",
-                         needed=sum(data_files.SIZES_MB.get(r.filename, 0) for r in needed) * 10 ** 6)
 
 
 def check_not_behind(resume, mine, last):

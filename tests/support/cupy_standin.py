@@ -1203,11 +1203,9 @@ def install(monkeypatch=None):
     from minisd.fast import threads as parallel
 
     # The stand-in's kernels are NumPy calls on this thread: give BLAS one thread and keep
-    # freed memory, as minisd's CPU kernels do. A busy-waiting multi-threaded BLAS on a
+    # freed memory, as minisd's own processes do. A busy-waiting multi-threaded BLAS on a
     # shared machine made stand-in steps up to ten times slower.
-    tune = getattr(parallel, "_tune_cpu_once", None)
-    if tune is not None:
-        tune()
+    parallel.tune_process()
     me = sys.modules[__name__]
     if monkeypatch is not None:
         monkeypatch.setattr(backend, "_cupy", me)
